@@ -1,0 +1,1 @@
+"""Sources → clean → chunk → embed → versioned index write."""

@@ -1,0 +1,210 @@
+"""Embedding with sentence-transformers, and a persistent cache keyed by (model, text hash).
+
+The cache is what makes reindexing cheap: an unchanged chunk is never encoded twice, across runs and
+across stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from search.device import resolve_device
+from search.models import DEFAULT_EMBEDDER, resolve_model_path
+
+
+class EmbedderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(default=DEFAULT_EMBEDDER, description="HF id or local path of a sentence-transformers model.")
+    device: str | None = Field(default=None, description="Torch device; None uses the resolver.")
+    batch_size: int = Field(default=32, ge=1, le=4096, description="Texts per forward pass.")
+    max_seq_length: int | None = Field(default=None, ge=8, description="Override the model's token window.")
+    fp16: bool = Field(default=False, description="Half precision on CUDA (ignored on CPU).")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into unit-length vectors."""
+
+    model_id: str
+
+    def warm_up(self) -> None: ...
+
+    @property
+    def dims(self) -> int: ...
+
+    @property
+    def max_tokens(self) -> int:
+        """Token window of one input, special tokens included."""
+        ...
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """float32 array (len(texts), dims), L2-normalised."""
+        ...
+
+
+class SentenceTransformerEmbedder:
+    """Embedder over a sentence-transformers model; light constructor, model loads in warm_up()."""
+
+    def __init__(self, config: EmbedderConfig | None = None) -> None:
+        self.config = config or EmbedderConfig()
+        self._path = resolve_model_path(self.config.model)
+        self.model_id = _model_fingerprint(self._path)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._model is not None:
+                return
+            from sentence_transformers import SentenceTransformer
+
+            device = resolve_device(self.config.device)
+            model = SentenceTransformer(self._path, device=device)
+            if self.config.max_seq_length:
+                model.max_seq_length = self.config.max_seq_length
+            if self.config.fp16 and device.startswith("cuda"):
+                model = model.half()
+            self._model = model
+
+    @property
+    def model(self) -> Any:
+        self.warm_up()
+        return self._model
+
+    @property
+    def dims(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.model.max_seq_length)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.model.tokenizer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        out = self.model.encode(
+            list(texts),
+            batch_size=self.config.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def _model_fingerprint(path: str) -> str:
+    """Cache key part for a model: the id, plus the weights' size and mtime for local directories."""
+    p = Path(path)
+    if not p.is_dir():
+        return path
+    parts = [str(p)]
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return "|".join(parts)
+
+
+class EmbeddingCache:
+    """Vectors on disk in SQLite, keyed by sha256(model id, text). Safe across threads and processes."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            c = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("CREATE TABLE IF NOT EXISTS emb (k TEXT PRIMARY KEY, v BLOB NOT NULL)")
+            self._local.conn = c
+        return c
+
+    @staticmethod
+    def key(model_id: str, text: str) -> str:
+        return hashlib.sha256(f"{model_id}\x00{text}".encode()).hexdigest()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        c = self._conn()
+        keys = list(keys)
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            rows = c.execute(f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(part))})", part).fetchall()
+            out.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
+        return out
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        if not items:
+            return
+        c = self._conn()
+        c.execute("BEGIN")
+        c.executemany(
+            "INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)",
+            [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+        )
+        c.execute("COMMIT")
+
+
+class CachedEmbedder:
+    """Wraps an Embedder so only texts never seen with this model get encoded."""
+
+    def __init__(self, inner: Embedder, cache: EmbeddingCache) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.model_id = inner.model_id
+        self.hits = 0
+        self.misses = 0
+
+    def warm_up(self) -> None:
+        self.inner.warm_up()
+
+    @property
+    def dims(self) -> int:
+        return self.inner.dims
+
+    @property
+    def max_tokens(self) -> int:
+        return self.inner.max_tokens
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        keys = [EmbeddingCache.key(self.model_id, t) for t in texts]
+        found = self.cache.get_many(keys)
+        missing = sorted({i for i, k in enumerate(keys) if k not in found}, key=lambda i: keys[i])
+        uniq: dict[str, int] = {}
+        for i in missing:
+            uniq.setdefault(keys[i], i)
+        if uniq:
+            vecs = self.inner.embed([texts[i] for i in uniq.values()])
+            new = dict(zip(uniq.keys(), vecs, strict=True))
+            self.cache.put_many(new)
+            found.update(new)
+        self.misses += len(uniq)
+        self.hits += len(texts) - len(uniq)
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        return np.vstack([found[k] for k in keys]).astype(np.float32)

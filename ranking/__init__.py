@@ -1,0 +1,1 @@
+"""Neural reranking and score explanations (see the search-API issue)."""

@@ -1,0 +1,1 @@
+"""Sift's domain core: documents, settings, index stores, retrieval."""

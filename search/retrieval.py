@@ -1,0 +1,103 @@
+"""Hybrid retrieval over any IndexStore: BM25 and kNN run concurrently, then fuse."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from search.documents import Document, Hit
+from search.filters import Filter
+from search.fusion import linear, ranked, rrf
+from search.stores.base import IndexStore
+
+
+class QueryEncoder(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class RetrievalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["bm25", "dense", "hybrid"] = Field(default="hybrid", description="Which retrievers run.")
+    fusion: Literal["rrf", "linear"] = Field(default="rrf", description="How hybrid lists are combined.")
+    rrf_k: int = Field(default=60, ge=1, description="RRF rank constant.")
+    alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of dense scores in linear fusion.")
+    depth: int = Field(default=100, ge=1, le=1000, description="Hits fetched from each retriever.")
+
+
+class Retrieved(BaseModel):
+    """A fused result with the evidence of each stage, for explanations."""
+
+    id: str
+    doc: Document | None
+    score: float
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    dense_rank: int | None = None
+    dense_score: float | None = None
+
+
+class HybridRetriever:
+    """Plain class (usable without Ray): the API, the CLI and offline evaluation all call this."""
+
+    def __init__(self, store: IndexStore, encoder: QueryEncoder | None, config: RetrievalConfig | None = None) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.config = config or RetrievalConfig()
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sift-retrieve")
+
+    def run(
+        self,
+        index: str,
+        query: str,
+        k: int = 10,
+        filters: Sequence[Filter] = (),
+        offset: int = 0,
+        config: RetrievalConfig | None = None,
+    ) -> list[Retrieved]:
+        cfg = config or self.config
+        depth = max(cfg.depth, offset + k)
+        mode = cfg.mode
+        if mode != "bm25" and self.encoder is None:
+            raise ValueError(f"retrieval mode {mode!r} needs a query encoder")
+        lex_f = self._pool.submit(self.store.bm25_search, index, query, depth, filters) if mode != "dense" else None
+        dense: list[Hit] = []
+        if mode != "bm25":
+            assert self.encoder is not None
+            vec = self.encoder.embed([query])[0]
+            dense = self.store.knn_search(index, vec.tolist(), depth, filters)
+        lexical = lex_f.result() if lex_f is not None else []
+        if mode == "bm25":
+            scores = {h.id: h.score for h in lexical}
+        elif mode == "dense":
+            scores = {h.id: h.score for h in dense}
+        elif cfg.fusion == "rrf":
+            scores = rrf([lexical, dense], k=cfg.rrf_k)
+        else:
+            scores = linear(lexical, dense, alpha=cfg.alpha)
+        lex_by = {h.id: (r, h) for r, h in enumerate(lexical, start=1)}
+        den_by = {h.id: (r, h) for r, h in enumerate(dense, start=1)}
+        out = []
+        for doc_id, score in ranked(scores)[offset : offset + k]:
+            lr, lh = lex_by.get(doc_id, (None, None))
+            dr, dh = den_by.get(doc_id, (None, None))
+            hit = lh or dh
+            out.append(
+                Retrieved(
+                    id=doc_id,
+                    doc=hit.doc if hit else None,
+                    score=score,
+                    bm25_rank=lr,
+                    bm25_score=lh.score if lh else None,
+                    dense_rank=dr,
+                    dense_score=dh.score if dh else None,
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)

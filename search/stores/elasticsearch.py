@@ -1,0 +1,390 @@
+"""ElasticsearchStore: versioned indices behind an alias on an Elasticsearch 8.x cluster.
+
+Text is analysed with hunspell English stemming by default (the integ-test distribution lacks the
+`english` analyzer; a full cluster can use `analyzer: english`). `title` and `body` are copied into one
+`content` field that BM25 searches, the same combination the embedded store's FTS5 table uses.
+Chunk vectors live in a nested field so a document scores as its best chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, TypeVar
+
+from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
+from elasticsearch import ConnectionError as EsConnectionError
+from pydantic import BaseModel, ConfigDict, Field
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from search.documents import Document, Hit, StoredRecord
+from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
+from search.naming import new_version_name, validate_index_name, version_alias
+from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
+from search.stores.base import DocFailure, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
+
+T = TypeVar("T")
+
+_ANALYZERS: dict[str, dict[str, Any]] = {
+    "hunspell_en": {
+        "analyzer": {"sift_text": {"tokenizer": "standard", "filter": ["lowercase", "sift_stop", "sift_hunspell"]}},
+        "filter": {
+            "sift_stop": {"type": "stop", "stopwords": "_english_"},
+            "sift_hunspell": {"type": "hunspell", "locale": "en_US", "dedup": True},
+        },
+    },
+    "english": {"analyzer": {"sift_text": {"type": "english"}}},
+    "standard": {"analyzer": {"sift_text": {"type": "standard", "stopwords": "_english_"}}},
+}
+
+
+class EsIndexConfig(BaseModel):
+    """How physical indices are laid out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    analyzer: Literal["hunspell_en", "english", "standard"] = Field(
+        default="hunspell_en", description="Text analysis of title/body/content."
+    )
+    vector_index: Literal["hnsw", "int8_hnsw"] = Field(
+        default="hnsw", description="HNSW over float32, or int8-quantized HNSW (4x less memory)."
+    )
+    shards: int = Field(default=1, ge=1, description="Primary shards per version.")
+    replicas: int = Field(default=0, ge=0, description="Replicas per version.")
+    num_candidates_factor: float = Field(
+        default=2.0, ge=1.0, description="kNN candidates per shard as a multiple of k (at least 100)."
+    )
+
+
+def _es_guard(fn: Callable[[], T]) -> T:
+    """Translate client errors into store errors callers understand."""
+    try:
+        return fn()
+    except EsConnectionError as exc:
+        raise StoreUnavailable(f"Elasticsearch unreachable: {exc}") from exc
+    except NotFoundError as exc:
+        raise IndexNotFound(str(exc)) from exc
+    except BadRequestError as exc:
+        raise ValueError(f"Elasticsearch rejected the request: {exc}") from exc
+    except TransportError as exc:
+        raise StoreUnavailable(f"Elasticsearch transport error: {exc}") from exc
+
+
+class ElasticsearchStore:
+    """IndexStore over an Elasticsearch 8.x cluster."""
+
+    def __init__(
+        self,
+        url: str,
+        config: EsIndexConfig | None = None,
+        *,
+        basic_auth: tuple[str, str] | None = None,
+        api_key: str | None = None,
+        request_timeout: float = 30.0,
+    ) -> None:
+        self.url = url
+        self.config = config or EsIndexConfig()
+        self._auth = basic_auth
+        self._api_key = api_key
+        self._timeout = request_timeout
+        self._client: Elasticsearch | None = None
+        self._schemas: dict[str, IndexSchema] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        if self._client is None:
+            self._client = Elasticsearch(
+                self.url,
+                basic_auth=self._auth,
+                api_key=self._api_key,
+                request_timeout=self._timeout,
+                max_retries=2,
+                retry_on_timeout=True,
+            )
+
+    @property
+    def client(self) -> Elasticsearch:
+        self.warm_up()
+        assert self._client is not None
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def ping(self) -> bool:
+        """Liveness via cluster health (`GET /` is not served by every distribution)."""
+        try:
+            self.client.cluster.health(timeout="2s")
+            return True
+        except (EsConnectionError, TransportError, ApiError):
+            return False
+
+    # -- versions and aliases -------------------------------------------------------------------------
+    def _mappings(self, dims: int, schema: IndexSchema) -> dict[str, Any]:
+        text = {"type": "text", "analyzer": "sift_text", "fields": {"std": {"type": "text", "analyzer": "standard"}}}
+        extra = {name: {"type": t} for name, t in schema.fields.items()}
+        return {
+            "dynamic": "false",
+            "_meta": {"sift": {"schema": schema.model_dump(), "dims": dims, "complete": False}},
+            "properties": {
+                "id": {"type": "keyword"},
+                "title": {**text, "copy_to": "content"},
+                "body": {**text, "copy_to": "content"},
+                "content": {"type": "text", "analyzer": "sift_text"},
+                "url": {"type": "keyword"},
+                "published_at": {"type": "date"},
+                "updated_at": {"type": "date"},
+                "content_hash": {"type": "keyword"},
+                "fields": {"type": "object", "dynamic": "false", "properties": extra},
+                "chunks": {
+                    "type": "nested",
+                    "properties": {
+                        "vector": {
+                            "type": "dense_vector",
+                            "dims": dims,
+                            "index": True,
+                            "similarity": "cosine",
+                            "index_options": {"type": self.config.vector_index},
+                        },
+                        "start": {"type": "integer", "index": False},
+                        "end": {"type": "integer", "index": False},
+                    },
+                },
+            },
+        }
+
+    def create_version(self, name: str, dims: int, schema: IndexSchema) -> str:
+        validate_index_name(name)
+        version = new_version_name(name)
+        settings = {
+            "number_of_shards": self.config.shards,
+            "number_of_replicas": self.config.replicas,
+            "analysis": _ANALYZERS[self.config.analyzer],
+        }
+        _es_guard(
+            lambda: self.client.indices.create(index=version, settings=settings, mappings=self._mappings(dims, schema))
+        )
+        self._schemas[version] = schema
+        return version
+
+    def _meta(self, target: str) -> dict[str, Any]:
+        resp = _es_guard(lambda: self.client.indices.get_mapping(index=target))
+        if not resp:
+            raise IndexNotFound(f"no index or version named {target!r}")
+        body = next(iter(resp.body.values()))
+        return dict(body["mappings"].get("_meta", {}).get("sift", {}))
+
+    def mark_complete(self, version: str) -> None:
+        meta = self._meta(version)
+        meta["complete"] = True
+        _es_guard(lambda: self.client.indices.put_mapping(index=version, meta={"sift": meta}))
+
+    def switch_alias(self, name: str, version: str) -> None:
+        validate_index_name(name)
+        actions: list[dict[str, Any]] = [{"add": {"index": version, "alias": name}}]
+        current = self.current_version(name)
+        if current and current != version:
+            actions.insert(0, {"remove": {"index": current, "alias": name}})
+        _es_guard(lambda: self.client.indices.update_aliases(actions=actions))
+
+    def current_version(self, name: str) -> str | None:
+        try:
+            resp = _es_guard(lambda: self.client.indices.get_alias(name=name))
+        except IndexNotFound:
+            return None
+        versions = sorted(resp.body)
+        return versions[-1] if versions else None
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        resp = _es_guard(
+            lambda: self.client.indices.get_mapping(index=f"{name}-v*", allow_no_indices=True, expand_wildcards="open")
+        )
+        out = []
+        for version in sorted(resp.body):
+            if version_alias(version) != name:
+                continue
+            meta = resp.body[version]["mappings"].get("_meta", {}).get("sift", {})
+            out.append(VersionInfo(name=name, version=version, complete=bool(meta.get("complete")), count=None))
+        return out
+
+    def drop_version(self, version: str) -> None:
+        name = version_alias(version)
+        if name is None:
+            raise ValueError(f"{version!r} is not a version name")
+        if self.current_version(name) == version:
+            raise StoreError(f"refusing to drop {version!r}: the alias {name!r} points at it")
+        _es_guard(lambda: self.client.indices.delete(index=version, ignore_unavailable=True))
+        self._schemas.pop(version, None)
+
+    def schema(self, target: str) -> IndexSchema:
+        version = self._resolve(target)
+        if version not in self._schemas:
+            self._schemas[version] = IndexSchema.model_validate(self._meta(version).get("schema", {}))
+        return self._schemas[version]
+
+    def _resolve(self, target: str) -> str:
+        if version_alias(target) is not None:
+            return target
+        current = self.current_version(target)
+        if current is None:
+            raise IndexNotFound(f"index {target!r} does not exist (no version has been built yet)")
+        return current
+
+    # -- writes ---------------------------------------------------------------------------------------
+    @staticmethod
+    def _source(rec: StoredRecord) -> dict[str, Any]:
+        doc = rec.doc
+        src: dict[str, Any] = doc.model_dump(mode="json", exclude={"deleted"})
+        src["content_hash"] = rec.content_hash or doc.content_hash()
+        spans = rec.chunk_spans or [(0, 0)] * len(rec.vectors)
+        src["chunks"] = [{"vector": vec, "start": s, "end": e} for vec, (s, e) in zip(rec.vectors, spans, strict=True)]
+        return src
+
+    @retry(
+        retry=retry_if_exception_type(StoreUnavailable),
+        stop=stop_after_attempt(4),
+        wait=wait_exponential(multiplier=0.5, max=8),
+        reraise=True,
+    )
+    def upsert(self, target: str, records: Sequence[StoredRecord]) -> WriteResult:
+        """Bulk index; items the cluster rejects come back as failures with Elasticsearch's reason.
+
+        Whole-request transport failures are retried (index ops are idempotent by id); per-item
+        429s are retried inside `helpers.bulk`.
+        """
+        if not records:
+            return WriteResult()
+        actions = [
+            {"_op_type": "index", "_index": target, "_id": r.doc.id, "_source": self._source(r)} for r in records
+        ]
+        ok, errors = _es_guard(
+            lambda: helpers.bulk(
+                self.client,
+                actions,
+                raise_on_error=False,
+                raise_on_exception=True,
+                max_retries=3,
+                initial_backoff=1,
+                chunk_size=500,
+            )
+        )
+        failures = []
+        for item in errors if isinstance(errors, list) else []:
+            info = next(iter(item.values()))
+            err = info.get("error", {})
+            reason = err.get("reason", str(err)) if isinstance(err, dict) else str(err)
+            caused = err.get("caused_by", {}).get("reason") if isinstance(err, dict) else None
+            etype = err.get("type", "error") if isinstance(err, dict) else "error"
+            failures.append(
+                DocFailure(id=str(info.get("_id")), reason=f"{etype}: {reason}" + (f" ({caused})" if caused else ""))
+            )
+        return WriteResult(written=int(ok), failures=failures)
+
+    def delete(self, target: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        actions = [{"_op_type": "delete", "_index": target, "_id": i} for i in ids]
+        ok, _errors = _es_guard(
+            lambda: helpers.bulk(self.client, actions, raise_on_error=False, raise_on_exception=True)
+        )
+        return int(ok)
+
+    def refresh(self, target: str) -> None:
+        _es_guard(lambda: self.client.indices.refresh(index=target))
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def get(self, target: str, doc_id: str) -> Document | None:
+        try:
+            resp = _es_guard(
+                lambda: self.client.get(index=target, id=doc_id, source_excludes=["chunks", "content_hash"])
+            )
+        except IndexNotFound:
+            if self.current_version(target) is None and version_alias(target) is None:
+                raise
+            return None
+        return Document.model_validate(resp["_source"]) if resp.get("found") else None
+
+    def get_hashes(self, target: str, ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 1000):
+            resp = _es_guard(
+                lambda part=ids[i : i + 1000]: self.client.mget(
+                    index=target, ids=part, source_includes=["content_hash"]
+                )  # type: ignore[misc]
+            )
+            for d in resp["docs"]:
+                if d.get("found"):
+                    out[d["_id"]] = d["_source"].get("content_hash", "")
+        return out
+
+    def count(self, target: str) -> int:
+        return int(_es_guard(lambda: self.client.count(index=target))["count"])
+
+    def _filter_clauses(self, target: str, filters: Sequence[Filter]) -> list[dict[str, Any]]:
+        if not filters:
+            return []
+        schema = self.schema(target)
+        clauses: list[dict[str, Any]] = []
+        for f in filters:
+            ftype = schema.field_type(f.field)
+            path = f.field if f.field in BUILTIN_FIELDS else f"fields.{f.field}"
+            if isinstance(f, TermFilter):
+                clauses.append({"term": {path: (coerce(f.value, ftype, f.field))}})
+            elif isinstance(f, TermsFilter):
+                clauses.append({"terms": {path: [(coerce(v, ftype, f.field)) for v in f.values]}})
+            elif isinstance(f, RangeFilter):
+                rng = {
+                    op: (coerce(b, ftype, f.field))
+                    for op, b in (("gte", f.gte), ("gt", f.gt), ("lte", f.lte), ("lt", f.lt))
+                    if b is not None
+                }
+                if rng:
+                    clauses.append({"range": {path: rng}})
+        return clauses
+
+    def _hits(self, resp: Any) -> list[Hit]:
+        return [
+            Hit(id=h["_id"], score=float(h["_score"]), doc=Document.model_validate(h["_source"]))
+            for h in resp["hits"]["hits"]
+        ]
+
+    def bm25_search(self, target: str, query: str, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+        if not query.strip() or k <= 0:
+            return []
+        body_query: dict[str, Any] = {
+            "bool": {
+                "must": [{"match": {"content": {"query": query}}}],
+                "filter": self._filter_clauses(target, filters),
+            }
+        }
+        resp = _es_guard(
+            lambda: self.client.search(
+                index=target,
+                query=body_query,
+                size=k,
+                source_excludes=["chunks", "content_hash"],
+                track_total_hits=False,
+            )
+        )
+        return self._hits(resp)
+
+    def knn_search(self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+        if k <= 0:
+            return []
+        knn: dict[str, Any] = {
+            "field": "chunks.vector",
+            "query_vector": [float(x) for x in vector],
+            "k": k,
+            "num_candidates": max(100, int(k * self.config.num_candidates_factor)),
+        }
+        clauses = self._filter_clauses(target, filters)
+        if clauses:
+            knn["filter"] = clauses
+        resp = _es_guard(
+            lambda: self.client.search(
+                index=target, knn=knn, size=k, source_excludes=["chunks", "content_hash"], track_total_hits=False
+            )
+        )
+        return self._hits(resp)

@@ -1,0 +1,414 @@
+"""EmbeddedStore: the no-server default. SQLite FTS5 for BM25, numpy for cosine kNN.
+
+One SQLite file per version under `<data_dir>/versions/`; the alias is a small pointer file replaced with
+`os.replace`, which is atomic on POSIX, so a crash mid-build never moves it. SQLite's WAL journal keeps
+readers working while a writer appends.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.documents import Document, Hit, StoredRecord
+from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
+from search.naming import new_version_name, validate_index_name, version_alias
+from search.schema import BUILTIN_FIELDS, IndexSchema, SchemaError, coerce
+from search.stores.base import DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
+from search.text import query_terms
+
+_TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+
+class _Version:
+    """An open version file: a connection per thread plus the in-memory vector matrix."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        self.lock = threading.RLock()
+        self.generation = 0  # bumped on every write, invalidates the vector matrix
+        self._matrix: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = c
+        return c
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """All chunk vectors (normalised, float32) and the row id each belongs to."""
+        with self.lock:
+            if self._matrix is not None and self._matrix[0] == self.generation:
+                return self._matrix[1], self._matrix[2]
+            rows = self.conn().execute("SELECT rid, v FROM vecs ORDER BY rid, chunk").fetchall()
+            if rows:
+                rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                mat = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+            else:
+                rids = np.zeros(0, dtype=np.int64)
+                mat = np.zeros((0, 0), dtype=np.float32)
+            self._matrix = (self.generation, mat, rids)
+            return mat, rids
+
+
+class EmbeddedStore:
+    """IndexStore over local files; safe for one writer and many readers (threads or processes)."""
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = Path(data_dir)
+        self._versions: dict[str, _Version] = {}
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        (self.data_dir / "versions").mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "aliases").mkdir(parents=True, exist_ok=True)
+
+    def close(self) -> None:
+        with self._lock:
+            self._versions.clear()
+
+    # -- versions and aliases -------------------------------------------------------------------------
+    def _version_path(self, version: str) -> Path:
+        return self.data_dir / "versions" / f"{version}.sqlite"
+
+    def _alias_path(self, name: str) -> Path:
+        return self.data_dir / "aliases" / name
+
+    def create_version(self, name: str, dims: int, schema: IndexSchema) -> str:
+        validate_index_name(name)
+        self.warm_up()
+        version = new_version_name(name)
+        path = self._version_path(version)
+        c = sqlite3.connect(path, isolation_level=None)
+        try:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.executescript(
+                f"""
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE docs (
+                    rid INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    doc TEXT NOT NULL,
+                    filt TEXT NOT NULL,
+                    content_hash TEXT NOT NULL
+                );
+                CREATE TABLE vecs (rid INTEGER NOT NULL, chunk INTEGER NOT NULL, v BLOB NOT NULL,
+                                   PRIMARY KEY (rid, chunk));
+                CREATE VIRTUAL TABLE fts USING fts5(content, tokenize='{_TOKENIZER}');
+                """
+            )
+            meta = {
+                "name": name,
+                "dims": str(dims),
+                "schema": schema.model_dump_json(),
+                "complete": "false",
+                "created": datetime.now(UTC).isoformat(),
+            }
+            c.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+        finally:
+            c.close()
+        return version
+
+    def _open(self, target: str) -> _Version:
+        version = self._resolve(target)
+        with self._lock:
+            v = self._versions.get(version)
+            if v is None:
+                path = self._version_path(version)
+                if not path.exists():
+                    raise IndexNotFound(f"no index or version named {target!r}")
+                v = _Version(path)
+                self._versions[version] = v
+            return v
+
+    def _resolve(self, target: str) -> str:
+        if version_alias(target) is not None:
+            return target
+        current = self.current_version(target)
+        if current is None:
+            raise IndexNotFound(f"index {target!r} does not exist (no version has been built yet)")
+        return current
+
+    def _meta(self, version: _Version) -> dict[str, str]:
+        return dict(version.conn().execute("SELECT key, value FROM meta").fetchall())
+
+    def mark_complete(self, version: str) -> None:
+        v = self._open(version)
+        v.conn().execute("UPDATE meta SET value='true' WHERE key='complete'")
+
+    def switch_alias(self, name: str, version: str) -> None:
+        validate_index_name(name)
+        if not self._version_path(version).exists():
+            raise IndexNotFound(f"no version named {version!r}")
+        self.warm_up()
+        alias = self._alias_path(name)
+        tmp = alias.with_name(f".{name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            f.write(version)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, alias)
+
+    def current_version(self, name: str) -> str | None:
+        try:
+            return self._alias_path(name).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def list_versions(self, name: str) -> list[VersionInfo]:
+        out = []
+        for path in sorted((self.data_dir / "versions").glob(f"{name}-v*.sqlite")):
+            version = path.stem
+            if version_alias(version) != name:
+                continue
+            try:
+                v = self._open(version)
+                meta = self._meta(v)
+                count = v.conn().execute("SELECT count(*) FROM docs").fetchone()[0]
+                out.append(
+                    VersionInfo(name=name, version=version, complete=meta.get("complete") == "true", count=count)
+                )
+            except sqlite3.DatabaseError:
+                out.append(VersionInfo(name=name, version=version, complete=False, count=None))
+        return out
+
+    def drop_version(self, version: str) -> None:
+        name = version_alias(version)
+        if name is None:
+            raise ValueError(f"{version!r} is not a version name")
+        if self.current_version(name) == version:
+            raise StoreError(f"refusing to drop {version!r}: the alias {name!r} points at it")
+        with self._lock:
+            self._versions.pop(version, None)
+        base = self._version_path(version)
+        for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm")):
+            p.unlink(missing_ok=True)
+
+    def schema(self, target: str) -> IndexSchema:
+        return IndexSchema.model_validate_json(self._meta(self._open(target))["schema"])
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def upsert(self, target: str, records: Sequence[StoredRecord]) -> WriteResult:
+        v = self._open(target)
+        meta = self._meta(v)
+        dims = int(meta["dims"])
+        schema = IndexSchema.model_validate_json(meta["schema"])
+        result = WriteResult()
+        rows: list[tuple[StoredRecord, str, np.ndarray | None]] = []
+        for rec in records:
+            try:
+                filt = _filter_values(rec.doc, schema)
+                vecs = _check_vectors(rec.vectors, dims)
+            except (SchemaError, ValueError) as exc:
+                result.failures.append(DocFailure(id=rec.doc.id, reason=str(exc)))
+                continue
+            rows.append((rec, json.dumps(filt), vecs))
+        with v.lock:
+            c = v.conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for rec, filt_json, vecs in rows:
+                    doc = rec.doc
+                    old = c.execute("SELECT rid FROM docs WHERE id=?", (doc.id,)).fetchone()
+                    if old is not None:
+                        self._delete_rid(c, old[0])
+                    cur = c.execute(
+                        "INSERT INTO docs (id, doc, filt, content_hash) VALUES (?, ?, ?, ?)",
+                        (doc.id, doc.model_dump_json(), filt_json, rec.content_hash or doc.content_hash()),
+                    )
+                    rid = cur.lastrowid
+                    c.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, _content(doc)))
+                    if vecs is not None:
+                        c.executemany(
+                            "INSERT INTO vecs (rid, chunk, v) VALUES (?, ?, ?)",
+                            [(rid, i, vecs[i].tobytes()) for i in range(len(vecs))],
+                        )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            v.generation += 1
+        result.written = len(rows)
+        return result
+
+    @staticmethod
+    def _delete_rid(c: sqlite3.Connection, rid: int) -> None:
+        c.execute("DELETE FROM docs WHERE rid=?", (rid,))
+        c.execute("DELETE FROM fts WHERE rowid=?", (rid,))
+        c.execute("DELETE FROM vecs WHERE rid=?", (rid,))
+
+    def delete(self, target: str, ids: Sequence[str]) -> int:
+        v = self._open(target)
+        n = 0
+        with v.lock:
+            c = v.conn()
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for doc_id in ids:
+                    row = c.execute("SELECT rid FROM docs WHERE id=?", (doc_id,)).fetchone()
+                    if row is not None:
+                        self._delete_rid(c, row[0])
+                        n += 1
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            v.generation += 1
+        return n
+
+    def refresh(self, target: str) -> None:
+        self._open(target)  # writes are visible on commit; only check the target exists
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def get(self, target: str, doc_id: str) -> Document | None:
+        row = self._open(target).conn().execute("SELECT doc FROM docs WHERE id=?", (doc_id,)).fetchone()
+        return Document.model_validate_json(row[0]) if row else None
+
+    def get_hashes(self, target: str, ids: Sequence[str]) -> dict[str, str]:
+        c = self._open(target).conn()
+        out: dict[str, str] = {}
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = f"SELECT id, content_hash FROM docs WHERE id IN ({','.join('?' * len(part))})"
+            out.update(dict(c.execute(q, part).fetchall()))
+        return out
+
+    def count(self, target: str) -> int:
+        return int(self._open(target).conn().execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def bm25_search(self, target: str, query: str, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+        v = self._open(target)
+        terms = query_terms(query)
+        if not terms or k <= 0:
+            return []
+        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        where, params = _filter_sql(filters, self.schema(target))
+        sql = (
+            "SELECT d.id, -bm25(fts) AS s, d.doc FROM fts JOIN docs d ON d.rid = fts.rowid "
+            f"WHERE fts MATCH ? {'AND ' + where if where else ''} ORDER BY s DESC LIMIT ?"
+        )
+        rows = v.conn().execute(sql, [match, *params, k]).fetchall()
+        return [Hit(id=r[0], score=float(r[1]), doc=Document.model_validate_json(r[2])) for r in rows]
+
+    def knn_search(self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+        v = self._open(target)
+        mat, rids = v.matrix()
+        if len(rids) == 0 or k <= 0:
+            return []
+        q = np.asarray(vector, dtype=np.float32)
+        if q.shape != (mat.shape[1],):
+            raise ValueError(f"query vector has {q.shape[-1]} dims, the index has {mat.shape[1]}")
+        norm = float(np.linalg.norm(q))
+        if norm == 0:
+            raise ValueError("query vector is all zeros")
+        sims = mat @ (q / norm)
+        if filters:
+            allowed = self._filtered_rids(v, filters, self.schema(target))
+            mask = np.isin(rids, allowed)
+            sims = np.where(mask, sims, -np.inf)
+        # A document scores as its best chunk.
+        order = np.argsort(-sims, kind="stable")
+        best: dict[int, float] = {}
+        for i in order:
+            s = sims[i]
+            if not np.isfinite(s):
+                break
+            rid = int(rids[i])
+            if rid not in best:
+                best[rid] = float(s)
+                if len(best) >= k:
+                    break
+        if not best:
+            return []
+        c = v.conn()
+        docs = dict(
+            c.execute(f"SELECT rid, doc FROM docs WHERE rid IN ({','.join('?' * len(best))})", list(best)).fetchall()
+        )
+        # Same scale as Elasticsearch's cosine similarity: (1 + cos) / 2.
+        return [
+            Hit(id=(d := Document.model_validate_json(docs[rid])).id, score=(1 + s) / 2, doc=d)
+            for rid, s in best.items()
+            if rid in docs
+        ]
+
+    def _filtered_rids(self, v: _Version, filters: Sequence[Filter], schema: IndexSchema) -> np.ndarray:
+        where, params = _filter_sql(filters, schema)
+        rows = v.conn().execute(f"SELECT d.rid FROM docs d WHERE {where}", params).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def _content(doc: Document) -> str:
+    return f"{doc.title}\n{doc.body}"
+
+
+def _check_vectors(vectors: list[list[float]], dims: int) -> np.ndarray | None:
+    if not vectors:
+        return None
+    arr = np.asarray(vectors, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[1] != dims:
+        raise ValueError(f"vector has {arr.shape[-1]} dims, the index expects {dims}")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if np.any(norms == 0) or not np.all(np.isfinite(arr)):
+        raise ValueError("vector is all zeros or not finite (cosine similarity is undefined)")
+    return arr / norms
+
+
+def _filter_values(doc: Document, schema: IndexSchema) -> dict[str, Any]:
+    """Typed, coerced values of every filterable field (the same checks Elasticsearch's mapping makes)."""
+    out: dict[str, Any] = {}
+    for name, ftype in BUILTIN_FIELDS.items():
+        val = getattr(doc, name)
+        if val is not None:
+            out[name] = coerce(val, ftype, name)
+    for name, ftype in schema.fields.items():
+        if name in doc.fields and doc.fields[name] is not None:
+            out[name] = coerce(doc.fields[name], ftype, name)
+    return out
+
+
+_SAFE_FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _filter_sql(filters: Sequence[Filter], schema: IndexSchema) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for f in filters:
+        ftype = schema.field_type(f.field)  # KeyError for unknown fields
+        if not _SAFE_FIELD.match(f.field):
+            raise KeyError(f"invalid field name {f.field!r}")
+        src = f"json_each(d.filt, '$.\"{f.field}\"')"
+        if isinstance(f, TermFilter):
+            clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE value = ?)")
+            params.append(_sql_value(coerce(f.value, ftype, f.field)))
+        elif isinstance(f, TermsFilter):
+            vals = [_sql_value(coerce(x, ftype, f.field)) for x in f.values]
+            clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE value IN ({','.join('?' * len(vals))}))")
+            params.extend(vals)
+        elif isinstance(f, RangeFilter):
+            conds = []
+            for op, bound in ((">=", f.gte), (">", f.gt), ("<=", f.lte), ("<", f.lt)):
+                if bound is not None:
+                    conds.append(f"value {op} ?")
+                    params.append(_sql_value(coerce(bound, ftype, f.field)))
+            if conds:
+                clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE {' AND '.join(conds)})")
+    return " AND ".join(clauses), params
+
+
+def _sql_value(v: Any) -> Any:
+    return int(v) if isinstance(v, bool) else v

@@ -1,0 +1,27 @@
+"""Build a store from its kind and the process settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from search.settings import Settings
+from search.stores.base import IndexStore
+
+StoreKind = Literal["embedded", "es"]
+
+
+def make_store(kind: StoreKind, settings: Settings | None = None) -> IndexStore:
+    settings = settings or Settings()
+    if kind == "embedded":
+        from search.stores.embedded import EmbeddedStore
+
+        return EmbeddedStore(settings.data_dir / "indices")
+    if kind == "es":
+        from search.stores.elasticsearch import ElasticsearchStore
+
+        auth = None
+        if settings.elasticsearch_username and settings.elasticsearch_password:
+            auth = (settings.elasticsearch_username, settings.elasticsearch_password.get_secret_value())
+        key = settings.elasticsearch_api_key.get_secret_value() if settings.elasticsearch_api_key else None
+        return ElasticsearchStore(settings.es_url(), basic_auth=auth, api_key=key)
+    raise ValueError(f"unknown store kind {kind!r}: use 'embedded' or 'es'")

@@ -1,0 +1,237 @@
+"""The `sift` command: one entry point for every job (Elasticsearch node, indexing, search, demo)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from search.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Sift: hybrid search backend.")
+es_app = typer.Typer(no_args_is_help=True, help="A local Elasticsearch node for development and tests.")
+app.add_typer(es_app, name="es")
+
+StoreOpt = Annotated[str, typer.Option("--store", help="es or embedded")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _store_kind(store: str) -> Literal["embedded", "es"]:
+    if store not in ("embedded", "es"):
+        raise _fail(f"--store must be 'es' or 'embedded', not {store!r}")
+    return store  # type: ignore[return-value]
+
+
+# -- Elasticsearch node ---------------------------------------------------------------------------------
+def _node(port: int | None, heap: str | None):  # type: ignore[no-untyped-def]
+    from search.es_node import LocalElasticsearch
+
+    s = Settings()
+    return LocalElasticsearch(port=port or s.es_port, heap=heap or s.es_heap, cache_dir=s.cache_dir)
+
+
+@es_app.command("start")
+def es_start(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default SIFT_ES_PORT or 9200).")] = None,
+    heap: Annotated[str | None, typer.Option(help="JVM heap, e.g. 512m or 1g.")] = None,
+) -> None:
+    """Fetch (once) and start a single-node Elasticsearch bound to 127.0.0.1."""
+    from search.es_node import EsNodeError
+
+    try:
+        st = _node(port, heap).start()
+    except EsNodeError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(f"elasticsearch running at {st.url} (pid {st.pid}, health {st.health})")
+
+
+@es_app.command("stop")
+def es_stop(port: Annotated[int | None, typer.Option(help="HTTP port.")] = None) -> None:
+    """Stop the local node by the PID in its pid file."""
+    stopped = _node(port, None).stop()
+    typer.echo("stopped" if stopped else "not running")
+
+
+@es_app.command("status")
+def es_status(port: Annotated[int | None, typer.Option(help="HTTP port.")] = None) -> None:
+    """Print whether the local node runs, its PID and health."""
+    st = _node(port, None).status()
+    typer.echo(json.dumps({"running": st.running, "pid": st.pid, "url": st.url, "health": st.health}))
+    if not st.running:
+        raise typer.Exit(1)
+
+
+# -- indexing -------------------------------------------------------------------------------------------
+@app.command("index")
+def index_cmd(
+    source: Annotated[
+        Path | None, typer.Option("--source", help="JSONL/CSV/Parquet file, a folder, or a BEIR folder.")
+    ] = None,
+    index: Annotated[str, typer.Option("--index", help="Index (alias) name.")] = "docs",
+    store: StoreOpt = "embedded",
+    config: Annotated[Path | None, typer.Option("--config", help="IndexingConfig YAML.")] = None,
+    incremental: Annotated[bool, typer.Option("--incremental", help="Upsert/delete in the live version.")] = False,
+    delete_ids: Annotated[
+        Path | None, typer.Option("--delete-ids", help="File of ids to delete (one per line).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Embedder: HF id or local path.")] = None,
+    no_embed: Annotated[bool, typer.Option("--no-embed", help="BM25 only: write no vectors.")] = False,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Documents per bulk write.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="jsonl|csv|parquet|beir (default: detect).")] = None,
+    report_file: Annotated[Path | None, typer.Option("--report", help="Also write the run report here (JSON).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log each batch.")] = True,
+) -> None:
+    """Build a new version of INDEX from SOURCE and move the alias, or update it with --incremental."""
+    _setup_logging(verbose)
+    from indexing.embedding import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder
+    from indexing.pipeline import IndexingConfig, IndexingError, IndexingPipeline
+    from search.config import ConfigError, load_config
+    from search.stores.base import StoreError
+    from search.stores.factory import make_store
+
+    settings = Settings()
+    try:
+        cfg = (
+            load_config(config, IndexingConfig)
+            if config
+            else IndexingConfig(dead_letter_dir=settings.data_dir / "dead-letter")
+        )
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    updates: dict[str, object] = {"progress": progress}
+    if no_embed:
+        updates["embed"] = False
+    if batch_size:
+        updates["batch_size"] = batch_size
+    if fmt:
+        updates["format"] = fmt
+    cfg = cfg.model_copy(update=updates)
+    if model:
+        cfg.embedder = cfg.embedder.model_copy(update={"model": model})
+    if source is None and not (incremental and delete_ids):
+        raise _fail("--source is required (or --incremental --delete-ids FILE)")
+    if source is not None and not source.exists():
+        raise _fail(f"source not found: {source}")
+    if delete_ids and not incremental:
+        raise _fail("--delete-ids only applies with --incremental")
+
+    embedder = None
+    if cfg.embed:
+        embedder = CachedEmbedder(
+            SentenceTransformerEmbedder(cfg.embedder), EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
+        )
+    pipeline = IndexingPipeline(make_store(_store_kind(store)), embedder, cfg)
+    try:
+        if incremental:
+            ids = [ln.strip() for ln in delete_ids.read_text().splitlines() if ln.strip()] if delete_ids else []
+            report = pipeline.update(source, index, ids)
+        else:
+            assert source is not None
+            report = pipeline.build(source, index)
+    except (IndexingError, StoreError, ValueError, OSError) as exc:
+        raise _fail(f"indexing failed, alias unchanged: {exc}", 1) from exc
+    out = report.model_dump_json(indent=2)
+    if report_file:
+        report_file.write_text(out)
+    typer.echo(out)
+    if report.dead_lettered:
+        typer.secho(
+            f"{report.dead_lettered} record(s) dead-lettered: {report.dead_letter_file}",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
+@app.command("versions")
+def versions_cmd(index: Annotated[str, typer.Option("--index")] = "docs", store: StoreOpt = "embedded") -> None:
+    """List the physical versions of an index and which one the alias serves."""
+    from search.stores.factory import make_store
+
+    s = make_store(_store_kind(store))
+    current = s.current_version(index)
+    for v in s.list_versions(index):
+        mark = "*" if v.version == current else " "
+        typer.echo(f"{mark} {v.version}  complete={v.complete}  count={v.count}")
+
+
+@app.command("search")
+def search_cmd(
+    query: Annotated[str, typer.Argument(help="The query text.")],
+    index: Annotated[str, typer.Option("--index")] = "docs",
+    store: StoreOpt = "embedded",
+    mode: Annotated[str, typer.Option("--mode", help="hybrid|bm25|dense")] = "hybrid",
+    k: Annotated[int, typer.Option("-k", min=1, max=100, help="Results to show.")] = 5,
+    model: Annotated[str | None, typer.Option("--model", help="Query encoder (must match the index).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Answer one query from the command line."""
+    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
+    from search.retrieval import HybridRetriever, RetrievalConfig
+    from search.stores.base import StoreError
+    from search.stores.factory import make_store
+
+    if mode not in ("hybrid", "bm25", "dense"):
+        raise _fail("--mode must be hybrid, bm25 or dense")
+    encoder = None
+    if mode != "bm25":
+        encoder = SentenceTransformerEmbedder(EmbedderConfig(model=model) if model else EmbedderConfig())
+    retriever = HybridRetriever(make_store(_store_kind(store)), encoder, RetrievalConfig(mode=mode))  # type: ignore[arg-type]
+    try:
+        results = retriever.run(index, query, k=k)
+    except (StoreError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    finally:
+        retriever.close()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                [
+                    r.model_dump(mode="json", exclude={"doc"}) | {"title": r.doc.title if r.doc else None}
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+        return
+    if not results:
+        typer.echo("no results")
+    for i, r in enumerate(results, 1):
+        title = r.doc.title if r.doc else r.id
+        snippet = (r.doc.body[:160].replace("\n", " ") + "…") if r.doc and r.doc.body else ""
+        typer.echo(f"{i}. {title}  [{r.id}]  score={r.score:.4f} bm25_rank={r.bm25_rank} dense_rank={r.dense_rank}")
+        if snippet:
+            typer.echo(f"   {snippet}")
+
+
+@app.command("demo-corpus")
+def demo_corpus_cmd(
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")] = Path(".data/demo/pydocs.jsonl"),
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many documents.")] = None,
+) -> None:
+    """Write the demo corpus: this Python's own documentation (no download)."""
+    from indexing.demo_corpus import build_demo_corpus
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    n = build_demo_corpus(out, limit=limit)
+    typer.echo(f"wrote {n} documents to {out}")
+
+
+if __name__ == "__main__":
+    app()

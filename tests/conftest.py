@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny models (session), a real Elasticsearch node (session), per-test index names."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_embedder
+
+    return build_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_embedder_path: Path):  # type: ignore[no-untyped-def]
+    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(EmbedderConfig(model=str(tiny_embedder_path), device="cpu"))
+    emb.warm_up()
+    return emb
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    """The real node: ELASTICSEARCH_URL if set, else one started here and stopped at the end."""
+    url = os.environ.get("ELASTICSEARCH_URL")
+    if url:
+        yield url
+        return
+    from search.es_node import LocalElasticsearch
+
+    port = int(os.environ.get("SIFT_TEST_ES_PORT", "9250"))
+    node = LocalElasticsearch(port=port, heap="512m")
+    node.wipe()
+    node.start()
+    try:
+        yield node.url
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def index_name() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"

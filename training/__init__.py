@@ -1,0 +1,1 @@
+"""Click logs → click models → training data; fine-tuning jobs."""
