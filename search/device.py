@@ -22,3 +22,8 @@ def resolve_device(explicit: str | None = None) -> str:
     if mps is not None and mps.is_available():
         return "mps"
     return "cpu"
+
+
+def accelerator_available() -> bool:
+    """Whether the resolver would pick a GPU, so callers can ask for one without naming a backend."""
+    return resolve_device() != "cpu"

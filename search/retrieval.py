@@ -58,18 +58,21 @@ class HybridRetriever:
         filters: Sequence[Filter] = (),
         offset: int = 0,
         config: RetrievalConfig | None = None,
+        vector: Sequence[float] | np.ndarray | None = None,
     ) -> list[Retrieved]:
+        """Top `k` after `offset`; `vector` is the query embedding when the caller encoded it already."""
         cfg = config or self.config
         depth = max(cfg.depth, offset + k)
         mode = cfg.mode
-        if mode != "bm25" and self.encoder is None:
-            raise ValueError(f"retrieval mode {mode!r} needs a query encoder")
+        if mode != "bm25" and self.encoder is None and vector is None:
+            raise ValueError(f"retrieval mode {mode!r} needs a query encoder or a query vector")
         lex_f = self._pool.submit(self.store.bm25_search, index, query, depth, filters) if mode != "dense" else None
         dense: list[Hit] = []
         if mode != "bm25":
-            assert self.encoder is not None
-            vec = self.encoder.embed([query])[0]
-            dense = self.store.knn_search(index, vec.tolist(), depth, filters)
+            if vector is None:
+                assert self.encoder is not None
+                vector = self.encoder.embed([query])[0]
+            dense = self.store.knn_search(index, [float(x) for x in vector], depth, filters)
         lexical = lex_f.result() if lex_f is not None else []
         if mode == "bm25":
             scores = {h.id: h.score for h in lexical}

@@ -220,6 +220,66 @@ def search_cmd(
             typer.echo(f"   {snippet}")
 
 
+@app.command("serve")
+def serve_cmd(
+    config: Annotated[Path | None, typer.Option("--config", help="AppConfig YAML.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Override the bind address.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Override the HTTP port.")] = None,
+    no_ray: Annotated[bool, typer.Option("--no-ray", help="Serve from this process with uvicorn (no Ray).")] = False,
+) -> None:
+    """Serve the search API (Ray Serve on a local Ray, or the cluster in RAY_ADDRESS)."""
+    _setup_logging(True)
+    from search.config import ConfigError
+    from serving.config import AppConfig
+
+    try:
+        cfg = AppConfig.load(config) if config else AppConfig()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    cfg = cfg.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    example = json.dumps({"query": "how do I read a file", "limit": 3})
+    banner = (
+        f"Sift API on http://{cfg.host}:{cfg.port}  (docs: http://{cfg.host}:{cfg.port}/docs)\n"
+        f"try:  curl -s -X POST http://{cfg.host}:{cfg.port}/v1/search "
+        f"-H 'content-type: application/json' -d '{example}'"
+    )
+    if no_ray:
+        import uvicorn
+
+        from serving.api import create_api
+        from serving.local import LocalBackend
+
+        backend = LocalBackend(cfg)
+        typer.echo(banner)
+        uvicorn.run(create_api(backend, backend.metrics, cfg.cors_origins), host=cfg.host, port=cfg.port)
+        return
+    import ray
+    from ray import serve
+
+    from serving.app import run_local
+
+    try:
+        run_local(cfg)
+        typer.echo(banner)
+        serve_forever()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def serve_forever() -> None:
+    """Block until Ctrl-C / SIGTERM, so Serve keeps running in this process's Ray."""
+    import signal
+    import threading
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+
+
 @app.command("demo-corpus")
 def demo_corpus_cmd(
     out: Annotated[Path, typer.Option("--out", help="JSONL file to write.")] = Path(".data/demo/pydocs.jsonl"),

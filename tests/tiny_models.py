@@ -62,3 +62,24 @@ def build_tiny_embedder(out: Path, max_seq_length: int = 64) -> Path:
     st_dir = out / "st"
     st.save(str(st_dir))
     return st_dir
+
+
+def build_tiny_cross_encoder(out: Path) -> Path:
+    """A 2-layer BERT with a 1-logit head, loadable by sentence-transformers' CrossEncoder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(1)
+    build_wordpiece_tokenizer(out)
+    vocab = len(AutoTokenizer.from_pretrained(out))
+    cfg = BertConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+    )
+    BertForSequenceClassification(cfg).save_pretrained(out)
+    return out

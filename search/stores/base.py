@@ -56,6 +56,9 @@ class IndexStore(Protocol):
     def warm_up(self) -> None:
         """Open clients/files; idempotent."""
 
+    def ping(self) -> bool:
+        """Whether the backing service answers (readiness probes)."""
+
     def create_version(self, name: str, dims: int, schema: IndexSchema) -> str:
         """Create an empty physical index for alias `name`; returns its version name."""
 

@@ -77,6 +77,9 @@ class EmbeddedStore:
         (self.data_dir / "versions").mkdir(parents=True, exist_ok=True)
         (self.data_dir / "aliases").mkdir(parents=True, exist_ok=True)
 
+    def ping(self) -> bool:
+        return self.data_dir.is_dir()
+
     def close(self) -> None:
         with self._lock:
             self._versions.clear()

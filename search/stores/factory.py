@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from search.settings import Settings
@@ -10,12 +11,14 @@ from search.stores.base import IndexStore
 StoreKind = Literal["embedded", "es"]
 
 
-def make_store(kind: StoreKind, settings: Settings | None = None) -> IndexStore:
+def make_store(
+    kind: StoreKind, settings: Settings | None = None, *, data_dir: Path | None = None, request_timeout: float = 30.0
+) -> IndexStore:
     settings = settings or Settings()
     if kind == "embedded":
         from search.stores.embedded import EmbeddedStore
 
-        return EmbeddedStore(settings.data_dir / "indices")
+        return EmbeddedStore((data_dir or settings.data_dir) / "indices")
     if kind == "es":
         from search.stores.elasticsearch import ElasticsearchStore
 
@@ -23,5 +26,5 @@ def make_store(kind: StoreKind, settings: Settings | None = None) -> IndexStore:
         if settings.elasticsearch_username and settings.elasticsearch_password:
             auth = (settings.elasticsearch_username, settings.elasticsearch_password.get_secret_value())
         key = settings.elasticsearch_api_key.get_secret_value() if settings.elasticsearch_api_key else None
-        return ElasticsearchStore(settings.es_url(), basic_auth=auth, api_key=key)
+        return ElasticsearchStore(settings.es_url(), basic_auth=auth, api_key=key, request_timeout=request_timeout)
     raise ValueError(f"unknown store kind {kind!r}: use 'embedded' or 'es'")

@@ -1,0 +1,88 @@
+"""Highlighted snippets, computed the same way for every store.
+
+Words are matched on their Snowball stems, so "running" in a query lights up "runs" in a result,
+close to what the index's own stemming matched. Text is HTML-escaped; only <em> tags are added.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+
+import Stemmer
+
+from search.text import query_terms
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_stemmer = Stemmer.Stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return str(_stemmer.stemWord(word.lower()))
+
+
+def _matches(text: str, stems: set[str]) -> list[tuple[int, int]]:
+    return [(m.start(), m.end()) for m in _WORD.finditer(text) if _stem(m.group()) in stems]
+
+
+def _mark(text: str, spans: list[tuple[int, int]]) -> str:
+    out, pos = [], 0
+    for s, e in spans:
+        out.append(html.escape(text[pos:s]))
+        out.append(f"<em>{html.escape(text[s:e])}</em>")
+        pos = e
+    out.append(html.escape(text[pos:]))
+    return "".join(out)
+
+
+def highlight(query: str, text: str, fragment_chars: int = 200, fragments: int = 1) -> list[str]:
+    """Up to `fragments` windows of `text` with the most query-word matches, matches wrapped in <em>.
+
+    With no match, the start of the text (unmarked) so the result still shows something.
+    """
+    if not text:
+        return []
+    stems = {_stem(t) for t in query_terms(query)}
+    spans = _matches(text, stems) if stems else []
+    if len(text) <= fragment_chars:
+        return [_mark(text, spans)]
+    if not spans:
+        return [html.escape(_trim(text, 0, fragment_chars)) + "…"]
+    # Slide a window anchored at each match; keep the windows covering the most matches.
+    windows = []
+    for i, (s, _) in enumerate(spans):
+        start = max(0, s - fragment_chars // 4)
+        end = start + fragment_chars
+        covered = [sp for sp in spans[i:] if sp[1] <= end]
+        windows.append((len({text[a:b].lower() for a, b in covered}), len(covered), -start, start))
+    chosen: list[int] = []
+    for *_, start in sorted(windows, reverse=True):
+        if all(abs(start - c) >= fragment_chars for c in chosen):
+            chosen.append(start)
+        if len(chosen) >= fragments:
+            break
+    out = []
+    for start in sorted(chosen):
+        s, e = _word_bounds(text, start, start + fragment_chars)
+        inner = [(a - s, b - s) for a, b in spans if a >= s and b <= e]
+        prefix = "…" if s > 0 else ""
+        suffix = "…" if e < len(text) else ""
+        out.append(prefix + _mark(text[s:e], inner) + suffix)
+    return out
+
+
+def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen/shrink a window so it does not cut words."""
+    while start > 0 and text[start - 1].isalnum():
+        start -= 1
+    end = min(end, len(text))
+    while end < len(text) and end > start and text[end - 1].isalnum() and text[end].isalnum():
+        end -= 1
+    return start, end
+
+
+def _trim(text: str, start: int, length: int) -> str:
+    s, e = _word_bounds(text, start, start + length)
+    return text[s:e]

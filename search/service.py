@@ -1,0 +1,239 @@
+"""The search use case: request → retrieval (BM25 + kNN, fused) → rerank (with a deadline) → response.
+
+Plain async class: the HTTP ingress, the CLI and offline evaluation all call `SearchService.search`, so
+what is measured offline is what is served. Model calls are injected as async callables; in Ray Serve
+they are deployment handles, elsewhere local models run in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from search.filters import Filter
+from search.highlight import highlight
+from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
+from search.stores.base import IndexStore
+
+EncodeFn = Callable[[str], Awaitable[Sequence[float]]]
+RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+StageTimer = Callable[[str, float], None]
+
+MAX_QUERY_CHARS = 1000
+MAX_LIMIT = 100
+
+
+class RequestError(ValueError):
+    """Input that is well-formed JSON but cannot be served (e.g. an unknown filter field): a 422."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(description="Free-text query, 1 to 1,000 characters.", max_length=MAX_QUERY_CHARS)
+    index: str | None = Field(default=None, description="Index (alias) to search; the server's default if omitted.")
+    limit: int = Field(default=10, ge=1, le=MAX_LIMIT, description="Results per page (at most 100).")
+    offset: int = Field(default=0, ge=0, le=1000, description="Results to skip, for pagination.")
+    filters: list[Filter] = Field(default_factory=list, description="term / terms / range filters.")
+    mode: Literal["bm25", "dense", "hybrid"] | None = Field(default=None, description="Override retrieval mode.")
+    fusion: Literal["rrf", "linear"] | None = Field(default=None, description="Override hybrid fusion.")
+    rerank: bool = Field(default=True, description="Rerank the top N with the cross-encoder, if one is configured.")
+    highlight: bool = Field(default=True, description="Return highlighted snippets.")
+    session_id: str | None = Field(default=None, max_length=200, description="Opaque session id, for query logs.")
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be empty")
+        return v
+
+
+class Explanation(BaseModel):
+    """Why a result is where it is: each stage's rank and score."""
+
+    bm25_rank: int | None = None
+    bm25_score: float | None = None
+    dense_rank: int | None = None
+    dense_score: float | None = None
+    fused_score: float
+    rerank_score: float | None = None
+    stages: list[str]
+
+
+class SearchResult(BaseModel):
+    id: str
+    title: str
+    url: str | None = None
+    score: float = Field(description="The score the result is ordered by (rerank if it ran, else fused).")
+    highlights: dict[str, list[str]] = Field(default_factory=dict)
+    fields: dict[str, object] = Field(default_factory=dict)
+    explanation: Explanation
+
+
+class SearchResponse(BaseModel):
+    request_id: str
+    query: str
+    index: str
+    offset: int
+    limit: int
+    results: list[SearchResult]
+    stages: list[str] = Field(description="Stages that ran, in order.")
+    reranked: bool
+    rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
+    took_ms: float
+
+
+class SearchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default_index: str = Field(default="docs", description="Index searched when a request names none.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
+    rerank_top_n: int = Field(default=20, ge=1, le=200, description="Fused results the reranker rescores.")
+    rerank_deadline_ms: int = Field(default=500, ge=1, description="Past this the fused order is kept.")
+    snippet_chars: int = Field(default=200, ge=40, le=2000, description="Characters per highlight fragment.")
+
+
+class SearchService:
+    def __init__(
+        self,
+        store: IndexStore,
+        encode: EncodeFn | None,
+        rerank: RerankFn | None,
+        config: SearchConfig | None = None,
+        timer: StageTimer | None = None,
+    ) -> None:
+        self.store = store
+        self.encode = encode
+        self.rerank = rerank
+        self.config = config or SearchConfig()
+        self.retriever = HybridRetriever(store, None, self.config.retrieval)
+        self._timer = timer
+
+    def _time(self, stage: str, started: float) -> None:
+        if self._timer is not None:
+            self._timer(stage, time.perf_counter() - started)
+
+    def _validate(self, req: SearchRequest, index: str) -> None:
+        if not req.filters:
+            return
+        schema = self.store.schema(index)
+        for i, f in enumerate(req.filters):
+            try:
+                schema.field_type(f.field)
+            except KeyError as exc:
+                raise RequestError(f"filters.{i}.field", str(exc.args[0])) from exc
+
+    async def search(self, req: SearchRequest) -> SearchResponse:
+        t0 = time.perf_counter()
+        index = req.index or self.config.default_index
+        cfg = self.config.retrieval.model_copy(
+            update={k: v for k, v in {"mode": req.mode, "fusion": req.fusion}.items() if v is not None}
+        )
+        if cfg.mode != "bm25" and self.encode is None:
+            cfg = cfg.model_copy(update={"mode": "bm25"})
+        await asyncio.to_thread(self._validate, req, index)
+        stages: list[str] = []
+        vector = None
+        if cfg.mode != "bm25":
+            assert self.encode is not None
+            t = time.perf_counter()
+            vector = np.asarray(await self.encode(req.query), dtype=np.float32)
+            self._time("encode", t)
+            stages.append("encode")
+        t = time.perf_counter()
+        want_rerank = req.rerank and self.rerank is not None
+        window = max(req.offset + req.limit, self.config.rerank_top_n if want_rerank else 0)
+        fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
+        self._time("retrieve", t)
+        stages.extend(
+            {"bm25": ["bm25"], "dense": ["dense"], "hybrid": ["bm25", "dense", f"fusion:{cfg.fusion}"]}[cfg.mode]
+        )
+
+        rerank_scores: dict[str, float] = {}
+        note: str | None = None
+        if not req.rerank:
+            note = "reranking not requested"
+        elif self.rerank is None:
+            note = "no reranker configured"
+        elif fused:
+            head = fused[: self.config.rerank_top_n]
+            texts = [_rerank_text(r) for r in head]
+            t = time.perf_counter()
+            try:
+                scores = await asyncio.wait_for(
+                    self.rerank(req.query, texts), timeout=self.config.rerank_deadline_ms / 1000
+                )
+                rerank_scores = {r.id: s for r, s in zip(head, scores, strict=True)}
+                stages.append("rerank")
+            except TimeoutError:
+                note = f"reranker passed its {self.config.rerank_deadline_ms} ms deadline; fused order kept"
+            self._time("rerank", t)
+        ordered = _apply_rerank(fused, rerank_scores)
+        page = ordered[req.offset : req.offset + req.limit]
+        results = [self._result(req, r, rerank_scores.get(r.id), stages) for r in page]
+        return SearchResponse(
+            request_id=uuid.uuid4().hex,
+            query=req.query,
+            index=index,
+            offset=req.offset,
+            limit=req.limit,
+            results=results,
+            stages=stages,
+            reranked=bool(rerank_scores),
+            rerank_note=note,
+            took_ms=round((time.perf_counter() - t0) * 1000, 2),
+        )
+
+    def _result(self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str]) -> SearchResult:
+        doc = r.doc
+        hl: dict[str, list[str]] = {}
+        if req.highlight and doc is not None:
+            n = self.config.snippet_chars
+            hl = {"title": highlight(req.query, doc.title, n), "body": highlight(req.query, doc.body, n)}
+        return SearchResult(
+            id=r.id,
+            title=doc.title if doc else "",
+            url=doc.url if doc else None,
+            score=rerank if rerank is not None else r.score,
+            highlights=hl,
+            fields=dict(doc.fields) if doc else {},
+            explanation=Explanation(
+                bm25_rank=r.bm25_rank,
+                bm25_score=r.bm25_score,
+                dense_rank=r.dense_rank,
+                dense_score=r.dense_score,
+                fused_score=r.score,
+                rerank_score=rerank,
+                stages=[s for s in stages if s != "encode"]
+                if rerank is not None
+                else [s for s in stages if s not in ("encode", "rerank")],
+            ),
+        )
+
+
+def _rerank_text(r: Retrieved) -> str:
+    if r.doc is None:
+        return ""
+    return f"{r.doc.title}\n{r.doc.body}".strip()
+
+
+def _apply_rerank(fused: list[Retrieved], scores: dict[str, float]) -> list[Retrieved]:
+    """Reranked head by rerank score, then the rest in fused order."""
+    if not scores:
+        return fused
+    head = [r for r in fused if r.id in scores]
+    tail = [r for r in fused if r.id not in scores]
+    head.sort(key=lambda r: (-scores[r.id], -r.score, r.id))
+    return head + tail

@@ -1,0 +1,149 @@
+"""The HTTP API (FastAPI), independent of how models are hosted.
+
+`create_api(backend)` serves the same routes whether the backend calls Ray Serve deployment handles
+(production) or in-process models (tests, `--no-ray`). Errors map to status codes callers can act on:
+422 for bad input, 404 for an unknown index, 503 with Retry-After when the store is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel
+
+from search.service import RequestError, SearchRequest, SearchResponse, SearchService
+from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
+
+RETRY_AFTER_S = 5
+_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Backend(Protocol):
+    service: SearchService
+
+    async def readiness(self) -> dict[str, bool]:
+        """Named checks (store reachable, models warm); ready when all are true."""
+        ...
+
+
+class Metrics:
+    """Prometheus metrics of one API instance (own registry, so several apps can live in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sift_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "sift_http_request_seconds", "HTTP request latency", ["route"], buckets=_BUCKETS, registry=self.registry
+        )
+        self.stage = Histogram(
+            "sift_stage_seconds", "Latency of one search stage", ["stage"], buckets=_BUCKETS, registry=self.registry
+        )
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        self.stage.labels(stage=stage).observe(seconds)
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+
+
+class ErrorBody(BaseModel):
+    detail: Any
+
+
+def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: list[str] | None = None) -> FastAPI:
+    metrics = metrics or Metrics()
+    api = FastAPI(
+        title="Sift search API",
+        version="1.0",
+        description="Hybrid (BM25 + dense) search with neural reranking and per-result explanations.",
+    )
+    api.state.backend = backend
+    api.state.metrics = metrics
+    if cors_origins:
+        api.add_middleware(
+            CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
+        )
+
+    @api.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(route=path, method=request.method, status=str(response.status_code)).inc()
+        metrics.latency.labels(route=path).observe(time.perf_counter() - t)
+        return response
+
+    @api.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        loc = ["body", *exc.field.split(".")]
+        return JSONResponse(
+            status_code=422, content={"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]}
+        )
+
+    @api.exception_handler(StoreUnavailable)
+    async def _unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return JSONResponse(
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            content={"detail": f"the index store is unreachable; retry later ({exc})"},
+        )
+
+    @api.exception_handler(IndexNotFound)
+    async def _not_found(_: Request, exc: IndexNotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc.args[0]) if exc.args else "index not found"})
+
+    @api.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": str(exc)})
+
+    @api.exception_handler(ValueError)
+    async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
+        return JSONResponse(status_code=400, content={"detail": str(exc)})
+
+    @api.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        responses={
+            404: {"model": ErrorBody, "description": "Unknown index"},
+            503: {"model": ErrorBody, "description": "Store unreachable (see Retry-After)"},
+        },
+    )
+    async def search(body: SearchRequest, request: Request) -> SearchResponse:
+        be: Backend = request.app.state.backend
+        return await be.service.search(body)
+
+    @api.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @api.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz(request: Request) -> JSONResponse:
+        be: Backend = request.app.state.backend
+        try:
+            checks = await asyncio.wait_for(be.readiness(), timeout=5)
+        except TimeoutError:
+            checks = {"checks_completed": False}
+        ok = all(checks.values())
+        return JSONResponse(status_code=200 if ok else 503, content=Readiness(ready=ok, checks=checks).model_dump())
+
+    @api.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return api

@@ -1,0 +1,56 @@
+"""AppConfig: everything `build_app` needs, loadable from YAML (`sift serve --config FILE`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from indexing.embedding import EmbedderConfig
+from ranking.reranker import RerankerConfig
+from search.config import load_config
+from search.service import SearchConfig
+
+
+class Resources(BaseModel):
+    """Per-deployment placement. Fractional CPUs keep 2-CPU machines from deadlocking."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(default=0.5, gt=0, description="Ray CPUs per replica (fractional is fine).")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs per replica; applied only where one exists.")
+    replicas: int = Field(default=1, ge=1, le=64, description="Replicas of this deployment.")
+    torch_threads: int = Field(
+        default=1, ge=1, le=64, description="Intra-op threads per replica (no oversubscription)."
+    )
+    max_batch_size: int = Field(default=16, ge=1, le=1024, description="@serve.batch size.")
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1, description="@serve.batch wait for a fuller batch.")
+    max_ongoing_requests: int = Field(default=64, ge=1, description="Concurrent requests per replica.")
+
+
+class AppConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    app_name: str = Field(default="sift", description="Ray Serve application name.")
+    host: str = Field(default="127.0.0.1", description="HTTP bind address.")
+    port: int = Field(default=8000, ge=1, le=65535, description="HTTP port.")
+    store: Literal["embedded", "es"] = Field(default="embedded", description="Index store backend.")
+    data_dir: Path | None = Field(default=None, description="Embedded store data dir (default: SIFT_DATA_DIR).")
+    elasticsearch_url: str | None = Field(
+        default=None, description="Cluster URL (default: ELASTICSEARCH_URL / local node)."
+    )
+    es_request_timeout_s: float = Field(default=10.0, gt=0, description="Per-request Elasticsearch timeout.")
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    embedder: EmbedderConfig = Field(
+        default_factory=EmbedderConfig, description="Query encoder (same model as the index)."
+    )
+    reranker: RerankerConfig = Field(default_factory=RerankerConfig, description="Cross-encoder; model None disables.")
+    ingress: Resources = Field(default_factory=lambda: Resources(num_cpus=0.25, max_ongoing_requests=256))
+    encoder_resources: Resources = Field(default_factory=Resources)
+    reranker_resources: Resources = Field(default_factory=lambda: Resources(max_batch_size=4))
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
+
+    @classmethod
+    def load(cls, path: Path | str) -> AppConfig:
+        return load_config(path, cls)

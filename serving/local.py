@@ -1,0 +1,43 @@
+"""In-process backend: the same API with models in this process, for tests and `sift serve --no-ray`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from indexing.embedding import SentenceTransformerEmbedder
+from ranking.reranker import CrossEncoderReranker
+from search.service import SearchService
+from serving.api import Metrics
+from serving.app import build_store
+from serving.config import AppConfig
+
+
+class LocalBackend:
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.store = build_store(config)
+        self.embedder = None
+        self.reranker = None
+        encode = rerank = None
+        if config.search.retrieval.mode != "bm25":
+            self.embedder = SentenceTransformerEmbedder(config.embedder)
+            self.embedder.warm_up()
+            emb = self.embedder
+
+            async def encode(q: str) -> list[float]:
+                vec = await asyncio.to_thread(emb.embed, [q])
+                return [float(x) for x in vec[0]]
+
+        if config.reranker.model:
+            self.reranker = CrossEncoderReranker(config.reranker)
+            self.reranker.warm_up()
+            rr = self.reranker
+
+            async def rerank(q: str, texts: list[str]) -> list[float]:
+                return await asyncio.to_thread(rr.rerank, q, texts)
+
+        self.service = SearchService(self.store, encode, rerank, config.search, timer=self.metrics.observe_stage)
+
+    async def readiness(self) -> dict[str, bool]:
+        return {"store": await asyncio.to_thread(self.store.ping)}

@@ -1,0 +1,304 @@
+"""The real Serve app on a local Ray, the real Elasticsearch store, tiny models, over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from indexing.pipeline import IndexingConfig, IndexingPipeline
+from search.fusion import ranked, rrf
+from search.schema import IndexSchema
+from search.stores.elasticsearch import ElasticsearchStore
+
+pytestmark = [pytest.mark.es, pytest.mark.slow]
+
+INDEX = "serve-api"
+TOPICS = [
+    ("loops", "The for statement iterates over the items of any sequence, such as a list or a string."),
+    ("exceptions", "Exceptions are raised when errors occur; try and except statements handle them."),
+    ("classes", "Classes bundle data and functionality; creating a class creates a new type of object."),
+    ("files", "Use open() to read and write files; the with statement closes the file for you."),
+    ("modules", "A module is a file containing Python definitions; import makes them available."),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Any]:
+    """A node of this module's own: the test stops and restarts it."""
+    from search.es_node import LocalElasticsearch
+
+    n = LocalElasticsearch(port=int(os.environ.get("SIFT_TEST_OUTAGE_ES_PORT", "9252")))
+    n.wipe()
+    n.start()
+    yield n
+    n.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+@pytest.fixture(scope="module")
+def indexed(node: Any, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    tmp = tmp_path_factory.mktemp("serve-corpus")
+    src = tmp / "docs.jsonl"
+    with open(src, "w") as f:
+        for i in range(40):
+            name, text = TOPICS[i % len(TOPICS)]
+            row = {
+                "id": f"d{i}",
+                "title": f"{name.title()} note {i}",
+                "text": f"{text} Example number {i} about {name}.",
+                "lang": "en" if i % 2 == 0 else "de",
+                "year": 2000 + i,
+                "url": f"https://example.org/{i}",
+            }
+            f.write(json.dumps(row) + "\n")
+    cfg = IndexingConfig(
+        schema=IndexSchema(fields={"lang": "keyword", "year": "long"}),
+        dead_letter_dir=tmp / "dead",
+        progress=False,
+    )
+    store = ElasticsearchStore(node.url)
+    report = IndexingPipeline(store, tiny_embedder, cfg).build(src, INDEX)
+    assert report.indexed == 40
+    store.close()
+    return str(node.url)
+
+
+def app_config(es_url: str, embedder: Path, reranker: Path, name: str, **search: Any) -> Any:
+    from serving.config import AppConfig, Resources
+
+    small = {"num_cpus": 0.1, "max_batch_size": 8}
+    return AppConfig.model_validate(
+        {
+            "app_name": name,
+            "store": "es",
+            "elasticsearch_url": es_url,
+            "es_request_timeout_s": 3,
+            "search": {"default_index": INDEX, **search},
+            "embedder": {"model": str(embedder), "device": "cpu"},
+            "reranker": {"model": str(reranker), "device": "cpu"},
+            "ingress": Resources(**small).model_dump(),
+            "encoder_resources": Resources(**small).model_dump(),
+            "reranker_resources": Resources(**small).model_dump(),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def serve_url(indexed: str, tiny_embedder_path: Path, tiny_reranker_path: Path) -> Iterator[str]:
+    import ray
+    from ray import serve
+
+    from serving.app import build_app
+
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(
+            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "main")),
+            name="main",
+            route_prefix="/",
+        )
+        # A second app whose reranker can never meet its deadline.
+        serve.run(
+            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "slow", rerank_deadline_ms=1)),
+            name="slow",
+            route_prefix="/slow",
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        wait_ready(url + "/slow")
+        yield url
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def wait_ready(url: str, timeout: float = 120) -> None:
+    """/readyz calls every deployment once, which also sets up the handles' routing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never became ready"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def http(serve_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=serve_url, timeout=30) as c:
+        yield c
+
+
+def search(http: httpx.Client, **body: Any) -> dict[str, Any]:
+    r = http.post("/v1/search", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+def test_fusion_order_matches_hand_computed_rrf(http: httpx.Client, indexed: str, tiny_embedder: Any) -> None:
+    q = "how do exceptions handle errors"
+    resp = search(http, query=q, limit=10, rerank=False, fusion="rrf")
+    store = ElasticsearchStore(indexed)
+    lex = store.bm25_search(INDEX, q, 100)
+    den = store.knn_search(INDEX, tiny_embedder.embed([q])[0].tolist(), 100)
+    expected = [doc_id for doc_id, _ in ranked(rrf([lex, den], k=60))[:10]]
+    assert [r["id"] for r in resp["results"]] == expected
+    assert resp["reranked"] is False and resp["rerank_note"] == "reranking not requested"
+    assert resp["stages"] == ["encode", "bm25", "dense", "fusion:rrf"]
+    store.close()
+
+
+def test_rerank_explanations_and_highlights(http: httpx.Client) -> None:
+    resp = search(http, query="exceptions errors", limit=10)
+    assert resp["reranked"] is True and "rerank" in resp["stages"], resp["rerank_note"]
+    results = resp["results"]
+    scores = [r["explanation"]["rerank_score"] for r in results]
+    assert all(s is not None for s in scores)
+    assert scores == sorted(scores, reverse=True)
+    for r in results:
+        ex = r["explanation"]
+        assert r["score"] == ex["rerank_score"]
+        assert ex["fused_score"] > 0
+        assert ex["bm25_rank"] is not None or ex["dense_rank"] is not None
+        assert ex["stages"] == ["bm25", "dense", "fusion:rrf", "rerank"]
+    lexical = [r for r in results if r["explanation"]["bm25_rank"] is not None]
+    assert lexical
+    for r in lexical:  # every lexical match shows where it matched
+        assert "<em>" in "".join(r["highlights"]["body"] + r["highlights"]["title"]), r["highlights"]
+
+
+def test_filters(http: httpx.Client) -> None:
+    resp = search(
+        http, query="files modules classes", limit=20, filters=[{"type": "term", "field": "lang", "value": "de"}]
+    )
+    assert resp["results"] and all(r["fields"]["lang"] == "de" for r in resp["results"])
+    resp = search(
+        http,
+        query="files",
+        limit=50,
+        rerank=False,
+        filters=[{"type": "range", "field": "year", "gte": 2010, "lt": 2015}],
+    )
+    assert sorted(r["fields"]["year"] for r in resp["results"]) == [2010, 2011, 2012, 2013, 2014]
+    resp = search(http, query="files", limit=50, filters=[{"type": "terms", "field": "lang", "values": ["xx"]}])
+    assert resp["results"] == []
+
+
+def test_pagination(http: httpx.Client) -> None:
+    full = search(http, query="statement sequence list", limit=6, rerank=False)
+    p1 = search(http, query="statement sequence list", limit=3, offset=0, rerank=False)
+    p2 = search(http, query="statement sequence list", limit=3, offset=3, rerank=False)
+    ids = [r["id"] for r in full["results"]]
+    assert len(ids) == 6
+    assert [r["id"] for r in p1["results"]] + [r["id"] for r in p2["results"]] == ids
+    # With reranking, pages cut the same reranked list.
+    full = search(http, query="statement sequence list", limit=6)
+    p2 = search(http, query="statement sequence list", limit=3, offset=3)
+    assert [r["id"] for r in p2["results"]] == [r["id"] for r in full["results"]][3:]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"query": ""}, "query"),
+        ({"query": "   "}, "query"),
+        ({"query": "x" * 1001}, "query"),
+        ({"query": "ok", "limit": 101}, "limit"),
+        ({"query": "ok", "limit": 0}, "limit"),
+        ({"query": "ok", "filters": [{"type": "term", "field": "colour", "value": "red"}]}, "field"),
+        ({"query": "ok", "unknown": 1}, "unknown"),
+        ({}, "query"),
+    ],
+)
+def test_422(http: httpx.Client, body: dict[str, Any], field: str) -> None:
+    r = http.post("/v1/search", json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert any(field in [str(x) for x in d["loc"]] for d in detail), detail
+    assert all(d["msg"] for d in detail)
+
+
+def test_unknown_filter_field_message(http: httpx.Client) -> None:
+    r = http.post("/v1/search", json={"query": "ok", "filters": [{"type": "term", "field": "colour", "value": "x"}]})
+    assert r.status_code == 422
+    assert "unknown filter field 'colour'" in r.json()["detail"][0]["msg"]
+
+
+def test_unknown_index_404(http: httpx.Client) -> None:
+    r = http.post("/v1/search", json={"query": "ok", "index": "no-such-index"})
+    assert r.status_code == 404 and "no-such-index" in r.text
+
+
+def test_rerank_deadline_keeps_fused_order(http: httpx.Client) -> None:
+    slow = http.post("/slow/v1/search", json={"query": "exceptions errors", "limit": 10})
+    assert slow.status_code == 200, slow.text
+    body = slow.json()
+    assert body["reranked"] is False and "deadline" in body["rerank_note"]
+    plain = search(http, query="exceptions errors", limit=10, rerank=False)
+    assert [r["id"] for r in body["results"]] == [r["id"] for r in plain["results"]]
+    assert all(r["explanation"]["rerank_score"] is None for r in body["results"])
+
+
+def test_health_ready_metrics_docs(http: httpx.Client) -> None:
+    assert http.get("/healthz").json() == {"status": "ok"}
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "store": True,
+        "query_encoder": True,
+        "reranker": True,
+    }
+    search(http, query="loops")
+    metrics = http.get("/metrics").text
+    assert 'sift_stage_seconds_count{stage="retrieve"}' in metrics
+    assert 'sift_stage_seconds_count{stage="rerank"}' in metrics
+    assert 'sift_http_requests_total{method="POST",route="/v1/search",status="200"}' in metrics
+    assert http.get("/docs").status_code == 200
+    assert "/v1/search" in http.get("/openapi.json").json()["paths"]
+
+
+def test_store_outage_503_then_recovers(http: httpx.Client, node: Any) -> None:
+    assert search(http, query="loops")["results"]
+    node.stop()
+    try:
+        r = http.post("/v1/search", json={"query": "loops"})
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "5"
+        assert "unreachable" in r.json()["detail"]
+        ready = http.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["checks"]["store"] is False
+    finally:
+        node.start()
+    deadline = time.monotonic() + 60
+    while True:
+        r = http.post("/v1/search", json={"query": "loops"})
+        if r.status_code == 200:
+            break
+        assert time.monotonic() < deadline, f"no recovery: {r.status_code} {r.text}"
+        time.sleep(1)
+    assert r.json()["results"]
+    assert http.get("/readyz").status_code == 200
