@@ -216,9 +216,8 @@ class SearchService:
                 dense_score=r.dense_score,
                 fused_score=r.score,
                 rerank_score=rerank,
-                stages=[s for s in stages if s != "encode"]
-                if rerank is not None
-                else [s for s in stages if s not in ("encode", "rerank")],
+                # The stages that scored this result: a result below the reranked head was not reranked.
+                stages=[s for s in stages if s != "encode" and (s != "rerank" or rerank is not None)],
             ),
         )
 
