@@ -9,6 +9,7 @@ Any HF id or local directory works the same way through `resolve_lm`.
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -63,11 +64,14 @@ def _convert_gguf(root: Path, filename: str, target: Path) -> None:
 
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     tok = AutoTokenizer.from_pretrained(root, gguf_file=filename)
-    model = AutoModelForCausalLM.from_pretrained(root, gguf_file=filename)
+    model: Any = AutoModelForCausalLM.from_pretrained(root, gguf_file=filename)
     model.hf_quantizer = None  # dequantized weights save as plain safetensors
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
-    tmp.replace(target) if not target.exists() else None
+    if target.exists():  # another process converted it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.replace(target)  # atomic: a half-written conversion is never picked up
 
 
 def load_lm(config: LMConfig) -> tuple[Any, Any, str]:
@@ -84,5 +88,6 @@ def load_lm(config: LMConfig) -> tuple[Any, Any, str]:
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    model = model.to(device).eval()
     return model, tok, device
