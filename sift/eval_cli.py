@@ -1,0 +1,115 @@
+"""`sift eval`: score Sift's systems on a BEIR-layout collection (registered in sift/cli.py).
+
+Kept in its own module so the CLI file stays small; the work is in `search.evaluation`, imported only when the
+command runs so that `sift --help` and the other commands do not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# The names of `search.evaluation.SYSTEMS`, spelled out so importing this module stays cheap (a test keeps them equal).
+SYSTEM_NAMES = ("bm25", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank")
+
+
+def eval_cmd(
+    dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
+    store: Annotated[str, typer.Option("--store", help="es or embedded")] = "es",
+    systems: Annotated[
+        str, typer.Option("--systems", help=f"Comma-separated, from: {','.join(SYSTEM_NAMES)}.")
+    ] = ",".join(SYSTEM_NAMES),
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output folder (default bench/results/eval/<dataset>-<store>).")
+    ] = None,
+    reranker: Annotated[
+        str | None, typer.Option("--reranker", help="CrossEncoder HF id or path, for hybrid+rerank.")
+    ] = None,
+    limit_queries: Annotated[
+        int | None, typer.Option("--limit-queries", min=1, help="Only the first N judged queries (quick runs).")
+    ] = None,
+    rrf_k: Annotated[int | None, typer.Option("--rrf-k", min=1, help="RRF rank constant (default: config).")] = None,
+    alpha: Annotated[
+        float | None, typer.Option("--alpha", min=0.0, max=1.0, help="Dense weight in linear fusion (default: config).")
+    ] = None,
+    max_chunks: Annotated[
+        int | None, typer.Option("--max-chunks", min=1, help="Chunks embedded per doc (1 = truncate, the default).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Embedder: HF id or local path.")] = None,
+    index: Annotated[str | None, typer.Option("--index", help="Index name (default eval-<dataset>).")] = None,
+    split: Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")] = "test",
+    reuse_index: Annotated[
+        bool, typer.Option("--reuse-index", help="Search the existing index instead of building a new version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log progress.")] = True,
+) -> None:
+    """Evaluate bm25 / dense / hybrid systems on a BEIR folder; writes results.json, results.md and PNGs."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from search.evaluation import SYSTEMS, EvalConfig, default_out_dir, markdown_table, run_evaluation, write_outputs
+    from search.retrieval import RetrievalConfig
+    from search.stores.base import StoreError
+
+    for noisy in ("elastic_transport", "httpx", "sift.indexing"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if store not in ("es", "embedded"):
+        raise _fail(f"--store must be 'es' or 'embedded', not {store!r}")
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    unknown = [s for s in names if s not in SYSTEMS]
+    if unknown or not names:
+        raise _fail(f"unknown system(s) {unknown or names}: choose from {', '.join(SYSTEMS)}")
+    if not (dataset / "corpus.jsonl").is_file():
+        raise _fail(f"{dataset} is not a BEIR folder (no corpus.jsonl)")
+
+    base = EvalConfig(dataset=dataset)
+    retrieval = RetrievalConfig(
+        **{
+            **base.retrieval.model_dump(),
+            **({"rrf_k": rrf_k} if rrf_k is not None else {}),
+            **({"alpha": alpha} if alpha is not None else {}),
+        }
+    )
+    cfg = EvalConfig(
+        dataset=dataset,
+        store=store,  # type: ignore[arg-type]
+        systems=names,
+        split=split,
+        index=index,
+        out=out,
+        limit_queries=limit_queries,
+        embedder=base.embedder.model_copy(update={"model": model}) if model else base.embedder,
+        max_chunks=max_chunks or base.max_chunks,
+        retrieval=retrieval,
+        reranker=reranker,
+        rebuild=not reuse_index,
+    )
+    try:
+        result = run_evaluation(cfg)
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc), 1) from exc
+    out_dir = out or default_out_dir(dataset, store)
+    paths = write_outputs(result, out_dir)
+    typer.echo(markdown_table(result))
+    b = result.build
+    typer.echo(
+        f"\nbuild {b.seconds:.1f} s ({b.encoded} of {b.chunks} chunks encoded, {b.encode_seconds:.1f} s encoding); "
+        f"query encoding {result.query_encoding.seconds:.1f} s; total {result.seconds:.1f} s"
+    )
+    typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['metrics_png']}, {paths['deltas_png']}")
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+if __name__ == "__main__":  # `python -m sift.eval_cli ...` works before `sift eval` is registered
+    typer.run(eval_cmd)
