@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
@@ -20,12 +21,16 @@ from pydantic import BaseModel
 
 from search.service import RequestError, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
+from search.suggest import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
 
 RETRY_AFTER_S = 5
+log = logging.getLogger("sift.api")
 _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Backend(Protocol):
+    """`service` answers searches. Optional: `suggest` (serving.app.SuggestRuntime: query log + suggester)."""
+
     service: SearchService
 
     async def readiness(self) -> dict[str, bool]:
@@ -126,7 +131,40 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
     )
     async def search(body: SearchRequest, request: Request) -> SearchResponse:
         be: Backend = request.app.state.backend
-        return await be.service.search(body)
+        resp = await be.service.search(body)
+        runtime = getattr(be, "suggest", None)
+        if runtime is not None:
+            try:
+                runtime.record_search(body, resp)
+            except Exception as exc:  # logging must never fail a search that succeeded
+                log.warning("recording the search failed: %s", exc)
+        return resp
+
+    @api.get("/v1/suggest", response_model=SuggestResponse)
+    async def suggest(
+        request: Request,
+        q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="What the user typed so far.")] = "",
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="Suggestions wanted.")] = 8,
+        session_id: Annotated[str | None, Query(max_length=200, description="Opaque session id.")] = None,
+    ) -> SuggestResponse:
+        """Query completions from past searches and the language model; blank `q` gives none. Served within
+        the LM deadline: `partial` says LM candidates were still being generated."""
+        runtime = getattr(request.app.state.backend, "suggest", None)
+        if runtime is None or runtime.suggester is None or not q.strip():
+            return SuggestResponse(query=q, suggestions=[], partial=False, took_ms=0.0)
+        return await runtime.suggester.suggest(q, k)  # type: ignore[no-any-return]
+
+    @api.get("/v1/related", response_model=RelatedResponse)
+    async def related(
+        request: Request,
+        q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="A complete query.")] = "",
+        k: Annotated[int, Query(ge=1, le=MAX_K, description="Related searches wanted.")] = 8,
+    ) -> RelatedResponse:
+        """Searches that co-occur with `q` in sessions, and LM rewrites that return results."""
+        runtime = getattr(request.app.state.backend, "suggest", None)
+        if runtime is None or runtime.suggester is None or not q.strip():
+            return RelatedResponse(query=q, related=[])
+        return await runtime.suggester.related(q, k)  # type: ignore[no-any-return]
 
     @api.get("/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -145,5 +183,12 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
     @api.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    try:  # the autocomplete widget and demo page, where that module is installed
+        from serving.widget import mount_widget
+    except ImportError:
+        pass
+    else:
+        mount_widget(api)
 
     return api

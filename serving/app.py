@@ -1,25 +1,33 @@
 """The one place deployments are declared: `build_app(AppConfig)` → a Ray Serve application.
 
-Ingress (FastAPI) → query-encoder deployment and reranker deployment (both `@serve.batch`), with
+Ingress (FastAPI) → query-encoder, reranker and suggestion-LM deployments (all `@serve.batch`), with
 fractional CPUs so everything fits a 2-CPU machine, and GPUs only where the resolver finds one.
+The ingress also holds the query log and the suggester (prefix index, caches, filters, deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from search.device import accelerator_available
-from search.service import SearchService
+from search.lm_complete import Completion, Task
+from search.querylog import QueryEvent, QueryLog, make_query_log
+from search.service import SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.base import IndexStore
 from search.stores.factory import make_store
+from search.suggest import CompleteFn, Suggester, store_has_results
 from serving.api import Metrics, create_api
 from serving.config import AppConfig, Resources
-from serving.models import QueryEncoderServer, RerankerServer
+from serving.models import QueryEncoderServer, RerankerServer, SuggestLMServer
+
+log = logging.getLogger("sift.serving")
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM")
 
@@ -33,15 +41,73 @@ def build_store(config: AppConfig) -> IndexStore:
     return store
 
 
+class SuggestRuntime:
+    """The query log and the suggester of one API process; `record_search` is the /v1/search hook."""
+
+    def __init__(self, config: AppConfig, store: IndexStore, complete: CompleteFn | None) -> None:
+        es_client = getattr(store, "client", None) if config.store == "es" else None
+        self.query_log: QueryLog = make_query_log(config.query_log, config.store, config.data_dir, es_client)
+        self.suggester: Suggester | None = None
+        if not config.suggest.enabled:
+            return
+        index = config.suggest.check_index or config.search.default_index
+        check = store_has_results(store, index, config.suggest.min_term_coverage)
+        self.suggester = Suggester(config.suggest, complete=complete, has_results=check)
+        since = datetime.now(UTC) - timedelta(days=config.query_log.replay_days)
+        try:
+            n = self.suggester.load(self.query_log.read(since))
+            log.info("suggester learnt %d searches from the query log", n)
+        except Exception as exc:  # a log that cannot be read now must not keep the API down
+            log.warning("query log replay failed, suggestions start empty: %s", exc)
+        self.suggester.start_prefetch()
+
+    def record_search(self, req: SearchRequest, resp: SearchResponse) -> None:
+        event = QueryEvent(
+            query=req.query,
+            result_count=len(resp.results),
+            request_id=resp.request_id,
+            session_id=req.session_id,
+            index=resp.index,
+        )
+        try:
+            self.query_log.append(event)
+        except Exception as exc:  # the search already succeeded; a lost log line must not fail it
+            log.warning("query log append failed: %s", exc)
+        if self.suggester is not None:
+            self.suggester.record(event)
+
+    def close(self) -> None:
+        if self.suggester is not None:
+            self.suggester.close()
+        self.query_log.close()
+
+
+def handle_completer(handle: DeploymentHandle, timeout_s: float = 120.0) -> CompleteFn:
+    """A blocking LM call through a deployment handle, for the suggester's worker threads (not the event loop)."""
+
+    def complete(text: str, task: Task) -> list[Completion]:
+        rows = handle.complete.remote((task, text)).result(timeout_s=timeout_s)
+        return [Completion.model_validate(r) for r in rows]
+
+    return complete
+
+
 class ServeBackend:
     """Backend whose model calls go to deployment handles."""
 
-    def __init__(self, config: AppConfig, encoder: DeploymentHandle | None, reranker: DeploymentHandle | None) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        encoder: DeploymentHandle | None,
+        reranker: DeploymentHandle | None,
+        suggest_lm: DeploymentHandle | None = None,
+    ) -> None:
         self.config = config
         self.metrics = Metrics()
         self.store = build_store(config)
         self._encoder = encoder
         self._reranker = reranker
+        self.suggest = SuggestRuntime(config, self.store, handle_completer(suggest_lm) if suggest_lm else None)
 
         async def encode(q: str) -> list[float]:
             assert self._encoder is not None
@@ -77,9 +143,20 @@ async def _call_ready(handle: DeploymentHandle) -> Any:
 class SearchIngress:
     """Ingress replica: builds the backend, then hands Serve the FastAPI app (`__serve_build_asgi_app__`)."""
 
-    def __init__(self, config: AppConfig, encoder: DeploymentHandle | None, reranker: DeploymentHandle | None) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        encoder: DeploymentHandle | None,
+        reranker: DeploymentHandle | None,
+        suggest_lm: DeploymentHandle | None = None,
+    ) -> None:
         self.config = config
-        self.backend = ServeBackend(config, encoder, reranker)
+        self.backend = ServeBackend(config, encoder, reranker, suggest_lm)
+
+    def __del__(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.suggest.close()
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self.backend, self.backend.metrics, self.config.cors_origins)
@@ -108,8 +185,15 @@ def build_app(config: AppConfig) -> Any:
         reranker = serve.deployment(**_options(config.reranker_resources, "reranker"))(RerankerServer).bind(
             config.reranker, config.reranker_resources
         )
+    suggest_lm = None
+    if config.suggest.enabled and config.suggest.lm.enabled:
+        suggest_lm = serve.deployment(**_options(config.suggest_lm_resources, "suggest_lm"))(SuggestLMServer).bind(
+            config.suggest.lm, config.suggest_lm_resources
+        )
     ingress_cls = serve.ingress()(SearchIngress)
-    return serve.deployment(**_options(config.ingress, "ingress"))(ingress_cls).bind(config, encoder, reranker)
+    return serve.deployment(**_options(config.ingress, "ingress"))(ingress_cls).bind(
+        config, encoder, reranker, suggest_lm
+    )
 
 
 def run_local(config: AppConfig, *, blocking: bool = False) -> None:

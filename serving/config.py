@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from indexing.embedding import EmbedderConfig
 from ranking.reranker import RerankerConfig
 from search.config import load_config
+from search.querylog import QueryLogConfig
 from search.service import SearchConfig
+from search.suggest import SuggestConfig
 
 
 class Resources(BaseModel):
@@ -46,9 +48,16 @@ class AppConfig(BaseModel):
         default_factory=EmbedderConfig, description="Query encoder (same model as the index)."
     )
     reranker: RerankerConfig = Field(default_factory=RerankerConfig, description="Cross-encoder; model None disables.")
-    ingress: Resources = Field(default_factory=lambda: Resources(num_cpus=0.25, max_ongoing_requests=256))
-    encoder_resources: Resources = Field(default_factory=Resources)
-    reranker_resources: Resources = Field(default_factory=lambda: Resources(max_batch_size=4))
+    # CPU shares: ingress 0.1 + encoder 0.4 + reranker 0.4 + suggest LM 0.4 (+ a 0.4 summarizer) fit 2 CPUs.
+    ingress: Resources = Field(default_factory=lambda: Resources(num_cpus=0.1, max_ongoing_requests=256))
+    encoder_resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.4))
+    reranker_resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.4, max_batch_size=4))
+    suggest: SuggestConfig = Field(default_factory=SuggestConfig, description="Autocomplete and related searches.")
+    query_log: QueryLogConfig = Field(default_factory=QueryLogConfig, description="Where searches are logged.")
+    suggest_lm_resources: Resources = Field(
+        default_factory=lambda: Resources(num_cpus=0.4, max_batch_size=8, batch_wait_timeout_s=0.01),
+        description="The suggestion LM deployment.",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
 
     @classmethod

@@ -6,9 +6,10 @@ import asyncio
 
 from indexing.embedding import SentenceTransformerEmbedder
 from ranking.reranker import CrossEncoderReranker
+from search.lm_complete import Completion, LMCompleter, Task
 from search.service import SearchService
 from serving.api import Metrics
-from serving.app import build_store
+from serving.app import SuggestRuntime, build_store
 from serving.config import AppConfig
 
 
@@ -38,6 +39,15 @@ class LocalBackend:
                 return await asyncio.to_thread(rr.rerank, q, texts)
 
         self.service = SearchService(self.store, encode, rerank, config.search, timer=self.metrics.observe_stage)
+        # The LM loads on first use, on a suggester worker thread: requests never wait for it (deadline).
+        self.completer = LMCompleter(config.suggest.lm) if config.suggest.lm.enabled else None
+        lm = self.completer
+
+        def complete(text: str, task: Task) -> list[Completion]:
+            assert lm is not None
+            return lm.complete([text], task)[0]
+
+        self.suggest = SuggestRuntime(config, self.store, complete if lm is not None else None)
 
     async def readiness(self) -> dict[str, bool]:
         return {"store": await asyncio.to_thread(self.store.ping)}

@@ -9,6 +9,7 @@ from ray import serve
 
 from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
 from ranking.reranker import CrossEncoderReranker, RerankerConfig
+from search.lm_complete import LMCompleter, LMCompleterConfig
 from serving.config import Resources
 
 
@@ -60,6 +61,38 @@ class RerankerServer:
         for _, texts in requests:
             out.append(scores[i : i + len(texts)])
             i += len(texts)
+        return out
+
+    async def ready(self) -> bool:
+        return True
+
+
+class SuggestLMServer:
+    """Causal-LM completions (and related-query rewrites) for suggestions, batched across requests.
+
+    Requests are `(task, text)`; one batch is split by task so each `generate` call shares one prompt style.
+    Returns plain dicts (`text`, `score`) so nothing model-specific crosses the process boundary.
+    """
+
+    def __init__(self, config: LMCompleterConfig, resources: Resources) -> None:
+        limit_threads(resources.torch_threads)
+        self.completer = LMCompleter(config)
+        self.completer.warm_up()
+        self.completer.complete(["warm up"])
+        self.complete.set_max_batch_size(resources.max_batch_size)  # type: ignore[attr-defined]
+        self.complete.set_batch_wait_timeout_s(resources.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def complete(self, requests: list[tuple[str, str]]) -> list[list[dict[str, float | str]]]:
+        out: list[list[dict[str, float | str]]] = [[] for _ in requests]
+        for task in ("complete", "related"):
+            idx = [i for i, (t, _) in enumerate(requests) if t == task]
+            if not idx:
+                continue
+            texts = [requests[i][1] for i in idx]
+            results = await asyncio.to_thread(self.completer.complete, texts, task)  # type: ignore[arg-type]
+            for i, cands in zip(idx, results, strict=True):
+                out[i] = [c.model_dump() for c in cands]
         return out
 
     async def ready(self) -> bool:
