@@ -293,5 +293,18 @@ def demo_corpus_cmd(
     typer.echo(f"wrote {n} documents to {out}")
 
 
+def _register_commands() -> None:
+    """Commands that live in their own modules (each imports its heavy parts lazily)."""
+    from sift.eval_cli import eval_cmd
+    from sift.suggest_cli import eval_suggest_cmd
+    from sift.summarize_cli import summarize_cmd
+
+    app.command("eval")(eval_cmd)
+    app.command("eval-suggest")(eval_suggest_cmd)
+    app.command("summarize")(summarize_cmd)
+
+
+_register_commands()
+
 if __name__ == "__main__":
     app()
