@@ -6,7 +6,7 @@ SIFT := $(VENV)/bin/sift
 DEMO_INDEX ?= pydocs
 DEMO_QUERY ?= how do I parse command line arguments
 
-.PHONY: setup demo test test-fast lint bench clean-data es-start es-stop
+.PHONY: setup demo test test-fast lint bench bench-suggest bench-summarize clean-data es-start es-stop
 
 setup: $(VENV)/.installed
 
@@ -39,8 +39,15 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+# Relevance on scifact/cranfield/cisi + indexing + search latency, one report: bench/results/report.md.
 bench: setup
-	$(PY) bench/indexing.py
+	$(PY) bench/report.py
+
+bench-suggest: setup
+	$(PY) bench/suggest_latency.py
+
+bench-summarize: setup
+	$(PY) bench/summarize.py
 
 es-start: setup
 	$(SIFT) es start
