@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument("--rps", type=float, default=50.0)
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load")
     ap.add_argument("--cold-share", type=float, default=0.5, help="share of requests with never-seen prefixes")
-    ap.add_argument("--warm", type=int, default=200, help="warm prefixes (completed before the run)")
+    ap.add_argument("--warm", type=int, default=100, help="warm prefixes (completed before the run)")
     ap.add_argument("--warm-timeout", type=float, default=900.0, help="seconds allowed for warming the caches")
     ap.add_argument("--limit-docs", type=int, default=None, help="index only the first N documents")
     ap.add_argument("--no-lm", action="store_true", help="log suggestions only (no LM deployment)")
