@@ -50,9 +50,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     s = sorted(values)
     i = min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))  # nearest rank
     return s[i]
@@ -184,6 +184,10 @@ async def load(  # type: ignore[no-untyped-def]
     return results, wall
 
 
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
 def summarize(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     rows = [r for r in results if r["kind"] == kind]
     ms = [r["ms"] for r in rows if r["ok"]]
@@ -191,11 +195,11 @@ def summarize(results: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return {
         "requests": len(rows),
         "errors": sum(not r["ok"] for r in rows),
-        "p50_ms": round(percentile(ms, 50), 2),
-        "p99_ms": round(percentile(ms, 99), 2),
-        "max_ms": round(max(ms), 2) if ms else None,
-        "server_p50_ms": round(percentile(server, 50), 2),
-        "server_p99_ms": round(percentile(server, 99), 2),
+        "p50_ms": _round(percentile(ms, 50)),
+        "p99_ms": _round(percentile(ms, 99)),
+        "max_ms": _round(max(ms)) if ms else None,
+        "server_p50_ms": _round(percentile(server, 50)),
+        "server_p99_ms": _round(percentile(server, 99)),
         "partial_share": round(sum(bool(r["partial"]) for r in rows) / max(1, len(rows)), 3),
         "with_suggestions": round(sum(r["n"] > 0 for r in rows) / max(1, len(rows)), 3),
         "with_lm_suggestions": round(sum(r["lm"] for r in rows) / max(1, len(rows)), 3),
@@ -301,6 +305,8 @@ def main() -> None:
     print(f"{len(results)} requests in {wall:.1f} s ({report['achieved_rps']} req/s), open loop at {args.rps} req/s")
     for kind in ("warm", "cold"):
         s = report[kind]
+        if not s["requests"]:
+            continue
         verdict = "PASS" if s["p99_ms"] <= GOALS_MS[kind] and not s["errors"] else "FAIL"
         report[kind]["goal_p99_ms"] = GOALS_MS[kind]
         report[kind]["verdict"] = verdict

@@ -59,7 +59,11 @@ class SummarizeRequest(BaseModel):
     ids: list[str] | None = Field(
         default=None, min_length=1, max_length=MAX_IDS, description="Result ids, best first (at most 20)."
     )
-    index: str | None = Field(default=None, description="Index the ids belong to; the server's default if omitted.")
+    index: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9_\-]{0,127}$",
+        description="Index (alias or version) the ids belong to; the server's default if omitted.",
+    )
     search: SearchRequest | None = Field(default=None, description="A search request whose top k get summarized.")
     k: int | None = Field(default=None, ge=1, le=MAX_IDS, description="Results summarized (server default: 5).")
     max_new_tokens: int | None = Field(

@@ -200,6 +200,8 @@ def test_search_form_and_the_get_url_for_event_source(server: Any) -> None:
         ("POST", {"json": {"query": QUERY, "ids": ["d0"], "index": "no-such-index"}}, 404),
         ("POST", {"json": {"search": {"query": "zzzqqq"}}}, 404),
         ("POST", {"json": {"query": QUERY}}, 422),
+        ("POST", {"json": {"query": QUERY, "ids": ["d0"], "index": ".."}}, 422),
+        ("GET", {"params": {"query": QUERY, "ids": "d0", "index": "../x"}}, 422),
         ("POST", {"json": {"ids": ["d0"]}}, 422),
         ("POST", {"json": {"query": "  ", "ids": ["d0"]}}, 422),
         ("POST", {"json": {"query": QUERY, "ids": []}}, 422),
