@@ -76,9 +76,9 @@ class SuggestRuntime:
         if self.suggester is not None:
             self.suggester.record(event)
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 30.0) -> None:
         if self.suggester is not None:
-            self.suggester.close()
+            self.suggester.close(wait_s)
         self.query_log.close()
 
 
@@ -156,7 +156,7 @@ class SearchIngress:
     def __del__(self) -> None:
         backend = getattr(self, "backend", None)
         if backend is not None:
-            backend.suggest.close()
+            backend.suggest.close(wait_s=5.0)
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self.backend, self.backend.metrics, self.config.cors_origins)
