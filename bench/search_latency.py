@@ -272,6 +272,9 @@ def app_config(name: str, kind: str, tmp: Path, es_url: str | None, reranker: Pa
                 "default_index": INDEX,
                 "rerank_top_n": args.rerank_top_n,
                 "rerank_deadline_ms": args.rerank_deadline_ms,
+                "retrieval": default.search.retrieval.model_copy(
+                    update={"depth": args.depth or default.search.retrieval.depth}
+                ),
             }
         ),
         "reranker": default.reranker.model_copy(
@@ -417,6 +420,7 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS), help="which of: " + ", ".join(CONFIGS))
     ap.add_argument("--threads", default="1", help="torch threads per model replica to try, e.g. 1,2")
     ap.add_argument("--rerank-top-n", type=int, default=20)
+    ap.add_argument("--depth", type=int, default=None, help="hits per retriever before fusion (app default: 100)")
     ap.add_argument("--rerank-deadline-ms", type=int, default=2000)
     ap.add_argument("--hop-calls", type=int, default=300, help="sequential calls for the hop measurements")
     ap.add_argument("--suggest", action="store_true", help="keep suggestions (and their LM deployment) on")
@@ -455,6 +459,7 @@ def main() -> None:
         "warmup_s": args.warmup,
         "queries": len(queries),
         "rerank_top_n": args.rerank_top_n,
+        "retrieval_depth": args.depth or "app default",
         "reranker_note": "untrained MiniLM-L6 cross-encoder: latency only, scores meaningless",
         "loadavg_start": load_avg(),
         "index": {},
