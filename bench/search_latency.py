@@ -8,7 +8,10 @@ counted) of hybrid (RRF) search without rerank and with rerank of the top 20. La
 request's scheduled send time to its response, so queueing counts. Also measured, with the app idle:
 the Serve hop on its own (a DeploymentHandle calling the encoder's no-op `ready()`, and GET /healthz which
 stops at the ingress), and, before Ray starts, an in-process profile of each piece (model forward passes,
-store queries, the SearchService's own Python work). Per-stage means under load come from GET /metrics.
+store queries, the SearchService's own Python work). Per-stage means under load come from GET /metrics, and
+CPU milliseconds per request of each process (Serve proxy, each replica, Elasticsearch, this load generator)
+from /proc: unlike latency, that does not depend on how busy the shared machine is, and bounds the rate 2
+idle CPUs could sustain. Suggestions are off unless --suggest; --depth overrides the retrieval depth.
 
 The reranker is an untrained cross-encoder with the architecture and size of ms-marco-MiniLM-L-6-v2 (none
 ships offline): its scores are meaningless, only its latency is measured.
@@ -148,10 +151,14 @@ def open_store(kind: str, tmp: Path, es_url: str | None) -> Any:
 
 def set_threads(n: int) -> None:
     import torch
-    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(n)
-    threadpool_limits(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # comes with sentence-transformers' dependencies; without it only torch is limited
+        pass
 
 
 def profile_models(queries: list[str], docs: list[str], reranker_path: Path, threads: list[int]) -> dict[str, Any]:
