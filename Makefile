@@ -6,7 +6,7 @@ SIFT := $(VENV)/bin/sift
 DEMO_INDEX ?= pydocs
 DEMO_QUERY ?= how do I parse command line arguments
 
-.PHONY: setup demo test test-fast lint bench bench-suggest bench-summarize clean-data es-start es-stop
+.PHONY: setup demo test test-fast lint bench bench-latency bench-suggest bench-summarize clean-data es-start es-stop
 
 setup: $(VENV)/.installed
 
@@ -42,6 +42,9 @@ lint: setup
 # Relevance on scifact/cranfield/cisi + indexing + search latency, one report: bench/results/report.md.
 bench: setup
 	$(PY) bench/report.py
+
+bench-latency: setup
+	$(PY) bench/search_latency.py
 
 bench-suggest: setup
 	$(PY) bench/suggest_latency.py
