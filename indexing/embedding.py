@@ -166,15 +166,12 @@ class EmbeddingCache:
         c.execute("COMMIT")
 
 
-class CachedEmbedder:
-    """Wraps an Embedder so only texts never seen with this model get encoded."""
+class EmbedderWrapper:
+    """Base for wrappers that change `embed` only; everything else is the wrapped embedder's."""
 
-    def __init__(self, inner: Embedder, cache: EmbeddingCache) -> None:
+    def __init__(self, inner: Embedder) -> None:
         self.inner = inner
-        self.cache = cache
         self.model_id = inner.model_id
-        self.hits = 0
-        self.misses = 0
 
     def warm_up(self) -> None:
         self.inner.warm_up()
@@ -190,6 +187,16 @@ class CachedEmbedder:
     @property
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
+
+
+class CachedEmbedder(EmbedderWrapper):
+    """Wraps an Embedder so only texts never seen with this model get encoded."""
+
+    def __init__(self, inner: Embedder, cache: EmbeddingCache) -> None:
+        super().__init__(inner)
+        self.cache = cache
+        self.hits = 0
+        self.misses = 0
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         keys = [EmbeddingCache.key(self.model_id, t) for t in texts]

@@ -19,12 +19,19 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.embedding import CachedEmbedder, Embedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
+from indexing.embedding import (
+    CachedEmbedder,
+    Embedder,
+    EmbedderConfig,
+    EmbedderWrapper,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+)
 from indexing.pipeline import IndexingConfig, IndexingPipeline, IndexReport
 from ranking.reranker import CrossEncoderReranker, RerankerConfig
 from search.retrieval import RetrievalConfig
@@ -183,30 +190,14 @@ def summarize_deltas(deltas: Mapping[str, float], eps: float = 1e-9) -> DeltaSum
 
 
 # -- timing wrapper -----------------------------------------------------------------------------------------
-class TimedEmbedder:
+class TimedEmbedder(EmbedderWrapper):
     """Counts model time only (not cache look-ups), so encoding is reported apart from everything else."""
 
     def __init__(self, inner: Embedder) -> None:
-        self.inner = inner
-        self.model_id = inner.model_id
+        super().__init__(inner)
         self.seconds = 0.0
         self.texts = 0
         self._lock = threading.Lock()
-
-    def warm_up(self) -> None:
-        self.inner.warm_up()
-
-    @property
-    def dims(self) -> int:
-        return self.inner.dims
-
-    @property
-    def max_tokens(self) -> int:
-        return self.inner.max_tokens
-
-    @property
-    def tokenizer(self) -> Any:
-        return self.inner.tokenizer
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         t = time.perf_counter()
