@@ -24,7 +24,16 @@ def _stem(word: str) -> str:
 
 
 def _matches(text: str, stems: set[str]) -> list[tuple[int, int]]:
-    return [(m.start(), m.end()) for m in _WORD.finditer(text) if _stem(m.group()) in stems]
+    """Spans of the words whose stem is a query stem. Each distinct word is stemmed once (a stem call per word
+    of every result body cost milliseconds per search); most bodies then match nothing and stop there."""
+    lower = text.lower()
+    words = _WORD.findall(lower)
+    hit = {w for w in set(words) if _stem(w) in stems}
+    if not hit:
+        return []
+    if len(lower) != len(text):  # a few characters change length when lowercased: positions from the original
+        return [(m.start(), m.end()) for m in _WORD.finditer(text) if m.group().lower() in hit]
+    return [(m.start(), m.end()) for m in _WORD.finditer(lower) if m.group() in hit]
 
 
 def _mark(text: str, spans: list[tuple[int, int]]) -> str:

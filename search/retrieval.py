@@ -59,20 +59,28 @@ class HybridRetriever:
         offset: int = 0,
         config: RetrievalConfig | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
+        with_docs: bool = True,
     ) -> list[Retrieved]:
-        """Top `k` after `offset`; `vector` is the query embedding when the caller encoded it already."""
+        """Top `k` after `offset`; `vector` is the query embedding when the caller encoded it already.
+
+        The retrievers return ids and scores only; the documents of the `k` results are then read in one call
+        (`with_docs=False` skips that, for callers that need ranks alone, like offline evaluation)."""
         cfg = config or self.config
         depth = max(cfg.depth, offset + k)
         mode = cfg.mode
         if mode != "bm25" and self.encoder is None and vector is None:
             raise ValueError(f"retrieval mode {mode!r} needs a query encoder or a query vector")
-        lex_f = self._pool.submit(self.store.bm25_search, index, query, depth, filters) if mode != "dense" else None
+        lex_f = (
+            self._pool.submit(self.store.bm25_search, index, query, depth, filters, with_docs=False)
+            if mode != "dense"
+            else None
+        )
         dense: list[Hit] = []
         if mode != "bm25":
             if vector is None:
                 assert self.encoder is not None
                 vector = self.encoder.embed([query])[0]
-            dense = self.store.knn_search(index, [float(x) for x in vector], depth, filters)
+            dense = self.store.knn_search(index, [float(x) for x in vector], depth, filters, with_docs=False)
         lexical = lex_f.result() if lex_f is not None else []
         if mode == "bm25":
             scores = {h.id: h.score for h in lexical}
@@ -84,15 +92,16 @@ class HybridRetriever:
             scores = linear(lexical, dense, alpha=cfg.alpha)
         lex_by = {h.id: (r, h) for r, h in enumerate(lexical, start=1)}
         den_by = {h.id: (r, h) for r, h in enumerate(dense, start=1)}
+        page = ranked(scores)[offset : offset + k]
+        docs = self.store.get_many(index, [doc_id for doc_id, _ in page]) if with_docs and page else {}
         out = []
-        for doc_id, score in ranked(scores)[offset : offset + k]:
+        for doc_id, score in page:
             lr, lh = lex_by.get(doc_id, (None, None))
             dr, dh = den_by.get(doc_id, (None, None))
-            hit = lh or dh
             out.append(
                 Retrieved(
                     id=doc_id,
-                    doc=hit.doc if hit else None,
+                    doc=docs.get(doc_id),
                     score=score,
                     bm25_rank=lr,
                     bm25_score=lh.score if lh else None,

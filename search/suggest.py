@@ -756,9 +756,11 @@ def store_has_results(store: Any, index: str, min_term_coverage: float = 0.0, de
     invented "vitamin d and quantum yoga" would otherwise pass on "vitamin" alone)."""
 
     def check(text: str) -> bool:
-        hits = store.bm25_search(index, text, depth if min_term_coverage > 0 else 1)
-        if not hits or min_term_coverage <= 0:
-            return bool(hits)
+        if min_term_coverage <= 0:
+            return bool(store.bm25_search(index, text, 1, with_docs=False))
+        hits = store.bm25_search(index, text, depth)
+        if not hits:
+            return False
         terms = query_terms(text)
         if not terms:
             return True

@@ -90,6 +90,28 @@ class StoreContract:
         assert doc is not None and doc.title == "Cooking pasta" and doc.fields["year"] == 2021
         assert store.get(built, "nope") is None
 
+    def test_get_many(self, store: IndexStore, built: str) -> None:
+        docs = store.get_many(built, ["d3", "nope", "d1", "d3"])
+        assert set(docs) == {"d1", "d3"}
+        assert docs["d3"].title == "Studies of sleep" and docs["d3"].fields["lang"] == "de"
+        assert store.get_many(built, []) == {}
+
+    def test_ids_only_searches_match_full_ones(self, store: IndexStore, built: str) -> None:
+        """`with_docs=False` (what hybrid retrieval uses) returns the same ids, order and scores, no documents."""
+        full = store.bm25_search(built, "studies runners", 10)
+        bare = store.bm25_search(built, "studies runners", 10, with_docs=False)
+        assert [h.id for h in full] == ["d3", "d1"] or [h.id for h in full] == ["d1", "d3"]
+        assert [(h.id, pytest.approx(h.score)) for h in bare] == [(h.id, h.score) for h in full]
+        assert all(h.doc is None for h in bare) and all(h.doc is not None for h in full)
+        en = [TermFilter(field="lang", value="en")]
+        assert [h.id for h in store.bm25_search(built, "studies runners", 10, en, with_docs=False)] == ["d1"]
+        q = vec(0.1, 0.9, 0.05, 0)
+        full_k = store.knn_search(built, q, 3)
+        bare_k = store.knn_search(built, q, 3, with_docs=False)
+        assert [h.id for h in bare_k] == [h.id for h in full_k] and bare_k[0].id in {"d2", "d3"}
+        assert [h.score for h in bare_k] == pytest.approx([h.score for h in full_k])
+        assert all(h.doc is None for h in bare_k)
+
     def test_unknown_index(self, store: IndexStore, index_name: str) -> None:
         assert store.current_version(index_name) is None
         with pytest.raises(IndexNotFound):

@@ -98,11 +98,19 @@ class IndexStore(Protocol):
     def schema(self, target: str) -> IndexSchema:
         """The schema the index was created with."""
 
-    def bm25_search(self, target: str, query: str, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
-        """Lexical top-k over title and body."""
+    def get_many(self, target: str, ids: Sequence[str]) -> dict[str, Document]:
+        """The documents of `ids` that exist, by id (one round trip: a results page after fusion)."""
 
-    def knn_search(self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
-        """Dense top-k by cosine similarity (a document scores as its best chunk)."""
+    def bm25_search(
+        self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
+    ) -> list[Hit]:
+        """Lexical top-k over title and body. `with_docs=False` leaves `Hit.doc` None: fusion needs only ids and
+        scores, and loading 100 documents per retriever only to show 10 is most of a search's store cost."""
+
+    def knn_search(
+        self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
+    ) -> list[Hit]:
+        """Dense top-k by cosine similarity (a document scores as its best chunk); `with_docs` as for BM25."""
 
     def close(self) -> None:
         """Release clients/files."""

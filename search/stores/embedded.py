@@ -294,21 +294,55 @@ class EmbeddedStore:
     def count(self, target: str) -> int:
         return int(self._open(target).conn().execute("SELECT count(*) FROM docs").fetchone()[0])
 
-    def bm25_search(self, target: str, query: str, k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+    def get_many(self, target: str, ids: Sequence[str]) -> dict[str, Document]:
+        c = self._open(target).conn()
+        out: dict[str, Document] = {}
+        ids = list(dict.fromkeys(ids))
+        for i in range(0, len(ids), 500):
+            part = ids[i : i + 500]
+            q = f"SELECT doc FROM docs WHERE id IN ({','.join('?' * len(part))})"
+            for (raw,) in c.execute(q, part).fetchall():
+                d = Document.model_validate_json(raw)
+                out[d.id] = d
+        return out
+
+    def bm25_search(
+        self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
+    ) -> list[Hit]:
         v = self._open(target)
         terms = query_terms(query)
         if not terms or k <= 0:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
         where, params = _filter_sql(filters, self.schema(target))
+        c = v.conn()
+        if not with_docs and not where:
+            # FTS5's own ranking (rank = bm25() by default) without joining docs: half the cost. Ties are broken
+            # by rowid so the order is the same as the joined query's.
+            top = c.execute(
+                "SELECT rowid, rank FROM fts WHERE fts MATCH ? ORDER BY rank, rowid LIMIT ?", [match, k]
+            ).fetchall()
+            if not top:
+                return []
+            ids = dict(
+                c.execute(
+                    f"SELECT rid, id FROM docs WHERE rid IN ({','.join('?' * len(top))})", [r[0] for r in top]
+                ).fetchall()
+            )
+            return [Hit(id=ids[rid], score=-float(rank)) for rid, rank in top if rid in ids]
+        cols = "d.id, -bm25(fts) AS s" + (", d.doc" if with_docs else "")
         sql = (
-            "SELECT d.id, -bm25(fts) AS s, d.doc FROM fts JOIN docs d ON d.rid = fts.rowid "
-            f"WHERE fts MATCH ? {'AND ' + where if where else ''} ORDER BY s DESC LIMIT ?"
+            f"SELECT {cols} FROM fts JOIN docs d ON d.rid = fts.rowid "
+            f"WHERE fts MATCH ? {'AND ' + where if where else ''} ORDER BY s DESC, fts.rowid LIMIT ?"
         )
-        rows = v.conn().execute(sql, [match, *params, k]).fetchall()
+        rows = c.execute(sql, [match, *params, k]).fetchall()
+        if not with_docs:
+            return [Hit(id=r[0], score=float(r[1])) for r in rows]
         return [Hit(id=r[0], score=float(r[1]), doc=Document.model_validate_json(r[2])) for r in rows]
 
-    def knn_search(self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = ()) -> list[Hit]:
+    def knn_search(
+        self, target: str, vector: Sequence[float], k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
+    ) -> list[Hit]:
         v = self._open(target)
         mat, rids = v.matrix()
         if len(rids) == 0 or k <= 0:
@@ -324,24 +358,15 @@ class EmbeddedStore:
             allowed = self._filtered_rids(v, filters, self.schema(target))
             mask = np.isin(rids, allowed)
             sims = np.where(mask, sims, -np.inf)
-        # A document scores as its best chunk.
-        order = np.argsort(-sims, kind="stable")
-        best: dict[int, float] = {}
-        for i in order:
-            s = sims[i]
-            if not np.isfinite(s):
-                break
-            rid = int(rids[i])
-            if rid not in best:
-                best[rid] = float(s)
-                if len(best) >= k:
-                    break
+        best = _best_per_doc(sims, rids, k)
         if not best:
             return []
         c = v.conn()
-        docs = dict(
-            c.execute(f"SELECT rid, doc FROM docs WHERE rid IN ({','.join('?' * len(best))})", list(best)).fetchall()
-        )
+        marks = ",".join("?" * len(best))
+        if not with_docs:
+            ids = dict(c.execute(f"SELECT rid, id FROM docs WHERE rid IN ({marks})", list(best)).fetchall())
+            return [Hit(id=ids[rid], score=(1 + s) / 2) for rid, s in best.items() if rid in ids]
+        docs = dict(c.execute(f"SELECT rid, doc FROM docs WHERE rid IN ({marks})", list(best)).fetchall())
         # Same scale as Elasticsearch's cosine similarity: (1 + cos) / 2.
         return [
             Hit(id=(d := Document.model_validate_json(docs[rid])).id, score=(1 + s) / 2, doc=d)
@@ -353,6 +378,35 @@ class EmbeddedStore:
         where, params = _filter_sql(filters, schema)
         rows = v.conn().execute(f"SELECT d.rid FROM docs d WHERE {where}", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+def _best_per_doc(sims: np.ndarray, rids: np.ndarray, k: int) -> dict[int, float]:
+    """Top k documents, each scored by its best chunk, best first (ties: lower chunk position first).
+
+    A full sort of every chunk is most of a kNN query's cost; the top k documents are among the top
+    `k * 4` chunks unless documents have many near-identical chunks, so sort that slice and widen when short.
+    """
+    n = len(sims)
+    take = min(n, max(4 * k, 64))
+    while True:
+        if take < n:
+            part = np.argpartition(-sims, take - 1)[:take]
+            order = part[np.lexsort((part, -sims[part]))]
+        else:
+            order = np.argsort(-sims, kind="stable")
+        best: dict[int, float] = {}
+        for i in order:
+            s = sims[i]
+            if not np.isfinite(s):
+                break
+            rid = int(rids[i])
+            if rid not in best:
+                best[rid] = float(s)
+                if len(best) >= k:
+                    return best
+        if take >= n:
+            return best
+        take = min(n, take * 4)
 
 
 def _content(doc: Document) -> str:
