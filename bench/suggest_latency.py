@@ -228,7 +228,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from serving.app import build_app, serve_logging
     from serving.config import AppConfig
 
     rng = random.Random(args.seed)
@@ -255,6 +255,7 @@ def main() -> None:
             "search": {"default_index": "scifact", "retrieval": {"mode": "bm25"}},
             "reranker": {"model": None},
             "suggest": suggest,
+            "summarizer": None,
         }
     )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -262,7 +263,7 @@ def main() -> None:
         num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False
     )
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=serve_logging(cfg))
     url = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()

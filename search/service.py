@@ -51,6 +51,10 @@ class SearchRequest(BaseModel):
     rerank: bool = Field(default=True, description="Rerank the top N with the cross-encoder, if one is configured.")
     highlight: bool = Field(default=True, description="Return highlighted snippets.")
     session_id: str | None = Field(default=None, max_length=200, description="Opaque session id, for query logs.")
+    summarize: bool = Field(
+        default=False,
+        description="Also return `summary_url`: a Server-Sent Events stream of a cited summary of the top results.",
+    )
 
     @field_validator("query")
     @classmethod
@@ -93,6 +97,11 @@ class SearchResponse(BaseModel):
     reranked: bool
     rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
     took_ms: float
+    summary_url: str | None = Field(
+        default=None,
+        description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
+        "the server has a summarizer.",
+    )
 
 
 class SearchConfig(BaseModel):
@@ -143,7 +152,8 @@ class SearchService:
         )
         if cfg.mode != "bm25" and self.encode is None:
             cfg = cfg.model_copy(update={"mode": "bm25"})
-        await asyncio.to_thread(self._validate, req, index)
+        if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
+            await asyncio.to_thread(self._validate, req, index)
         stages: list[str] = []
         vector = None
         if cfg.mode != "bm25":

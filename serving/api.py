@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Protocol
 
 from fastapi import FastAPI, Query, Request, Response
@@ -18,10 +17,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.service import RequestError, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
 from search.suggest import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
+from serving.summarize import add_summarize_routes, summary_stream_url
 
 RETRY_AFTER_S = 5
 log = logging.getLogger("sift.api")
@@ -29,7 +30,8 @@ _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 
 
 
 class Backend(Protocol):
-    """`service` answers searches. Optional: `suggest` (serving.app.SuggestRuntime: query log + suggester)."""
+    """`service` answers searches. Optional: `suggest` (serving.app.SuggestRuntime: query log + suggester),
+    `summary_client` (serving.summarize.SummaryClient) and `summary_top_k`."""
 
     service: SearchService
 
@@ -70,6 +72,37 @@ class ErrorBody(BaseModel):
     detail: Any
 
 
+class _ObserveMiddleware:
+    """Request counts and latency per route, as plain ASGI: Starlette's BaseHTTPMiddleware (`@app.middleware`)
+    runs each request in an extra task with memory streams, a measurable share of a search's CPU.
+
+    Latency runs until the response body is sent (a streamed summary counts whole)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(route=path, method=scope["method"], status=str(status)).inc()
+            self.metrics.latency.labels(route=path).observe(time.perf_counter() - t)
+
+
 def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: list[str] | None = None) -> FastAPI:
     metrics = metrics or Metrics()
     api = FastAPI(
@@ -84,15 +117,7 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
 
-    @api.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        t = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.requests.labels(route=path, method=request.method, status=str(response.status_code)).inc()
-        metrics.latency.labels(route=path).observe(time.perf_counter() - t)
-        return response
+    api.add_middleware(_ObserveMiddleware, metrics=metrics)
 
     @api.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -132,6 +157,8 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
     async def search(body: SearchRequest, request: Request) -> SearchResponse:
         be: Backend = request.app.state.backend
         resp = await be.service.search(body)
+        if body.summarize and getattr(be, "summary_client", None) is not None:
+            resp.summary_url = summary_stream_url(resp, k=getattr(be, "summary_top_k", 5))
         runtime = getattr(be, "suggest", None)
         if runtime is not None:
             try:
@@ -183,6 +210,14 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
     @api.get("/metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    add_summarize_routes(
+        api,
+        lambda: getattr(backend, "summary_client", None),
+        lambda: backend.service,
+        metrics.registry,
+        top_k=getattr(backend, "summary_top_k", 5),
+    )
 
     try:  # the autocomplete widget and demo page, where that module is installed
         from serving.widget import mount_widget

@@ -1,6 +1,7 @@
 """The one place deployments are declared: `build_app(AppConfig)` → a Ray Serve application.
 
-Ingress (FastAPI) → query-encoder, reranker and suggestion-LM deployments (all `@serve.batch`), with
+Ingress (FastAPI) → query-encoder, reranker and suggestion-LM deployments (all `@serve.batch`) and the
+summarizer deployment (streaming), with
 fractional CPUs so everything fits a 2-CPU machine, and GPUs only where the resolver finds one.
 The ingress also holds the query log and the suggester (prefix index, caches, filters, deadline).
 """
@@ -15,17 +16,19 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from indexing.embedding import SentenceTransformerEmbedder
 from search.device import accelerator_available
 from search.lm_complete import Completion, Task
 from search.querylog import QueryEvent, QueryLog, make_query_log
-from search.service import SearchRequest, SearchResponse, SearchService
+from search.service import EncodeFn, SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.base import IndexStore
 from search.stores.factory import make_store
 from search.suggest import CompleteFn, Suggester, store_has_results
 from serving.api import Metrics, create_api
 from serving.config import AppConfig, Resources
-from serving.models import QueryEncoderServer, RerankerServer, SuggestLMServer
+from serving.models import QueryEncoderServer, RerankerServer, SuggestLMServer, limit_threads
+from serving.summarize import ServeSummaryClient, SummarizerServer
 
 log = logging.getLogger("sift.serving")
 
@@ -101,17 +104,38 @@ class ServeBackend:
         encoder: DeploymentHandle | None,
         reranker: DeploymentHandle | None,
         suggest_lm: DeploymentHandle | None = None,
+        summarizer: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
         self.metrics = Metrics()
+        self._summarizer = summarizer
+        self.summary_client = ServeSummaryClient(summarizer) if summarizer is not None else None
+        self.summary_top_k = config.summarizer.top_k if config.summarizer else 5
         self.store = build_store(config)
         self._encoder = encoder
         self._reranker = reranker
         self.suggest = SuggestRuntime(config, self.store, handle_completer(suggest_lm) if suggest_lm else None)
+        self._local_encoder: SentenceTransformerEmbedder | None = None
+        encode_fn: EncodeFn | None = None
+        if encoder is not None:
 
-        async def encode(q: str) -> list[float]:
-            assert self._encoder is not None
-            return await self._encoder.embed.remote(q)  # type: ignore[no-any-return]
+            async def encode(q: str) -> list[float]:
+                assert self._encoder is not None
+                return await self._encoder.embed.remote(q)  # type: ignore[no-any-return]
+
+            encode_fn = encode
+        elif config.search.retrieval.mode != "bm25" and config.encoder_placement == "ingress":
+            limit_threads(config.ingress.torch_threads)
+            local = SentenceTransformerEmbedder(config.embedder)
+            local.warm_up()
+            local.embed(["warm up"])
+            self._local_encoder = local
+
+            async def encode_here(q: str) -> list[float]:
+                vec = await asyncio.to_thread(local.embed, [q])
+                return vec[0].tolist()  # type: ignore[no-any-return]
+
+            encode_fn = encode_here
 
         async def rerank(q: str, texts: list[str]) -> list[float]:
             assert self._reranker is not None
@@ -119,7 +143,7 @@ class ServeBackend:
 
         self.service = SearchService(
             self.store,
-            encode if encoder is not None else None,
+            encode_fn,
             rerank if reranker is not None else None,
             config.search,
             timer=self.metrics.observe_stage,
@@ -127,7 +151,10 @@ class ServeBackend:
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"store": await asyncio.to_thread(self.store.ping)}
-        for name, handle in (("query_encoder", self._encoder), ("reranker", self._reranker)):
+        if self._local_encoder is not None:
+            checks["query_encoder"] = True  # loaded and warmed in __init__
+        models = (("query_encoder", self._encoder), ("reranker", self._reranker), ("summarizer", self._summarizer))
+        for name, handle in models:
             if handle is not None:
                 try:
                     checks[name] = bool(await asyncio.wait_for(_call_ready(handle), timeout=2))
@@ -149,9 +176,10 @@ class SearchIngress:
         encoder: DeploymentHandle | None,
         reranker: DeploymentHandle | None,
         suggest_lm: DeploymentHandle | None = None,
+        summarizer: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
-        self.backend = ServeBackend(config, encoder, reranker, suggest_lm)
+        self.backend = ServeBackend(config, encoder, reranker, suggest_lm, summarizer)
 
     def __del__(self) -> None:
         backend = getattr(self, "backend", None)
@@ -162,7 +190,12 @@ class SearchIngress:
         return create_api(self.backend, self.backend.metrics, self.config.cors_origins)
 
 
-def _options(res: Resources, name: str) -> dict[str, Any]:
+def serve_logging(config: AppConfig) -> dict[str, Any]:
+    """Serve's logging options for the proxy (`serve.start`) and every deployment."""
+    return {"enable_access_log": config.access_log}
+
+
+def _options(res: Resources, name: str, config: AppConfig) -> dict[str, Any]:
     gpus = res.num_gpus if res.num_gpus and accelerator_available() else 0
     env = {k: ("false" if k == "TOKENIZERS_PARALLELISM" else str(res.torch_threads)) for k in THREAD_ENV}
     return {
@@ -170,29 +203,36 @@ def _options(res: Resources, name: str) -> dict[str, Any]:
         "num_replicas": res.replicas,
         "max_ongoing_requests": res.max_ongoing_requests,
         "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": gpus, "runtime_env": {"env_vars": env}},
+        "logging_config": serve_logging(config),
     }
 
 
 def build_app(config: AppConfig) -> Any:
     """The Serve application for `config` (pass it to `serve.run`)."""
     encoder = None
-    if config.search.retrieval.mode != "bm25":
-        encoder = serve.deployment(**_options(config.encoder_resources, "query_encoder"))(QueryEncoderServer).bind(
-            config.embedder, config.encoder_resources
-        )
+    if config.search.retrieval.mode != "bm25" and config.encoder_placement == "deployment":
+        encoder = serve.deployment(**_options(config.encoder_resources, "query_encoder", config))(
+            QueryEncoderServer
+        ).bind(config.embedder, config.encoder_resources)
     reranker = None
     if config.reranker.model:
-        reranker = serve.deployment(**_options(config.reranker_resources, "reranker"))(RerankerServer).bind(
+        reranker = serve.deployment(**_options(config.reranker_resources, "reranker", config))(RerankerServer).bind(
             config.reranker, config.reranker_resources
         )
     suggest_lm = None
     if config.suggest.enabled and config.suggest.lm.enabled:
-        suggest_lm = serve.deployment(**_options(config.suggest_lm_resources, "suggest_lm"))(SuggestLMServer).bind(
-            config.suggest.lm, config.suggest_lm_resources
+        suggest_lm = serve.deployment(**_options(config.suggest_lm_resources, "suggest_lm", config))(
+            SuggestLMServer
+        ).bind(config.suggest.lm, config.suggest_lm_resources)
+    summarizer = None
+    if config.summarizer is not None:
+        res = config.summarizer_resources
+        summarizer = serve.deployment(**_options(res, "summarizer", config))(SummarizerServer).bind(
+            config.summarizer, config.embedder, res.torch_threads
         )
     ingress_cls = serve.ingress()(SearchIngress)
-    return serve.deployment(**_options(config.ingress, "ingress"))(ingress_cls).bind(
-        config, encoder, reranker, suggest_lm
+    return serve.deployment(**_options(config.ingress, "ingress", config))(ingress_cls).bind(
+        config, encoder, reranker, suggest_lm, summarizer
     )
 
 
@@ -208,5 +248,5 @@ def run_local(config: AppConfig, *, blocking: bool = False) -> None:
             ray.init(address=os.environ["RAY_ADDRESS"])
         else:
             ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=200 * 1024 * 1024)
-    serve.start(http_options={"host": config.host, "port": config.port})
+    serve.start(http_options={"host": config.host, "port": config.port}, logging_config=serve_logging(config))
     serve.run(build_app(config), name=config.app_name, route_prefix="/", blocking=blocking)

@@ -8,9 +8,11 @@ from indexing.embedding import SentenceTransformerEmbedder
 from ranking.reranker import CrossEncoderReranker
 from search.lm_complete import Completion, LMCompleter, Task
 from search.service import SearchService
+from search.summarize import Summarizer
 from serving.api import Metrics
 from serving.app import SuggestRuntime, build_store
 from serving.config import AppConfig
+from serving.summarize import LocalSummaryClient
 
 
 class LocalBackend:
@@ -48,6 +50,12 @@ class LocalBackend:
             return lm.complete([text], task)[0]
 
         self.suggest = SuggestRuntime(config, self.store, complete if lm is not None else None)
+        # Summaries: the LM loads on the first stream, on the stream's worker thread.
+        self.summary_client: LocalSummaryClient | None = None
+        self.summary_top_k = config.summarizer.top_k if config.summarizer else 5
+        if config.summarizer is not None:
+            sentence_encoder = self.embedder or SentenceTransformerEmbedder(config.embedder)
+            self.summary_client = LocalSummaryClient(Summarizer(config.summarizer, sentence_encoder))
 
     async def readiness(self) -> dict[str, bool]:
         return {"store": await asyncio.to_thread(self.store.ping)}

@@ -24,6 +24,14 @@ def tiny_embedder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer causal LM with a chat template (summaries)."""
+    from tests.tiny_chat_lm import build_tiny_chat_lm
+
+    return build_tiny_chat_lm(tmp_path_factory.mktemp("tiny-chat-lm"))
+
+
+@pytest.fixture(scope="session")
 def tiny_embedder(tiny_embedder_path: Path):  # type: ignore[no-untyped-def]
     from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
 

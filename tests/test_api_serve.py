@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -83,10 +84,22 @@ def indexed(node: Any, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFact
     return str(node.url)
 
 
-def app_config(es_url: str, embedder: Path, reranker: Path, name: str, **search: Any) -> Any:
+def app_config(
+    es_url: str, embedder: Path, reranker: Path, name: str, summarizer_lm: Path | None = None, **search: Any
+) -> Any:
+    """Suggestions are tested in test_suggest_api.py: their LM is off here, to fit 2 CPUs and start faster."""
     from serving.config import AppConfig, Resources
 
     small = {"num_cpus": 0.1, "max_batch_size": 8}
+    summarizer = None
+    if summarizer_lm is not None:
+        summarizer = {
+            "lm": {"model": str(summarizer_lm), "device": "cpu"},
+            "max_new_tokens": 8,
+            "deadline_s": None,
+            "cache_sentence_vectors": False,
+            "max_sentences": None,
+        }
     return AppConfig.model_validate(
         {
             "app_name": name,
@@ -99,12 +112,17 @@ def app_config(es_url: str, embedder: Path, reranker: Path, name: str, **search:
             "ingress": Resources(**small).model_dump(),
             "encoder_resources": Resources(**small).model_dump(),
             "reranker_resources": Resources(**small).model_dump(),
+            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "summarizer": summarizer,
+            "summarizer_resources": Resources(**small).model_dump(),
         }
     )
 
 
 @pytest.fixture(scope="module")
-def serve_url(indexed: str, tiny_embedder_path: Path, tiny_reranker_path: Path) -> Iterator[str]:
+def serve_url(
+    indexed: str, tiny_embedder_path: Path, tiny_reranker_path: Path, tiny_chat_lm_path: Path
+) -> Iterator[str]:
     import ray
     from ray import serve
 
@@ -116,7 +134,7 @@ def serve_url(indexed: str, tiny_embedder_path: Path, tiny_reranker_path: Path) 
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(
-            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "main")),
+            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "main", tiny_chat_lm_path)),
             name="main",
             route_prefix="/",
         )
@@ -264,6 +282,33 @@ def test_rerank_deadline_keeps_fused_order(http: httpx.Client) -> None:
     assert all(r["explanation"]["rerank_score"] is None for r in body["results"])
 
 
+def test_search_with_summarize_streams_from_the_summarizer_deployment(http: httpx.Client) -> None:
+    """`summarize: true` → results at once plus `summary_url`; GET it → SSE from the summarizer deployment."""
+    body = search(http, query="exceptions errors", limit=10, summarize=True)
+    url = body["summary_url"]
+    assert url and url.startswith("/v1/summarize?")
+    top5 = [r["id"] for r in body["results"][:5]]
+    assert [v for k, v in parse_qsl(urlsplit(url).query) if k == "ids"] == top5
+    assert search(http, query="exceptions errors")["summary_url"] is None  # only when asked
+    events: list[tuple[str, Any]] = []
+    with http.stream("GET", url, timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: "):
+                events.append((str(name), json.loads(line[len("data: ") :])))
+    kinds = [e for e, _ in events]
+    assert kinds[-1] == "summary" and kinds.count("summary") == 1, kinds
+    summary = events[-1][1]
+    assert [s["id"] for s in summary["sources"]] == top5
+    assert summary["generated_tokens"] <= 8  # the deployment's max_new_tokens cap
+    assert all(set(s["citations"]) <= set(range(1, 6)) for s in summary["sentences"])
+    metrics = http.get("/metrics").text
+    assert "sift_summary_ttft_seconds_count 1.0" in metrics and "sift_summary_total_seconds_count 1.0" in metrics
+
+
 def test_health_ready_metrics_docs(http: httpx.Client) -> None:
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
@@ -271,6 +316,7 @@ def test_health_ready_metrics_docs(http: httpx.Client) -> None:
         "store": True,
         "query_encoder": True,
         "reranker": True,
+        "summarizer": True,
     }
     search(http, query="loops")
     metrics = http.get("/metrics").text

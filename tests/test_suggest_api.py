@@ -48,6 +48,7 @@ def config_dict(tiny_lm: Path, **extra: Any) -> dict[str, Any]:
             "blocklist": ["amyloidosis"],
             "lm": {"lm": {"model": str(tiny_lm), "device": "cpu"}, "examples": TINY_EXAMPLES, "max_new_tokens": 12},
         },
+        "summarizer": None,
         **extra,
     }
 

@@ -53,10 +53,8 @@ FABRICATED = "The moon is made of green cheese according to a recent survey."
 
 
 @pytest.fixture(scope="module")
-def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_chat_lm import build_tiny_chat_lm
-
-    return build_tiny_chat_lm(tmp_path_factory.mktemp("tiny-chat-lm"))
+def tiny_lm_path(tiny_chat_lm_path: Path) -> Path:
+    return tiny_chat_lm_path
 
 
 @pytest.fixture(scope="module")

@@ -35,10 +35,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_chat_lm import build_tiny_chat_lm
-
-    return build_tiny_chat_lm(tmp_path_factory.mktemp("tiny-chat-lm"))
+def tiny_lm_path(tiny_chat_lm_path: Path) -> Path:
+    return tiny_chat_lm_path
 
 
 def summarizer_config(lm: Path, **kw: Any) -> SummarizerConfig:
@@ -56,8 +54,11 @@ def summarizer_config(lm: Path, **kw: Any) -> SummarizerConfig:
 
 
 class _Backend:
-    def __init__(self, service: Any) -> None:
+    """What create_api needs: a search service and, for the summarize routes, a summary client."""
+
+    def __init__(self, service: Any, summary_client: Any) -> None:
         self.service = service
+        self.summary_client = summary_client
 
     async def readiness(self) -> dict[str, bool]:
         return {"store": True}
@@ -73,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any, tiny_lm
     from search.service import SearchConfig, SearchService
     from search.stores.embedded import EmbeddedStore
     from serving.api import Metrics, create_api
-    from serving.summarize import LocalSummaryClient, add_summarize_routes
+    from serving.summarize import LocalSummaryClient
 
     tmp = tmp_path_factory.mktemp("sse")
     src = tmp / "docs.jsonl"
@@ -90,11 +91,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any, tiny_lm
         store, None, None, SearchConfig(default_index=INDEX, retrieval=RetrievalConfig(mode="bm25"))
     )
     metrics = Metrics()
-    api = create_api(_Backend(service), metrics)
     summarizer = Summarizer(summarizer_config(tiny_lm_path), tiny_embedder)
     summarizer.warm_up()
-    client = LocalSummaryClient(summarizer)
-    add_summarize_routes(api, lambda: client, lambda: service, metrics.registry)
+    api = create_api(_Backend(service, LocalSummaryClient(summarizer)), metrics)
 
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
@@ -264,61 +263,45 @@ def test_metrics_record_time_to_first_token_and_total(server: Any) -> None:
 def test_serve_app_streams_and_cancels_across_deployments(
     tmp_path: Path, tiny_embedder_path: Path, tiny_lm_path: Path
 ) -> None:
-    """Serve's HTTP proxy → an ingress with the routes → the SummarizerServer deployment (streaming handle)."""
+    """The app build_app makes: Serve's HTTP proxy → the ingress → the summarizer deployment (streaming)."""
     import ray
     from ray import serve
 
-    from indexing.embedding import EmbedderConfig
     from indexing.pipeline import IndexingConfig, IndexingPipeline
     from search.stores.embedded import EmbeddedStore
-    from serving.summarize import ServeSummaryClient, SummarizerServer
+    from serving.app import build_app
+    from serving.config import AppConfig, Resources
+    from serving.summarize import ServeSummaryClient
 
     src = tmp_path / "docs.jsonl"
     src.write_text(
         "".join(json.dumps({"id": f"d{i}", "title": n.title(), "text": t}) + "\n" for i, (n, t) in enumerate(TOPICS))
     )
     cfg = IndexingConfig(embed=False, progress=False, dead_letter_dir=tmp_path / "dead")
-    assert IndexingPipeline(EmbeddedStore(tmp_path / "store"), None, cfg).build(src, INDEX).indexed == len(TOPICS)
-
-    class Ingress:  # local, so Ray pickles it by value (the tests directory is not importable on workers)
-        def __init__(self, summarizer: Any, store_dir: str, index: str) -> None:
-            from search.retrieval import RetrievalConfig
-            from search.service import SearchConfig, SearchService
-            from search.stores.embedded import EmbeddedStore
-            from serving.api import Metrics, create_api
-            from serving.summarize import ServeSummaryClient, add_summarize_routes
-
-            service = SearchService(
-                EmbeddedStore(store_dir),
-                None,
-                None,
-                SearchConfig(default_index=index, retrieval=RetrievalConfig(mode="bm25")),
-            )
-
-            class Backend:
-                def __init__(self) -> None:
-                    self.service = service
-
-                async def readiness(self) -> dict[str, bool]:
-                    return {"store": True}
-
-            client = ServeSummaryClient(summarizer)
-            metrics = Metrics()
-            self.api = create_api(Backend(), metrics)
-            add_summarize_routes(self.api, lambda: client, lambda: service, metrics.registry)
-
-        def __serve_build_asgi_app__(self) -> Any:
-            return self.api
+    assert IndexingPipeline(EmbeddedStore(tmp_path / "data" / "indices"), None, cfg).build(src, INDEX).indexed == len(
+        TOPICS
+    )
 
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     port = free_port()
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        summ = serve.deployment(name="summarizer", ray_actor_options={"num_cpus": 0.4})(SummarizerServer).bind(
-            summarizer_config(tiny_lm_path), EmbedderConfig(model=str(tiny_embedder_path), device="cpu")
+        small = Resources(num_cpus=0.1).model_dump()
+        config = AppConfig.model_validate(
+            {
+                "app_name": "summ",
+                "store": "embedded",
+                "data_dir": str(tmp_path / "data"),
+                "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}},
+                "embedder": {"model": str(tiny_embedder_path), "device": "cpu"},
+                "reranker": {"model": None},
+                "suggest": {"enabled": False},
+                "summarizer": summarizer_config(tiny_lm_path).model_dump(mode="json"),
+                "ingress": small,
+                "summarizer_resources": small,
+            }
         )
-        ingress = serve.deployment(name="ingress", ray_actor_options={"num_cpus": 0.1})(serve.ingress()(Ingress))
-        serve.run(ingress.bind(summ, str(tmp_path / "store"), INDEX), name="summ", route_prefix="/")
+        serve.run(build_app(config), name="summ", route_prefix="/")
         handle = serve.get_deployment_handle("summarizer", app_name="summ")
         url = f"http://127.0.0.1:{port}"
 

@@ -123,6 +123,7 @@ def app_url(
             "reranker": {"model": str(tiny_reranker_path), "device": "cpu"},
             # Suggestions from the query log only: the widget is under test here, not the LM.
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "summarizer": None,
         }
     )
     backend = LocalBackend(config)
