@@ -568,6 +568,9 @@ def main() -> None:
         import ray
         from ray import serve
 
+        from serving.app import prepare_ray_env
+
+        prepare_ray_env()  # as `sift serve` starts Ray
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
         port = free_port()
         from serving.app import serve_logging

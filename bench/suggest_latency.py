@@ -259,6 +259,9 @@ def main() -> None:
         }
     )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from serving.app import prepare_ray_env
+
+    prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(
         num_cpus=os.cpu_count() or 2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=False
     )

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -179,6 +181,9 @@ class SearchIngress:
         summarizer: DeploymentHandle | None = None,
     ) -> None:
         self.config = config
+        # Background threads here (suggestion prefetch, LM candidate checks, the query log) hold the GIL in
+        # turns; at Python's default 5 ms switch interval a request waiting on them gains up to 5 ms per turn.
+        sys.setswitchinterval(config.ingress_switch_interval_ms / 1000)
         self.backend = ServeBackend(config, encoder, reranker, suggest_lm, summarizer)
 
     def __del__(self) -> None:
@@ -198,6 +203,8 @@ def serve_logging(config: AppConfig) -> dict[str, Any]:
 def _options(res: Resources, name: str, config: AppConfig) -> dict[str, Any]:
     gpus = res.num_gpus if res.num_gpus and accelerator_available() else 0
     env = {k: ("false" if k == "TOKENIZERS_PARALLELISM" else str(res.torch_threads)) for k in THREAD_ENV}
+    if name == "ingress" and config.ingress_on_replica_loop:
+        env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = "0"
     return {
         "name": name,
         "num_replicas": res.replicas,
@@ -236,13 +243,23 @@ def build_app(config: AppConfig) -> Any:
     )
 
 
+# Process environment for the Ray processes Sift starts (the Serve proxy reads it at start): the proxy talks
+# to the ingress over gRPC instead of Ray actor calls (suggestions at 50 req/s: p50 9.7 → 7.3 ms, p99 20 →
+# 17.6 ms on 2 CPUs). Values already in the environment win; clusters set these in their own env (k8s/).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_USE_GRPC": "1"}
+
+
+def prepare_ray_env() -> None:
+    """Call before `ray.init` starts a local Ray."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+
+
 def run_local(config: AppConfig, *, blocking: bool = False) -> None:
     """Start (or join, with RAY_ADDRESS) Ray, start Serve's HTTP proxy on config.host:port, deploy."""
-    import os
-
     import ray
 
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    prepare_ray_env()
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
             ray.init(address=os.environ["RAY_ADDRESS"])

@@ -72,6 +72,19 @@ class AppConfig(BaseModel):
         default_factory=lambda: Resources(num_cpus=0.4, max_ongoing_requests=8),
         description="The summarizer deployment (one generation per token step; few concurrent streams).",
     )
+    ingress_switch_interval_ms: float = Field(
+        default=1.0,
+        gt=0,
+        le=100,
+        description="Python's GIL switch interval in the ingress (default 5 ms there): how long a request can "
+        "wait on a background thread (suggestion prefetch, candidate checks) before the interpreter switches.",
+    )
+    ingress_on_replica_loop: bool = Field(
+        default=True,
+        description="Run the ingress's handlers on the Serve replica's own event loop instead of a second loop in "
+        "another thread (Serve's default): two thread handoffs fewer per request. Safe because the handlers "
+        "never block (store and model calls go to threads or deployments).",
+    )
     access_log: bool = Field(
         default=False,
         description="Ray Serve's per-request access log lines (proxy and every replica). Off by default: "

@@ -129,6 +129,9 @@ def serve_url(
     from serving.app import build_app
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from serving.app import prepare_ray_env
+
+    prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

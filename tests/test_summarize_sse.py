@@ -282,6 +282,9 @@ def test_serve_app_streams_and_cancels_across_deployments(
         TOPICS
     )
 
+    from serving.app import prepare_ray_env
+
+    prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     port = free_port()
     try:
