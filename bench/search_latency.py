@@ -154,14 +154,15 @@ def warm_store(store: Any, queries: list[str], vectors: list[list[float]], secon
     A freshly started JVM interprets, then JIT-compiles, Lucene's hot loops: its first thousands of queries cost
     several times what a serving node's do. A serving node is warm, so the measurement starts warm.
     """
+    from search.retrieval import HybridRetriever
+
+    retriever = HybridRetriever(store, None)  # as the app calls the store: BM25 and kNN concurrently, then a page
     deadline = time.monotonic() + seconds
     n = 0
     while time.monotonic() < deadline:
-        q, v = queries[n % len(queries)], vectors[n % len(vectors)]
-        ids = [h.id for h in store.bm25_search(INDEX, q, 100, with_docs=False)]
-        ids += [h.id for h in store.knn_search(INDEX, v, 100, with_docs=False)]
-        store.get_many(INDEX, ids[:10])
+        retriever.run(INDEX, queries[n % len(queries)], 10, vector=vectors[n % len(vectors)])
         n += 1
+    retriever.close()
     return n
 
 

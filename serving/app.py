@@ -203,7 +203,7 @@ def serve_logging(config: AppConfig) -> dict[str, Any]:
 def _options(res: Resources, name: str, config: AppConfig) -> dict[str, Any]:
     gpus = res.num_gpus if res.num_gpus and accelerator_available() else 0
     env = {k: ("false" if k == "TOKENIZERS_PARALLELISM" else str(res.torch_threads)) for k in THREAD_ENV}
-    if name == "ingress" and config.ingress_on_replica_loop:
+    if config.handlers_on_replica_loop:
         env["RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD"] = "0"
     return {
         "name": name,

@@ -79,11 +79,11 @@ class AppConfig(BaseModel):
         description="Python's GIL switch interval in the ingress (default 5 ms there): how long a request can "
         "wait on a background thread (suggestion prefetch, candidate checks) before the interpreter switches.",
     )
-    ingress_on_replica_loop: bool = Field(
+    handlers_on_replica_loop: bool = Field(
         default=True,
-        description="Run the ingress's handlers on the Serve replica's own event loop instead of a second loop in "
-        "another thread (Serve's default): two thread handoffs fewer per request. Safe because the handlers "
-        "never block (store and model calls go to threads or deployments).",
+        description="Run every deployment's handlers on the Serve replica's own event loop instead of a second "
+        "loop in another thread (Serve's default): two thread handoffs fewer per call. Safe because no handler "
+        "blocks its loop (store calls and forward passes run in worker threads).",
     )
     access_log: bool = Field(
         default=False,
