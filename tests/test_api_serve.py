@@ -85,7 +85,13 @@ def indexed(node: Any, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFact
 
 
 def app_config(
-    es_url: str, embedder: Path, reranker: Path, name: str, summarizer_lm: Path | None = None, **search: Any
+    es_url: str,
+    embedder: Path,
+    reranker: Path,
+    name: str,
+    summarizer_lm: Path | None = None,
+    placement: str = "deployment",
+    **search: Any,
 ) -> Any:
     """Suggestions are tested in test_suggest_api.py: their LM is off here, to fit 2 CPUs and start faster."""
     from serving.config import AppConfig, Resources
@@ -111,6 +117,7 @@ def app_config(
             "reranker": {"model": str(reranker), "device": "cpu"},
             "ingress": Resources(**small).model_dump(),
             "encoder_resources": Resources(**small).model_dump(),
+            "encoder_placement": placement,
             "reranker_resources": Resources(**small).model_dump(),
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
             "summarizer": summarizer,
@@ -141,9 +148,12 @@ def serve_url(
             name="main",
             route_prefix="/",
         )
-        # A second app whose reranker can never meet its deadline.
+        # A second app whose reranker can never meet its deadline, encoding queries in its ingress.
+        slow = app_config(
+            indexed, tiny_embedder_path, tiny_reranker_path, "slow", placement="ingress", rerank_deadline_ms=1
+        )
         serve.run(
-            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "slow", rerank_deadline_ms=1)),
+            build_app(slow),
             name="slow",
             route_prefix="/slow",
         )
@@ -273,6 +283,21 @@ def test_unknown_filter_field_message(http: httpx.Client) -> None:
 def test_unknown_index_404(http: httpx.Client) -> None:
     r = http.post("/v1/search", json={"query": "ok", "index": "no-such-index"})
     assert r.status_code == 404 and "no-such-index" in r.text
+
+
+def test_encoder_in_the_ingress_gives_the_same_results(http: httpx.Client) -> None:
+    """encoder_placement: ingress (the "slow" app) builds no query-encoder deployment and ranks identically."""
+    from ray import serve
+
+    deployments = serve.status().applications["slow"].deployments
+    assert "query_encoder" not in deployments and "query_encoder" in serve.status().applications["main"].deployments
+    assert http.get("/slow/readyz").json()["checks"]["query_encoder"] is True
+    for q in ("loops over a list", "read files"):
+        here = http.post("/slow/v1/search", json={"query": q, "rerank": False, "mode": "dense"}).json()
+        there = search(http, query=q, rerank=False, mode="dense")
+        assert [r["id"] for r in here["results"]] == [r["id"] for r in there["results"]]
+        got = [r["explanation"]["dense_score"] for r in here["results"]]
+        assert got == pytest.approx([r["explanation"]["dense_score"] for r in there["results"]], abs=1e-5)
 
 
 def test_rerank_deadline_keeps_fused_order(http: httpx.Client) -> None:
