@@ -40,6 +40,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The load generator shares this process with the Ray driver's threads: at Python's default 5 ms GIL switch
+# interval a response could wait that long to be read, and that wait would be counted as the server's latency.
+sys.setswitchinterval(0.001)
 
 from bench._latency import (  # noqa: E402
     cpu_ms_per_request,
