@@ -39,6 +39,12 @@ SUMMARIZE_PATH = "/v1/summarize"
 _TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _TOTAL_BUCKETS = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
 
+_STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {  # OpenAPI docs of both summarize routes
+    200: {"content": {"text/event-stream": {}}, "description": "token events, then one summary event"},
+    404: {"description": "Unknown index or result ids"},
+    503: {"description": "Summaries disabled, or the store is unreachable"},
+}
+
 WireEvent = dict[str, Any]  # {"event": "token", "text": ...} | {"event": "summary", "summary": {...}}
 
 
@@ -340,11 +346,7 @@ def add_summarize_routes(
     @api.post(
         path,
         response_class=StreamingResponse,
-        responses={
-            200: {"content": {"text/event-stream": {}}, "description": "token events, then one summary event"},
-            404: {"description": "Unknown index or result ids"},
-            503: {"description": "Summaries disabled, or the store is unreachable"},
-        },
+        responses=_STREAM_RESPONSES,
     )
     async def summarize_post(body: SummarizeRequest, request: Request) -> Any:
         """Stream a cited summary of the given results (or of a search's top results) as Server-Sent Events."""
@@ -353,11 +355,7 @@ def add_summarize_routes(
     @api.get(
         path,
         response_class=StreamingResponse,
-        responses={
-            200: {"content": {"text/event-stream": {}}, "description": "token events, then one summary event"},
-            404: {"description": "Unknown index or result ids"},
-            503: {"description": "Summaries disabled, or the store is unreachable"},
-        },
+        responses=_STREAM_RESPONSES,
     )
     async def summarize_get(
         request: Request,

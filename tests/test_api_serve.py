@@ -18,6 +18,7 @@ from indexing.pipeline import IndexingConfig, IndexingPipeline
 from search.fusion import ranked, rrf
 from search.schema import IndexSchema
 from search.stores.elasticsearch import ElasticsearchStore
+from tests.widget_server import wait_ready
 
 pytestmark = [pytest.mark.es, pytest.mark.slow]
 
@@ -164,19 +165,6 @@ def serve_url(
     finally:
         serve.shutdown()
         ray.shutdown()
-
-
-def wait_ready(url: str, timeout: float = 120) -> None:
-    """/readyz calls every deployment once, which also sets up the handles' routing."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never became ready"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")

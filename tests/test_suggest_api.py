@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from indexing.pipeline import IndexingConfig, IndexingPipeline
 from search.stores.embedded import EmbeddedStore
 from tests.tiny_lm import TINY_EXAMPLES, build_tiny_query_lm
+from tests.widget_server import wait_ready
 
 INDEX = "suggest-docs"
 ORIGIN = "https://shop.example"
@@ -91,19 +92,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 180) -> None:
-    """/readyz answers 200 once the ingress and the store are up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"{url} never became ready"
-        time.sleep(0.5)
 
 
 def wait_for(fn: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:

@@ -40,3 +40,18 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", timeout_s: float = 20.0) 
         server.should_exit = True
         thread.join(timeout=timeout_s)
         sock.close()
+
+
+def wait_ready(url: str, timeout: float = 180) -> None:
+    """Poll /readyz until 200: it calls every deployment once, which also sets up the handles' routing."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=10).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never became ready"
+        time.sleep(0.5)
