@@ -24,6 +24,14 @@ def tiny_embedder_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer cross-encoder (no cross-encoder ships offline), built once per session."""
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
+
+
+@pytest.fixture(scope="session")
 def tiny_chat_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer causal LM with a chat template (summaries)."""
     from tests.tiny_chat_lm import build_tiny_chat_lm

@@ -21,14 +21,17 @@ from search.stores.embedded import EmbeddedStore
 
 @pytest.fixture(scope="module")
 def api_schema(
-    tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any, tiny_embedder_path: Path, tiny_chat_lm_path: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_embedder: Any,
+    tiny_embedder_path: Path,
+    tiny_chat_lm_path: Path,
+    tiny_reranker_path: Path,
 ) -> Any:
     """The whole API, /v1/summarize included (a tiny LM, a few tokens: the streams' framing and errors are
     under test, not the text)."""
     from serving.api import create_api
     from serving.config import AppConfig
     from serving.local import LocalBackend
-    from tests.tiny_models import build_tiny_cross_encoder
 
     tmp = tmp_path_factory.mktemp("schemathesis")
     src = tmp / "docs.jsonl"
@@ -55,7 +58,7 @@ def api_schema(
         {
             "data_dir": str(tmp / "data"),
             "embedder": {"model": str(tiny_embedder_path), "device": "cpu"},
-            "reranker": {"model": str(build_tiny_cross_encoder(tmp / "ce")), "device": "cpu"},
+            "reranker": {"model": str(tiny_reranker_path), "device": "cpu"},
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
             "summarizer": {
                 "lm": {"model": str(tiny_chat_lm_path), "device": "cpu"},

@@ -51,13 +51,6 @@ def node() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def tiny_reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import build_tiny_cross_encoder
-
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
-
-
-@pytest.fixture(scope="module")
 def indexed(node: Any, tiny_embedder: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     tmp = tmp_path_factory.mktemp("serve-corpus")
     src = tmp / "docs.jsonl"

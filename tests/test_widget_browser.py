@@ -48,13 +48,6 @@ LOGGED_QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def tiny_reranker_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_models import build_tiny_cross_encoder
-
-    return build_tiny_cross_encoder(tmp_path_factory.mktemp("tiny-ce"))
-
-
-@pytest.fixture(scope="module")
 def data_dir(tiny_embedder: Any, tiny_embedder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from indexing.embedding import EmbedderConfig
     from indexing.pipeline import IndexingConfig, IndexingPipeline
