@@ -6,9 +6,17 @@ SIFT := $(VENV)/bin/sift
 DEMO_INDEX ?= pydocs
 DEMO_QUERY ?= how do I parse command line arguments
 
-.PHONY: setup demo test test-fast lint bench bench-latency bench-suggest bench-summarize clean-data es-start es-stop
+# Debian packages per target (scripts/system-packages.sh): `test` = JDK 17, Maven, hunspell-en-us, chromium and
+# its driver; `demo` = only a Python that can make a venv. Installs only what is missing.
+SYSTEM ?= test
+export RAY_USAGE_STATS_ENABLED ?= 0
 
-setup: $(VENV)/.installed
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize clean-data es-start es-stop
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@PYTHON=$(PYTHON) scripts/system-packages.sh $(SYSTEM)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +28,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Index the demo corpus (embeddings are cached: a second run re-encodes nothing), answer one query from the
 # CLI, then serve the API on 127.0.0.1:8000 until Ctrl-C.
+demo: SYSTEM = demo
 demo: setup
 	$(SIFT) demo-corpus --out .data/demo/pydocs.jsonl
 	$(SIFT) index --source .data/demo/pydocs.jsonl --index $(DEMO_INDEX) --store embedded --quiet
