@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 from indexing.chunking import chunk_document  # noqa: E402
 from indexing.clean import clean_document, is_empty  # noqa: E402
-from indexing.embedding import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
 from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
 from indexing.readers import read_source  # noqa: E402
+from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
 
 
 def warm_up_elasticsearch(url: str, docs: list, dims: int) -> None:  # type: ignore[type-arg]
@@ -95,7 +95,7 @@ def main() -> None:
     node = None
     es_url = os.environ.get("ELASTICSEARCH_URL")
     if "es" in args.stores.split(",") and not es_url:
-        from search.es_node import LocalElasticsearch
+        from sift.es_node import LocalElasticsearch
 
         node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_ES_PORT", "9260")))
         node.wipe()

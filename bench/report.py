@@ -3,7 +3,7 @@
     .venv/bin/python bench/report.py [--store es] [--datasets scifact,cranfield,cisi] [--limit-queries N]
                                      [--skip-indexing] [--skip-latency] [--skip-embedded-rerun] [--strict]
 
-1. `sift eval` (in process, `search.evaluation`) on each dataset under ../shared/datasets with all systems.
+1. `sift eval` (in process, `training.evaluation`) on each dataset under ../shared/datasets with all systems.
 2. A second `sift eval` of SciFact on the embedded store, as a subprocess, timed against the 10-minute goal
    (embeddings cached: it must encode nothing; if the cache was cold it is run twice and the second is timed).
 3. bench/indexing.py and bench/search_latency.py (when present) as subprocesses; their stdout goes in the report.
@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from search.evaluation import (  # noqa: E402
+from search.settings import Settings  # noqa: E402
+from training.evaluation import (  # noqa: E402
     METRIC_LABELS,
     METRICS,
     EvalConfig,
@@ -40,7 +41,6 @@ from search.evaluation import (  # noqa: E402
     markdown_table,
     write_outputs,
 )
-from search.settings import Settings  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 RESULTS = REPO / "bench" / "results"
@@ -214,7 +214,7 @@ def main() -> int:
     node = None
     es_url = os.environ.get("ELASTICSEARCH_URL")
     if need_es and not es_url:
-        from search.es_node import LocalElasticsearch
+        from sift.es_node import LocalElasticsearch
 
         node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_REPORT_ES_PORT", "9271")))
         node.wipe()

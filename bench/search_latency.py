@@ -82,7 +82,7 @@ def read_queries(dataset: Path) -> list[str]:
 
 def ensure_cross_encoder() -> Path:
     """An untrained MiniLM-L6 cross-encoder (BERT + 1-logit head), saved once in the cache dir."""
-    from search.models import DEFAULT_EMBEDDER, resolve_model_path
+    from models.references import DEFAULT_EMBEDDER, resolve_model_path
     from search.settings import Settings
 
     out = Settings().cache_dir / "bench-cross-encoder"
@@ -186,8 +186,8 @@ def set_threads(n: int) -> None:
 
 def profile_models(queries: list[str], docs: list[str], reranker_path: Path, threads: list[int]) -> dict[str, Any]:
     """Forward-pass cost of the query encoder (1 query) and the reranker (query + 20 docs) per thread count."""
-    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
-    from ranking.reranker import CrossEncoderReranker, RerankerConfig
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+    from ranking.rerank import CrossEncoderReranker, RerankerConfig
 
     enc = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
     enc.warm_up()
@@ -488,7 +488,7 @@ def main() -> None:
     if unknown := set(configs) - set(CONFIGS):
         ap.error(f"unknown --configs {sorted(unknown)}; choose from {list(CONFIGS)}")
 
-    from indexing.embedding import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
+    from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
     from search.settings import Settings
 
     print(f"load average at start: {load_avg()}  (2 shared CPUs: other work on the machine adds noise)")
@@ -503,7 +503,7 @@ def main() -> None:
     node = None
     es_url = os.environ.get("ELASTICSEARCH_URL")
     if "es" in stores and not es_url:
-        from search.es_node import LocalElasticsearch
+        from sift.es_node import LocalElasticsearch
 
         node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_ES_PORT", "9281")))
         node.wipe()

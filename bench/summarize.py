@@ -27,11 +27,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from indexing.embedding import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
 from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
-from search.lm import LMConfig  # noqa: E402
+from models.causal_lm import LMConfig  # noqa: E402
+from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
 from search.stores.embedded import EmbeddedStore  # noqa: E402
-from search.summarize import Summarizer, SummarizerConfig, Summary, SummaryEvent, TokenEvent  # noqa: E402
+from search.summarize.summarizer import Summarizer, SummarizerConfig, Summary, SummaryEvent, TokenEvent  # noqa: E402
 
 INDEX = "scifact-bm25"
 

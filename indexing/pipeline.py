@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from indexing.chunking import chunk_document
 from indexing.clean import clean_document, is_empty
-from indexing.embedding import Embedder, EmbedderConfig
 from indexing.readers import FieldMap, ReadItem, count_records, read_source
+from models.embedder import Embedder, EmbedderConfig
 from search.documents import Document, StoredRecord
 from search.schema import IndexSchema
 from search.stores.base import IndexNotFound, IndexStore, StoreError

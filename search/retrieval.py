@@ -9,9 +9,9 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ranking.fusion import linear, ranked, rrf
 from search.documents import Document, Hit
 from search.filters import Filter
-from search.fusion import linear, ranked, rrf
 from search.stores.base import IndexStore
 
 

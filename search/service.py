@@ -16,13 +16,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ranking.rerank import RerankStage, apply_rerank
 from search.filters import Filter
 from search.highlight import highlight
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore
 
 EncodeFn = Callable[[str], Awaitable[Sequence[float]]]
-RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
 StageTimer = Callable[[str, float], None]
 
 MAX_QUERY_CHARS = 1000
@@ -109,8 +109,6 @@ class SearchConfig(BaseModel):
 
     default_index: str = Field(default="docs", description="Index searched when a request names none.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
-    rerank_top_n: int = Field(default=20, ge=1, le=200, description="Fused results the reranker rescores.")
-    rerank_deadline_ms: int = Field(default=500, ge=1, description="Past this the fused order is kept.")
     snippet_chars: int = Field(default=200, ge=40, le=2000, description="Characters per highlight fragment.")
 
 
@@ -119,7 +117,7 @@ class SearchService:
         self,
         store: IndexStore,
         encode: EncodeFn | None,
-        rerank: RerankFn | None,
+        rerank: RerankStage | None,
         config: SearchConfig | None = None,
         timer: StageTimer | None = None,
     ) -> None:
@@ -164,7 +162,7 @@ class SearchService:
             stages.append("encode")
         t = time.perf_counter()
         want_rerank = req.rerank and self.rerank is not None
-        window = max(req.offset + req.limit, self.config.rerank_top_n if want_rerank else 0)
+        window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
         fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
         self._time("retrieve", t)
         stages.extend(
@@ -178,19 +176,14 @@ class SearchService:
         elif self.rerank is None:
             note = "no reranker configured"
         elif fused:
-            head = fused[: self.config.rerank_top_n]
-            texts = [_rerank_text(r) for r in head]
+            head = fused[: self.rerank.top_n]
             t = time.perf_counter()
-            try:
-                scores = await asyncio.wait_for(
-                    self.rerank(req.query, texts), timeout=self.config.rerank_deadline_ms / 1000
-                )
-                rerank_scores = {r.id: s for r, s in zip(head, scores, strict=True)}
+            outcome = await self.rerank.run(req.query, head, [_rerank_text(r) for r in head])
+            rerank_scores, note = outcome.scores, outcome.note
+            if rerank_scores:
                 stages.append("rerank")
-            except TimeoutError:
-                note = f"reranker passed its {self.config.rerank_deadline_ms} ms deadline; fused order kept"
             self._time("rerank", t)
-        ordered = _apply_rerank(fused, rerank_scores)
+        ordered = apply_rerank(fused, rerank_scores)
         page = ordered[req.offset : req.offset + req.limit]
         results = [self._result(req, r, rerank_scores.get(r.id), stages) for r in page]
         return SearchResponse(
@@ -236,13 +229,3 @@ def _rerank_text(r: Retrieved) -> str:
     if r.doc is None:
         return ""
     return f"{r.doc.title}\n{r.doc.body}".strip()
-
-
-def _apply_rerank(fused: list[Retrieved], scores: dict[str, float]) -> list[Retrieved]:
-    """Reranked head by rerank score, then the rest in fused order."""
-    if not scores:
-        return fused
-    head = [r for r in fused if r.id in scores]
-    tail = [r for r in fused if r.id not in scores]
-    head.sort(key=lambda r: (-scores[r.id], -r.score, r.id))
-    return head + tail

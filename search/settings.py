@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -10,8 +9,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sift"
+    from models.references import sift_cache_dir
+
+    return sift_cache_dir()
 
 
 class Settings(BaseSettings):
@@ -35,7 +35,3 @@ class Settings(BaseSettings):
 
     def es_url(self) -> str:
         return self.elasticsearch_url or f"http://127.0.0.1:{self.es_port}"
-
-
-def get_settings() -> Settings:
-    return Settings()

@@ -21,8 +21,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.service import RequestError, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
-from search.suggest import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
-from serving.summarize import add_summarize_routes, summary_stream_url
+from search.suggest.suggester import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
+from serving.summaries import add_summarize_routes, summary_stream_url
 
 RETRY_AFTER_S = 5
 log = logging.getLogger("sift.api")
@@ -31,7 +31,7 @@ _BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 
 
 class Backend(Protocol):
     """`service` answers searches. Optional: `suggest` (serving.app.SuggestRuntime: query log + suggester),
-    `summary_client` (serving.summarize.SummaryClient) and `summary_top_k`."""
+    `summary_client` (serving.summaries.SummaryClient) and `summary_top_k`."""
 
     service: SearchService
 

@@ -18,19 +18,20 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from indexing.embedding import SentenceTransformerEmbedder
-from search.device import accelerator_available
-from search.lm_complete import Completion, Task
+from models.device import accelerator_available
+from models.embedder import SentenceTransformerEmbedder
 from search.querylog import QueryEvent, QueryLog, make_query_log
-from search.service import EncodeFn, SearchRequest, SearchResponse, SearchService
+from search.service import EncodeFn, SearchRequest, SearchResponse
 from search.settings import Settings
 from search.stores.base import IndexStore
 from search.stores.factory import make_store
-from search.suggest import CompleteFn, Suggester, store_has_results
+from search.suggest.lm_completer import Completion, Task
+from search.suggest.suggester import CompleteFn, Suggester, store_has_results
+from search.wiring import build_service
 from serving.api import Metrics, create_api
 from serving.config import AppConfig, Resources
-from serving.models import QueryEncoderServer, RerankerServer, SuggestLMServer, limit_threads
-from serving.summarize import ServeSummaryClient, SummarizerServer
+from serving.deployments import QueryEncoderServer, RerankerServer, SuggestLMServer, limit_threads
+from serving.summaries import ServeSummaryClient, SummarizerServer
 
 log = logging.getLogger("sift.serving")
 
@@ -143,11 +144,12 @@ class ServeBackend:
             assert self._reranker is not None
             return await self._reranker.rerank.remote((q, texts))  # type: ignore[no-any-return]
 
-        self.service = SearchService(
+        self.service = build_service(
             self.store,
-            encode_fn,
-            rerank if reranker is not None else None,
             config.search,
+            encoder=encode_fn,
+            reranker=rerank if reranker is not None else None,
+            rerank_config=config.reranker,
             timer=self.metrics.observe_stage,
         )
 

@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.embedding import EmbedderConfig
-from ranking.reranker import RerankerConfig
-from search.config import load_config
+from models.embedder import EmbedderConfig
+from ranking.rerank import RerankerConfig
+from search.configfile import load_config
 from search.querylog import QueryLogConfig
 from search.service import SearchConfig
-from search.suggest import SuggestConfig
-from search.summarize import SummarizerConfig
+from search.suggest.suggester import SuggestConfig
+from search.summarize.summarizer import SummarizerConfig
 
 
 class Resources(BaseModel):

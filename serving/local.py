@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from indexing.embedding import SentenceTransformerEmbedder
-from ranking.reranker import CrossEncoderReranker
-from search.lm_complete import Completion, LMCompleter, Task
-from search.service import SearchService
-from search.summarize import Summarizer
+from models.embedder import SentenceTransformerEmbedder
+from ranking.rerank import CrossEncoderReranker
+from search.suggest.lm_completer import Completion, LMCompleter, Task
+from search.summarize.summarizer import Summarizer
+from search.wiring import build_service
 from serving.api import Metrics
 from serving.app import SuggestRuntime, build_store
 from serving.config import AppConfig
-from serving.summarize import LocalSummaryClient
+from serving.summaries import LocalSummaryClient
 
 
 class LocalBackend:
@@ -22,25 +22,20 @@ class LocalBackend:
         self.store = build_store(config)
         self.embedder = None
         self.reranker = None
-        encode = rerank = None
         if config.search.retrieval.mode != "bm25":
             self.embedder = SentenceTransformerEmbedder(config.embedder)
             self.embedder.warm_up()
-            emb = self.embedder
-
-            async def encode(q: str) -> list[float]:
-                vec = await asyncio.to_thread(emb.embed, [q])
-                return [float(x) for x in vec[0]]
-
         if config.reranker.model:
             self.reranker = CrossEncoderReranker(config.reranker)
             self.reranker.warm_up()
-            rr = self.reranker
-
-            async def rerank(q: str, texts: list[str]) -> list[float]:
-                return await asyncio.to_thread(rr.rerank, q, texts)
-
-        self.service = SearchService(self.store, encode, rerank, config.search, timer=self.metrics.observe_stage)
+        self.service = build_service(
+            self.store,
+            config.search,
+            encoder=self.embedder,
+            reranker=self.reranker,
+            rerank_config=config.reranker,
+            timer=self.metrics.observe_stage,
+        )
         # The LM loads on first use, on a suggester worker thread: requests never wait for it (deadline).
         self.completer = LMCompleter(config.suggest.lm) if config.suggest.lm.enabled else None
         lm = self.completer

@@ -40,7 +40,7 @@ def _store_kind(store: str) -> Literal["embedded", "es"]:
 
 # -- Elasticsearch node ---------------------------------------------------------------------------------
 def _node(port: int | None, heap: str | None):  # type: ignore[no-untyped-def]
-    from search.es_node import LocalElasticsearch
+    from sift.es_node import LocalElasticsearch
 
     s = Settings()
     return LocalElasticsearch(port=port or s.es_port, heap=heap or s.es_heap, cache_dir=s.cache_dir)
@@ -52,7 +52,7 @@ def es_start(
     heap: Annotated[str | None, typer.Option(help="JVM heap, e.g. 512m or 1g.")] = None,
 ) -> None:
     """Fetch (once) and start a single-node Elasticsearch bound to 127.0.0.1."""
-    from search.es_node import EsNodeError
+    from sift.es_node import EsNodeError
 
     try:
         st = _node(port, heap).start()
@@ -100,9 +100,9 @@ def index_cmd(
 ) -> None:
     """Build a new version of INDEX from SOURCE and move the alias, or update it with --incremental."""
     _setup_logging(verbose)
-    from indexing.embedding import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder
     from indexing.pipeline import IndexingConfig, IndexingError, IndexingPipeline
-    from search.config import ConfigError, load_config
+    from models.embedder import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder
+    from search.configfile import ConfigError, load_config
     from search.stores.base import StoreError
     from search.stores.factory import make_store
 
@@ -182,7 +182,7 @@ def search_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Answer one query from the command line."""
-    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
     from search.retrieval import HybridRetriever, RetrievalConfig
     from search.stores.base import StoreError
     from search.stores.factory import make_store
@@ -229,7 +229,7 @@ def serve_cmd(
 ) -> None:
     """Serve the search API (Ray Serve on a local Ray, or the cluster in RAY_ADDRESS)."""
     _setup_logging(True)
-    from search.config import ConfigError
+    from search.configfile import ConfigError
     from serving.config import AppConfig
 
     try:
@@ -297,7 +297,7 @@ def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
     from sift.eval_cli import eval_cmd
     from sift.suggest_cli import eval_suggest_cmd
-    from sift.summarize_cli import summarize_cmd
+    from sift.summaries_cli import summarize_cmd
 
     app.command("eval")(eval_cmd)
     app.command("eval-suggest")(eval_suggest_cmd)

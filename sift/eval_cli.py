@@ -1,6 +1,6 @@
 """`sift eval`: score Sift's systems on a BEIR-layout collection (registered in sift/cli.py).
 
-Kept in its own module so the CLI file stays small; the work is in `search.evaluation`, imported only when the
+Kept in its own module so the CLI file stays small; the work is in `training.evaluation`, imported only when the
 command runs so that `sift --help` and the other commands do not pay for it.
 """
 
@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-# The names of `search.evaluation.SYSTEMS`, spelled out so importing this module stays cheap (a test keeps them equal).
+# The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
+# (a test keeps them equal).
 SYSTEM_NAMES = ("bm25", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank")
 
 
@@ -53,9 +54,9 @@ def eval_cmd(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from search.evaluation import SYSTEMS, EvalConfig, default_out_dir, markdown_table, run_evaluation, write_outputs
     from search.retrieval import RetrievalConfig
     from search.stores.base import StoreError
+    from training.evaluation import SYSTEMS, EvalConfig, default_out_dir, markdown_table, run_evaluation, write_outputs
 
     for noisy in ("elastic_transport", "httpx", "sift.indexing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -22,10 +22,10 @@ from typing import Annotated, Any
 
 import typer
 
-from search.lm_complete import Completion, LMCompleter, LMCompleterConfig, Task
 from search.querylog import QueryEvent
 from search.settings import Settings
-from search.suggest import SuggestConfig, Suggester, normalize_query, store_has_results
+from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
+from search.suggest.suggester import SuggestConfig, Suggester, normalize_query, store_has_results
 
 log = logging.getLogger("sift.eval_suggest")
 SYSTEMS = ("log", "lm", "blend")

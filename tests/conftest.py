@@ -41,7 +41,7 @@ def tiny_chat_lm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_embedder(tiny_embedder_path: Path):  # type: ignore[no-untyped-def]
-    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
 
     emb = SentenceTransformerEmbedder(EmbedderConfig(model=str(tiny_embedder_path), device="cpu"))
     emb.warm_up()
@@ -55,7 +55,7 @@ def es_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from search.es_node import LocalElasticsearch
+    from sift.es_node import LocalElasticsearch
 
     port = int(os.environ.get("SIFT_TEST_ES_PORT", "9250"))
     node = LocalElasticsearch(port=port, heap="512m")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
-from search.fusion import ranked, rrf
+from ranking.fusion import ranked, rrf
 from search.schema import IndexSchema
 from search.stores.elasticsearch import ElasticsearchStore
 from tests.widget_server import wait_ready
@@ -41,7 +41,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def node() -> Iterator[Any]:
     """A node of this module's own: the test stops and restarts it."""
-    from search.es_node import LocalElasticsearch
+    from sift.es_node import LocalElasticsearch
 
     n = LocalElasticsearch(port=int(os.environ.get("SIFT_TEST_OUTAGE_ES_PORT", "9252")))
     n.wipe()

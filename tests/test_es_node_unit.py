@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from search import es_node
-from search.es_node import EsNodeError, LocalElasticsearch, NodeStatus, render_config
+from sift import es_node
+from sift.es_node import EsNodeError, LocalElasticsearch, NodeStatus, render_config
 
 
 def _parse_yml(text: str) -> dict[str, str]:

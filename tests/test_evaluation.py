@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from search.evaluation import (
+from training.evaluation import (
     NO_RERANKER,
     EvalConfig,
     Evaluator,
@@ -140,7 +140,7 @@ def test_load_beir_skips_queries_without_relevant_documents(tiny_beir: Path) -> 
 
 
 def _config(tiny_beir: Path, tmp_path: Path, tiny_embedder_path: Path, **kw: object) -> EvalConfig:
-    from indexing.embedding import EmbedderConfig
+    from models.embedder import EmbedderConfig
 
     return EvalConfig(
         dataset=tiny_beir,
@@ -213,8 +213,8 @@ def test_rerank_system_goes_through_the_service_reranker(
 
 
 def test_cli_names_the_same_systems() -> None:
-    from search.evaluation import SYSTEMS
     from sift.eval_cli import SYSTEM_NAMES
+    from training.evaluation import SYSTEMS
 
     assert tuple(SYSTEMS) == SYSTEM_NAMES
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from ranking.fusion import linear, minmax, ranked, rrf
 from search.documents import Hit
-from search.fusion import linear, minmax, ranked, rrf
 
 
 def hits(*pairs: tuple[str, float]) -> list[Hit]:

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from indexing.chunking import chunk_document
-from indexing.embedding import CachedEmbedder, EmbeddingCache
 from indexing.pipeline import IndexingConfig, IndexingPipeline
+from models.embedder import CachedEmbedder, EmbeddingCache
 from search.documents import Document
 from search.schema import IndexSchema
 from search.stores.base import IndexStore, StoreUnavailable

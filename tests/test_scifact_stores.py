@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from indexing.embedding import CachedEmbedder, EmbeddingCache
 from indexing.pipeline import IndexingConfig, IndexingPipeline
+from models.embedder import CachedEmbedder, EmbeddingCache
 from search.stores.elasticsearch import ElasticsearchStore
 from search.stores.embedded import EmbeddedStore
 from tests.conftest import DATASETS

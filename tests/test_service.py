@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ranking.rerank import RerankStage
 from search.documents import Document, StoredRecord
 from search.schema import IndexSchema
 from search.service import RequestError, SearchConfig, SearchRequest, SearchService
@@ -47,7 +48,7 @@ def run(svc: SearchService, **kw: object) -> object:
 
 
 def test_rerank_reorders_head_only(store: EmbeddedStore) -> None:
-    svc = SearchService(store, encode, by_id_desc, SearchConfig(rerank_top_n=5))
+    svc = SearchService(store, encode, RerankStage(by_id_desc, top_n=5), SearchConfig())
     plain = run(svc, query="python tips", limit=10, rerank=False)
     reranked = run(svc, query="python tips", limit=10)
     head = [r.id for r in plain.results[:5]]  # type: ignore[attr-defined]
@@ -61,7 +62,7 @@ def test_deadline_with_slow_reranker(store: EmbeddedStore) -> None:
         await asyncio.sleep(2)
         return [0.0] * len(texts)
 
-    svc = SearchService(store, encode, slow, SearchConfig(rerank_deadline_ms=50))
+    svc = SearchService(store, encode, RerankStage(slow, deadline_ms=50), SearchConfig())
     resp = run(svc, query="python tips", limit=5)
     plain = run(svc, query="python tips", limit=5, rerank=False)
     assert resp.reranked is False and "50 ms deadline" in resp.rerank_note  # type: ignore[attr-defined]

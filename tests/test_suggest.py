@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from search.lm import LMConfig
-from search.lm_complete import Completion, LMCompleter, LMCompleterConfig, Task, split_prefix
+from models.causal_lm import LMConfig
 from search.querylog import QueryEvent
-from search.suggest import (
+from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task, split_prefix
+from search.suggest.suggester import (
     DAY_S,
     PrefixIndex,
     SafetyFilter,
@@ -432,7 +432,7 @@ def test_store_result_check_wants_the_words_found(tmp_path: Path) -> None:
 
     from indexing.pipeline import IndexingConfig, IndexingPipeline
     from search.stores.embedded import EmbeddedStore
-    from search.suggest import store_has_results
+    from search.suggest.suggester import store_has_results
 
     src = tmp_path / "docs.jsonl"
     rows = [

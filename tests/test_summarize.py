@@ -10,10 +10,16 @@ from typing import Any
 
 import pytest
 
+from models.causal_lm import LMConfig, load_lm
 from search.documents import Document
-from search.grounding import GroundingChecker, GroundingConfig, ParsedSentence, parse_citations, split_sentences
-from search.lm import LMConfig, load_lm
-from search.summarize import (
+from search.summarize.grounding import (
+    GroundingChecker,
+    GroundingConfig,
+    ParsedSentence,
+    parse_citations,
+    split_sentences,
+)
+from search.summarize.summarizer import (
     Summarizer,
     SummarizerConfig,
     SummaryCache,
@@ -119,7 +125,7 @@ def test_parse_citations_forms() -> None:
 
 
 def test_render_puts_citations_before_the_period() -> None:
-    from search.summarize import SummarySentence
+    from search.summarize.summarizer import SummarySentence
 
     s = [
         SummarySentence(text="Loops iterate.", citations=[1, 3], supported=True, support=1.0),
@@ -195,8 +201,8 @@ def test_grounding_flags_a_fabricated_sentence_and_passes_a_copied_one(
 @pytest.mark.slow
 def test_grounding_with_the_default_embedder() -> None:
     """The real MiniLM at the default threshold: copied and paraphrased pass, fabricated fails."""
-    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
-    from search.grounding import GroundingSource
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+    from search.summarize.grounding import GroundingSource
 
     emb = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
     checker = GroundingChecker(GroundingConfig(), emb)
@@ -216,7 +222,7 @@ def test_grounding_with_the_default_embedder() -> None:
 
 def test_grounding_with_a_cross_encoder(tmp_path: Path) -> None:
     """The cross-encoder path scores (source sentence, claim) pairs; a one-logit model gives probabilities."""
-    from search.grounding import GroundingSource
+    from search.summarize.grounding import GroundingSource
     from tests.tiny_models import build_tiny_cross_encoder
 
     ce = build_tiny_cross_encoder(tmp_path / "ce")
@@ -287,7 +293,7 @@ def test_cache_key_and_invalidation() -> None:
     assert k1 != SummaryCache.key("what is alpha", [a.model_copy(update={"body": "changed"}), b], "m")
     assert k1 != SummaryCache.key("what is alpha", [a, b], "other-model")
     cache = SummaryCache(size=2)
-    from search.summarize import Summary
+    from search.summarize.summarizer import Summary
 
     summ = Summary(
         query="q", text="", sentences=[], sources=[], extractive=True, model_id="m", stop_reason="eos", total_ms=1

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from search.documents import Document
-from search.summarize import Summarizer, SummarizerConfig, Summary
+from search.summarize.summarizer import Summarizer, SummarizerConfig, Summary
 
 TOPICS = [
     ("loops", "The for statement iterates over the items of any sequence. The while loop repeats on a condition."),
@@ -74,7 +74,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any, tiny_lm
     from search.service import SearchConfig, SearchService
     from search.stores.embedded import EmbeddedStore
     from serving.api import Metrics, create_api
-    from serving.summarize import LocalSummaryClient
+    from serving.summaries import LocalSummaryClient
 
     tmp = tmp_path_factory.mktemp("sse")
     src = tmp / "docs.jsonl"
@@ -168,7 +168,7 @@ def test_post_ids_streams_tokens_then_a_summary(server: Any) -> None:
 
 def test_search_form_and_the_get_url_for_event_source(server: Any) -> None:
     from search.service import SearchResponse
-    from serving.summarize import summary_stream_url
+    from serving.summaries import summary_stream_url
 
     body = {"search": {"query": "exceptions errors", "limit": 3}, "k": 2, "max_new_tokens": 4}
     with httpx.stream("POST", f"{server.url}/v1/summarize", json=body, timeout=120) as r:
@@ -271,7 +271,7 @@ def test_serve_app_streams_and_cancels_across_deployments(
     from search.stores.embedded import EmbeddedStore
     from serving.app import build_app
     from serving.config import AppConfig, Resources
-    from serving.summarize import ServeSummaryClient
+    from serving.summaries import ServeSummaryClient
 
     src = tmp_path / "docs.jsonl"
     src.write_text(

@@ -49,8 +49,8 @@ LOGGED_QUERIES = [
 
 @pytest.fixture(scope="module")
 def data_dir(tiny_embedder: Any, tiny_embedder_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from indexing.embedding import EmbedderConfig
     from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from models.embedder import EmbedderConfig
     from search.stores.embedded import EmbeddedStore
 
     root = tmp_path_factory.mktemp("widget-data")

@@ -16,8 +16,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.device import resolve_device
-from search.models import DEFAULT_EMBEDDER, resolve_model_path
+from models.device import resolve_device
+from models.references import DEFAULT_EMBEDDER, resolve_model_path
 
 
 class EmbedderConfig(BaseModel):

@@ -39,8 +39,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.lm_complete import Completion, LMCompleterConfig, Task
 from search.querylog import QueryEvent
+from search.suggest.lm_completer import Completion, LMCompleterConfig, Task
 from search.text import query_terms
 
 log = logging.getLogger("sift.suggest")

@@ -3,7 +3,7 @@
 The prompt holds only the most query-relevant sentences of each result (chosen with the embedder) within
 a token budget measured with the LM's own tokenizer, so the prompt stays short and the first token comes
 quickly on a CPU. The finished text is split into sentences, each checked against the results it cites
-(`search.grounding`); if none survives, the summary falls back to the most query-relevant sentences of
+(`search.summarize.grounding`); if none survives, the summary falls back to the most query-relevant sentences of
 the results themselves, cited. Summaries are cached by (normalized query, result ids and content hashes,
 model id), so a changed document misses the cache.
 """
@@ -23,9 +23,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.embedding import Embedder
+from models.causal_lm import LMConfig, load_lm
+from models.embedder import Embedder
 from search.documents import Document
-from search.grounding import (
+from search.summarize.grounding import (
     GroundingChecker,
     GroundingConfig,
     GroundingSource,
@@ -34,7 +35,6 @@ from search.grounding import (
     parse_citations,
     split_sentences,
 )
-from search.lm import LMConfig, load_lm
 
 StopReason = Literal["eos", "max_sentences", "max_new_tokens", "deadline", "cancelled"]
 

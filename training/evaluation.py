@@ -24,7 +24,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.embedding import (
+from indexing.pipeline import IndexingConfig, IndexingPipeline, IndexReport
+from models.embedder import (
     CachedEmbedder,
     Embedder,
     EmbedderConfig,
@@ -32,12 +33,12 @@ from indexing.embedding import (
     EmbeddingCache,
     SentenceTransformerEmbedder,
 )
-from indexing.pipeline import IndexingConfig, IndexingPipeline, IndexReport
-from ranking.reranker import CrossEncoderReranker, RerankerConfig
+from ranking.rerank import CrossEncoderReranker, RerankerConfig
 from search.retrieval import RetrievalConfig
 from search.service import MAX_LIMIT, MAX_QUERY_CHARS, SearchConfig, SearchRequest, SearchService
 from search.settings import Settings
 from search.stores.base import IndexStore
+from search.wiring import build_service
 
 log = logging.getLogger("sift.eval")
 
@@ -444,26 +445,14 @@ class Evaluator:
     def _service(self, store: IndexStore, embedder: CachedEmbedder | None) -> SearchService:
         """The service wired like `serving/local.py`: local models called in a thread."""
         cfg = self.config
-        encode = rerank = None
-        if embedder is not None:
-            emb = embedder
-
-            async def encode(q: str) -> list[float]:
-                vec = await asyncio.to_thread(emb.embed, [q])
-                return [float(x) for x in vec[0]]
-
-        if cfg.reranker:
-            reranker = CrossEncoderReranker(RerankerConfig(model=cfg.reranker, top_n=cfg.rerank_top_n))
-            reranker.warm_up()
-
-            async def rerank(q: str, texts: list[str]) -> list[float]:
-                return await asyncio.to_thread(reranker.rerank, q, texts)
-
+        reranker = None
         # Offline we measure quality, not latency: a deadline long enough that the reranker always finishes.
-        search_cfg = SearchConfig(
-            retrieval=cfg.retrieval, rerank_top_n=cfg.rerank_top_n, rerank_deadline_ms=3_600_000, default_index="docs"
-        )
-        return SearchService(store, encode, rerank, search_cfg)
+        rerank_cfg = RerankerConfig(model=cfg.reranker, top_n=cfg.rerank_top_n, deadline_ms=3_600_000)
+        if cfg.reranker:
+            reranker = CrossEncoderReranker(rerank_cfg)
+            reranker.warm_up()
+        search_cfg = SearchConfig(retrieval=cfg.retrieval, default_index="docs")
+        return build_service(store, search_cfg, encoder=embedder, reranker=reranker, rerank_config=rerank_cfg)
 
     async def _run_system(
         self,

@@ -25,12 +25,12 @@ def summarize_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (no token stream).")] = False,
 ) -> None:
     """Summarize the top results of a query with the local LM, every sentence checked against its sources."""
-    from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
-    from search.config import ConfigError, load_config
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+    from search.configfile import ConfigError, load_config
     from search.retrieval import HybridRetriever, RetrievalConfig
     from search.stores.base import StoreError
     from search.stores.factory import make_store
-    from search.summarize import Summarizer, SummarizerConfig, SummaryEvent, TokenEvent
+    from search.summarize.summarizer import Summarizer, SummarizerConfig, SummaryEvent, TokenEvent
 
     if mode not in ("hybrid", "bm25", "dense") or store not in ("embedded", "es"):
         typer.secho("error: --mode must be hybrid, bm25 or dense; --store es or embedded", fg="red", err=True)

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.lm import LMConfig, load_lm
+from models.causal_lm import LMConfig, load_lm
 
 Task = Literal["complete", "related"]
 

@@ -7,9 +7,9 @@ import asyncio
 
 from ray import serve
 
-from indexing.embedding import EmbedderConfig, SentenceTransformerEmbedder
-from ranking.reranker import CrossEncoderReranker, RerankerConfig
-from search.lm_complete import LMCompleter, LMCompleterConfig
+from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+from ranking.rerank import CrossEncoderReranker, RerankerConfig
+from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from serving.config import Resources
 
 

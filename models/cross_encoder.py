@@ -1,49 +1,36 @@
-"""Neural reranking: a cross-encoder reads (query, document) pairs together and rescores the top N.
+"""The cross-encoder: reads (query, text) pairs together and scores them. The reranker and the summaries'
+grounding check both load it here, so there is one loader and one device choice.
 
-No cross-encoder ships offline here, so with none configured the pipeline runs without this stage and
-says so in every response; any sentence-transformers CrossEncoder (HF id or local path) plugs in.
+No cross-encoder ships offline; any sentence-transformers CrossEncoder (HF id or local path) plugs in.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.device import resolve_device
-from search.models import resolve_model_path
+from models.device import resolve_device
+from models.references import resolve_model_path
 
 
-class RerankerConfig(BaseModel):
+class CrossEncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(default=None, description="CrossEncoder HF id or local path; None disables reranking.")
     device: str | None = Field(default=None, description="Torch device; None uses the resolver.")
-    top_n: int = Field(default=20, ge=1, le=200, description="How many fused results get rescored.")
     batch_size: int = Field(default=16, ge=1, le=512, description="Pairs per forward pass.")
     max_length: int = Field(default=256, ge=16, le=4096, description="Token window of one (query, doc) pair.")
-    deadline_ms: int = Field(default=500, ge=1, description="Past this, results keep the fused order.")
 
 
-@runtime_checkable
-class Reranker(Protocol):
-    model_id: str
+class CrossEncoderModel:
+    """sentence-transformers' CrossEncoder; the weights load in `warm_up()` (idempotent, thread-safe)."""
 
-    def warm_up(self) -> None: ...
-
-    def rerank(self, query: str, texts: Sequence[str]) -> list[float]:
-        """One relevance score per text, higher is better, aligned with `texts`."""
-        ...
-
-
-class CrossEncoderReranker:
-    """Reranker over sentence-transformers' CrossEncoder; the model loads in warm_up()."""
-
-    def __init__(self, config: RerankerConfig) -> None:
+    def __init__(self, config: CrossEncoderConfig) -> None:
         if not config.model:
-            raise ValueError("CrossEncoderReranker needs config.model")
+            raise ValueError("a cross-encoder needs config.model")
         self.config = config
         self._path = resolve_model_path(config.model)
         self.model_id = config.model
@@ -60,6 +47,7 @@ class CrossEncoderReranker:
                 )
 
     def rerank(self, query: str, texts: Sequence[str]) -> list[float]:
+        """One relevance score per text, higher is better, aligned with `texts`."""
         return self.rerank_many([(query, t) for t in texts])
 
     def rerank_many(self, pairs: Sequence[tuple[str, str]]) -> list[float]:

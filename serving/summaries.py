@@ -25,12 +25,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from indexing.embedding import CachedEmbedder, Embedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
+from models.embedder import CachedEmbedder, Embedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
 from search.documents import Document
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.base import IndexNotFound, StoreError
-from search.summarize import StreamEvent, Summarizer, SummarizerConfig, TokenEvent
+from search.summarize.summarizer import StreamEvent, Summarizer, SummarizerConfig, TokenEvent
 
 log = logging.getLogger("sift.summarize")
 
@@ -206,7 +206,7 @@ class SummarizerServer:
     """Model server for summaries; `build_app` makes it a deployment (fractional CPU, streaming method)."""
 
     def __init__(self, config: SummarizerConfig, embedder: EmbedderConfig, torch_threads: int = 1) -> None:
-        from serving.models import limit_threads
+        from serving.deployments import limit_threads
 
         limit_threads(torch_threads)
         encoder: Embedder = SentenceTransformerEmbedder(embedder)

@@ -1,0 +1,1 @@
+"""Cited summaries of search results: prompt, generation, citation parsing, the grounding check."""
