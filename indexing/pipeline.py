@@ -7,6 +7,7 @@ Every record read ends up in exactly one bucket: indexed, deleted, dead-lettered
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -170,7 +171,7 @@ class IndexingPipeline:
                 ReadItem(position=f"delete-ids:{i + 1}", doc=Document(id=d, deleted=True), error=None, raw={"id": d})
                 for i, d in enumerate(delete_ids)
             )
-            self._run(_chain(items, id_items), version, report, dead, incremental=True)
+            self._run(itertools.chain(items, id_items), version, report, dead, incremental=True)
             self.store.refresh(version)
         finally:
             dead.close()
@@ -361,8 +362,3 @@ class IndexingPipeline:
             return self.store.current_version(index)
         except StoreError:
             return None
-
-
-def _chain(*its: Iterable[ReadItem]) -> Iterator[ReadItem]:
-    for it in its:
-        yield from it
