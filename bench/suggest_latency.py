@@ -39,7 +39,7 @@ sys.setswitchinterval(0.001)
 import httpx  # noqa: E402
 
 from search.querylog import JsonlQueryLog, QueryEvent  # noqa: E402
-from search.suggest.suggester import normalize_query  # noqa: E402
+from search.text import normalize_query  # noqa: E402
 
 GOALS_MS = {"warm": 20.0, "cold": 60.0}
 

@@ -8,19 +8,10 @@ from __future__ import annotations
 
 import html
 import re
-from functools import lru_cache
 
-import Stemmer
-
-from search.text import query_terms
+from search.text import query_terms, snowball_stem
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_stemmer = Stemmer.Stemmer("english")
-
-
-@lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    return str(_stemmer.stemWord(word.lower()))
 
 
 def _matches(text: str, stems: set[str]) -> list[tuple[int, int]]:
@@ -28,7 +19,7 @@ def _matches(text: str, stems: set[str]) -> list[tuple[int, int]]:
     of every result body cost milliseconds per search); most bodies then match nothing and stop there."""
     lower = text.lower()
     words = _WORD.findall(lower)
-    hit = {w for w in set(words) if _stem(w) in stems}
+    hit = {w for w in set(words) if snowball_stem(w) in stems}
     if not hit:
         return []
     if len(lower) != len(text):  # a few characters change length when lowercased: positions from the original
@@ -53,7 +44,7 @@ def highlight(query: str, text: str, fragment_chars: int = 200, fragments: int =
     """
     if not text:
         return []
-    stems = {_stem(t) for t in query_terms(query)}
+    stems = {snowball_stem(t) for t in query_terms(query)}
     spans = _matches(text, stems) if stems else []
     if len(text) <= fragment_chars:
         return [_mark(text, spans)]

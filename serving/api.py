@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.service import RequestError, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
-from search.suggest.suggester import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
+from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
 from serving.summaries import add_summarize_routes, summary_stream_url
 
 RETRY_AFTER_S = 5

@@ -26,7 +26,8 @@ from search.settings import Settings
 from search.stores.base import IndexStore
 from search.stores.factory import make_store
 from search.suggest.lm_completer import Completion, Task
-from search.suggest.suggester import CompleteFn, Suggester, store_has_results
+from search.suggest.schemas import CompleteFn
+from search.suggest.suggester import Suggester, store_has_results
 from search.wiring import build_service
 from serving.api import Metrics, create_api
 from serving.config import AppConfig, Resources

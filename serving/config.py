@@ -12,7 +12,7 @@ from ranking.rerank import RerankerConfig
 from search.configfile import load_config
 from search.querylog import QueryLogConfig
 from search.service import SearchConfig
-from search.suggest.suggester import SuggestConfig
+from search.suggest.schemas import SuggestConfig
 from search.summarize.summarizer import SummarizerConfig
 
 

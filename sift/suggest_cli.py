@@ -25,7 +25,9 @@ import typer
 from search.querylog import QueryEvent
 from search.settings import Settings
 from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
-from search.suggest.suggester import SuggestConfig, Suggester, normalize_query, store_has_results
+from search.suggest.schemas import SuggestConfig
+from search.suggest.suggester import Suggester, store_has_results
+from search.text import normalize_query
 
 log = logging.getLogger("sift.eval_suggest")
 SYSTEMS = ("log", "lm", "blend")

@@ -14,17 +14,12 @@ import pytest
 
 from models.causal_lm import LMConfig
 from search.querylog import QueryEvent
+from search.suggest.indices import PrefixIndex
 from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task, split_prefix
-from search.suggest.suggester import (
-    DAY_S,
-    PrefixIndex,
-    SafetyFilter,
-    SuggestConfig,
-    Suggester,
-    contains_pii,
-    normalize_prefix,
-    normalize_query,
-)
+from search.suggest.safety import SafetyFilter, contains_pii
+from search.suggest.schemas import DAY_S, SuggestConfig
+from search.suggest.suggester import Suggester
+from search.text import normalize_prefix, normalize_query
 from tests.tiny_lm import TINY_EXAMPLES, build_tiny_query_lm
 
 NOW = 1_750_000_000.0

@@ -4,9 +4,7 @@ Three sources, three risks. The prefix index of past queries is fast and trustwo
 prefixes seen before. The LM completes unseen prefixes but is slow and can invent queries that find
 nothing or say something harmful. So:
 
-- the prefix index lives in memory and answers in microseconds; scores are frequencies with exponential
-  recency decay, stored in a time-invariant form (log2 Σ 2^(t_i/half_life)) so a score never has to be
-  recomputed as time passes and per-prefix top lists stay exact under incremental adds;
+- the prefix index lives in memory and answers in microseconds (`search.suggest.indices`);
 - the LM never holds a request past its deadline: completions run on background workers, are cached,
   and are prefetched for frequent prefixes; a request takes whatever is ready at the deadline;
 - every LM candidate passes the blocklist, the PII filter and a "the store returns at least one result"
@@ -20,418 +18,37 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import bisect
 import concurrent.futures
-import heapq
 import logging
 import math
-import queue
 import re
 import threading
 import time
-import unicodedata
 import weakref
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any, Literal
 
 from search.querylog import QueryEvent
-from search.suggest.lm_completer import Completion, LMCompleterConfig, Task
-from search.text import query_terms
+from search.suggest.cache import TTLCache
+from search.suggest.indices import PrefixIndex, SessionIndex
+from search.suggest.lm_completer import Task
+from search.suggest.safety import SafetyFilter
+from search.suggest.schemas import (
+    DAY_S,
+    MAX_PREFIX_CHARS,
+    CompleteFn,
+    HasResultsFn,
+    RelatedQuery,
+    RelatedResponse,
+    SuggestConfig,
+    Suggestion,
+    SuggestResponse,
+)
+from search.suggest.workers import Workers
+from search.text import normalize_prefix, normalize_query, prefix_stem, query_terms
 
 log = logging.getLogger("sift.suggest")
-
-MAX_PREFIX_CHARS = 200
-MAX_K = 20
-DAY_S = 86_400.0
-
-# A conservative default; deployments extend it with `blocklist` / `blocklist_file`. A trailing `*` matches
-# any word that starts with the entry.
-DEFAULT_BLOCKLIST = [
-    "porn*",
-    "xxx",
-    "nude*",
-    "hentai",
-    "kill yourself",
-    "suicide method*",
-    "how to make a bomb",
-    "child abuse material",
-]
-
-CompleteFn = Callable[[str, Task], list[Completion]]
-HasResultsFn = Callable[[str], bool]
-
-# -- text normalisation ---------------------------------------------------------------------------------
-_WS = re.compile(r"\s+")
-_EDGE = "\"'`.,;:!?()[]{}<>«»“”‘’ \t\n"
-
-
-def normalize_query(text: str) -> str:
-    """Case-, width- and whitespace-insensitive form; punctuation at the ends is dropped ("Foo bar." → "foo bar")."""
-    t = unicodedata.normalize("NFKC", text).lower()
-    t = "".join(ch for ch in t if ch.isprintable() or ch.isspace())
-    return _WS.sub(" ", t).strip(_EDGE).strip()
-
-
-def normalize_prefix(text: str) -> str:
-    """Like `normalize_query`, but a trailing space is kept: it says the last word is complete."""
-    core = normalize_query(text)
-    if core and text[-1:].isspace():
-        return core + " "
-    return core
-
-
-# -- filters ----------------------------------------------------------------------------------------------
-_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)*", re.UNICODE)
-_DIGIT_RUN = re.compile(r"\+?\d(?:[\s().\-/]{0,2}\d)+")
-_LOCAL_PHONE = re.compile(r"(?<!\d)\d{3}[\-.\s]\d{4}(?!\d)")
-
-
-def contains_pii(text: str) -> str | None:
-    """The kind of personal data in `text` (e-mail, phone/card-like digits), or None.
-
-    Any run of 9+ digits (allowing spaces, dashes, dots, slashes, brackets between them) counts: that
-    covers phone numbers with area codes, card numbers (13-19 digits) and id numbers. Cheap false
-    positives (a list of years) are acceptable; a suggested phone number is not.
-    """
-    if _EMAIL.search(text):
-        return "email"
-    for m in _DIGIT_RUN.finditer(text):
-        digits = sum(ch.isdigit() for ch in m.group())
-        if digits >= 13:
-            return "card-like digits"
-        if digits >= 9:
-            return "phone-like digits"
-    if _LOCAL_PHONE.search(text):
-        return "phone-like digits"
-    return None
-
-
-class SafetyFilter:
-    """Blocklist (whole words or phrases, `word*` for word prefixes) plus the PII check."""
-
-    def __init__(self, blocklist: Iterable[str] = (), pii: bool = True) -> None:
-        self.pii = pii
-        parts = []
-        for raw in blocklist:
-            entry = normalize_query(raw.rstrip("*"))
-            if not entry:
-                continue
-            body = r"\s+".join(re.escape(w) for w in entry.split())
-            parts.append(body + (r"\w*" if raw.strip().endswith("*") else ""))
-        self._block = re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)") if parts else None
-
-    def reason(self, text: str) -> str | None:
-        """Why `text` must never be suggested, or None when it may be."""
-        norm = normalize_query(text)
-        if self._block is not None and self._block.search(norm):
-            return "blocklist"
-        if self.pii:
-            return contains_pii(text) or contains_pii(norm)
-        return None
-
-    def allows(self, text: str) -> bool:
-        return self.reason(text) is None
-
-
-# -- small caches -----------------------------------------------------------------------------------------
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class TTLCache(Generic[K, V]):
-    """Thread-safe LRU with a time-to-live, so stale store checks and completions age out."""
-
-    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.size = size
-        self.ttl_s = ttl_s
-        self._clock = clock
-        self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: K) -> V | None:
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            if self._clock() - item[0] > self.ttl_s:
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return item[1]
-
-    def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._data[key] = (self._clock(), value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.size:
-                self._data.popitem(last=False)
-
-    def __contains__(self, key: object) -> bool:
-        return self.get(key) is not None  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-# -- prefix index -----------------------------------------------------------------------------------------
-def _logaddexp2(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    hi, lo = (a, b) if a >= b else (b, a)
-    return hi + math.log2(1.0 + 2.0 ** (lo - hi))
-
-
-@dataclass(slots=True)
-class _Entry:
-    log2w: float  # log2 Σ 2^(t_i / half_life): grows with every search, never has to decay
-    count: int
-    last_ts: float
-
-
-class PrefixIndex:
-    """Past queries by prefix, scored by recency-decayed frequency.
-
-    A sorted key list answers any prefix with two bisects; prefixes up to `precompute_chars` long (where
-    the matching range can be huge) keep an exact top list, maintained on each add. That is correct
-    because stored weights only ever grow, so an entry can only move up a list.
-    """
-
-    def __init__(self, half_life_s: float = 7 * DAY_S, precompute_chars: int = 6, top_n: int = MAX_K, max_scan=5000):
-        self.half_life_s = half_life_s
-        self.precompute_chars = precompute_chars
-        self.top_n = top_n
-        self.max_scan = max_scan
-        self._entries: dict[str, _Entry] = {}
-        self._keys: list[str] = []
-        self._top: dict[str, list[str]] = {}
-        self._lock = threading.RLock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def add(self, query: str, ts: float, weight: float = 1.0) -> None:
-        """Count one search of the (already normalised) `query` at unix time `ts`."""
-        if not query:
-            return
-        inc = ts / self.half_life_s + math.log2(weight)
-        with self._lock:
-            e = self._entries.get(query)
-            if e is None:
-                e = _Entry(inc, 1, ts)
-                self._entries[query] = e
-                bisect.insort(self._keys, query)
-            else:
-                e.log2w = _logaddexp2(e.log2w, inc)
-                e.count += 1
-                e.last_ts = max(e.last_ts, ts)
-            for i in range(1, min(len(query), self.precompute_chars) + 1):
-                self._bump(self._top.setdefault(query[:i], []), query, e.log2w)
-
-    def _bump(self, lst: list[str], query: str, w: float) -> None:
-        """Move/insert `query` in a top list ordered by (weight desc, text asc), keeping `top_n`."""
-        if query in lst:
-            lst.remove(query)
-        elif len(lst) >= self.top_n and (-self._entries[lst[-1]].log2w, lst[-1]) < (-w, query):
-            return
-        pos = len(lst)
-        while pos > 0 and (-self._entries[lst[pos - 1]].log2w, lst[pos - 1]) > (-w, query):
-            pos -= 1
-        lst.insert(pos, query)
-        del lst[self.top_n :]
-
-    def score(self, query: str, now: float) -> float:
-        """Decayed count at `now`: each past search counts 2^-(age / half_life)."""
-        e = self._entries.get(query)
-        return 0.0 if e is None else 2.0 ** (e.log2w - now / self.half_life_s)
-
-    def count(self, query: str) -> int:
-        e = self._entries.get(query)
-        return 0 if e is None else e.count
-
-    def top(self, prefix: str, k: int, now: float) -> list[tuple[str, float]]:
-        """Up to k (query, decayed count) starting with `prefix`, best first (ties alphabetical)."""
-        if not prefix or k <= 0:
-            return []
-        with self._lock:
-            if len(prefix) <= self.precompute_chars:
-                names = self._top.get(prefix, [])[:k]
-            else:
-                lo = bisect.bisect_left(self._keys, prefix)
-                hi = bisect.bisect_left(self._keys, prefix + "\U0010ffff", lo, min(len(self._keys), lo + self.max_scan))
-                names = heapq.nsmallest(k, self._keys[lo:hi], key=lambda q: (-self._entries[q].log2w, q))
-            return [(q, self.score(q, now)) for q in names]
-
-    def frequent_prefixes(self, n: int, max_words: int = 3, min_chars: int = 3) -> list[str]:
-        """The n prefixes with the most (decayed) searches under them: word prefixes (first 1..max_words words)
-        and character prefixes of `min_chars`..`precompute_chars`; what a prefetcher should complete first."""
-        mass: dict[str, float] = {}
-        with self._lock:
-            items = [(q, e.log2w) for q, e in self._entries.items()]
-        if not items:
-            return []
-        ref = max(w for _, w in items)
-        for q, w in items:
-            v = 2.0 ** (w - ref)
-            words = q.split(" ")
-            cands = {" ".join(words[:i]) for i in range(1, min(max_words, len(words)) + 1)}
-            cands.update(q[:i].rstrip() for i in range(min_chars, min(len(q), self.precompute_chars) + 1))
-            for p in cands:
-                if p:
-                    mass[p] = mass.get(p, 0.0) + v
-        return [p for p, _ in heapq.nlargest(n, mass.items(), key=lambda kv: (kv[1], kv[0]))]
-
-
-class SessionIndex:
-    """Queries that co-occur within a session window ("people who searched X also searched Y"), decayed."""
-
-    def __init__(self, window_s: float = 1800.0, half_life_s: float = 7 * DAY_S, max_sessions: int = 50_000):
-        self.window_s = window_s
-        self.half_life_s = half_life_s
-        self.max_sessions = max_sessions
-        self._sessions: OrderedDict[str, deque[tuple[str, float]]] = OrderedDict()
-        self._pairs: dict[str, dict[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, session_id: str, query: str, ts: float) -> None:
-        if not session_id or not query:
-            return
-        inc = ts / self.half_life_s
-        with self._lock:
-            recent = self._sessions.pop(session_id, None) or deque(maxlen=20)
-            self._sessions[session_id] = recent
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
-            seen = set()
-            for prev, pts in recent:
-                if prev == query or prev in seen or ts - pts > self.window_s:
-                    continue
-                seen.add(prev)
-                for a, b in ((prev, query), (query, prev)):
-                    row = self._pairs.setdefault(a, {})
-                    row[b] = _logaddexp2(row.get(b, -math.inf), inc)
-                    if len(row) > 200:  # keep the strongest neighbours only
-                        for weak in heapq.nsmallest(len(row) - 100, row, key=row.__getitem__):
-                            del row[weak]
-            recent.append((query, ts))
-
-    def related(self, query: str, k: int, now: float) -> list[tuple[str, float]]:
-        with self._lock:
-            row = dict(self._pairs.get(query, {}))
-        best = heapq.nsmallest(k, row.items(), key=lambda kv: (-kv[1], kv[0]))
-        return [(q, 2.0 ** (w - now / self.half_life_s)) for q, w in best]
-
-
-# -- background work ------------------------------------------------------------------------------------
-class _Workers:
-    """Daemon threads over a LIFO queue: the newest keystroke is served first, and an exiting process never
-    waits for LM work nobody needs any more (ThreadPoolExecutor joins its threads at exit)."""
-
-    def __init__(self, n: int, name: str) -> None:
-        self._q: queue.LifoQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None] = queue.LifoQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True) for i in range(n)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            fn, fut = item
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future[Any]:
-        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        self._q.put((fn, fut))
-        return fut
-
-    def shutdown(self, wait_s: float = 0.0) -> None:
-        """Cancel queued jobs, stop the threads; wait up to `wait_s` for running jobs (a thread killed inside
-        torch at interpreter exit aborts the process)."""
-        while True:
-            try:
-                item = self._q.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                item[1].cancel()
-        for _ in self._threads:
-            self._q.put(None)
-        end = time.monotonic() + wait_s
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(max(0.0, end - time.monotonic()))
-
-
-# -- API models ---------------------------------------------------------------------------------------------
-class Suggestion(BaseModel):
-    text: str = Field(description="The suggested query (normalised: lower case, single spaces).")
-    source: Literal["log", "lm", "log+lm"] = Field(description="Past queries, the language model, or both.")
-    score: float = Field(description="Blended score; suggestions are ordered by it.")
-
-
-class SuggestResponse(BaseModel):
-    query: str = Field(description="The prefix as sent.")
-    suggestions: list[Suggestion]
-    partial: bool = Field(description="True when the LM deadline (or load) left LM candidates out.")
-    took_ms: float
-
-
-class RelatedQuery(BaseModel):
-    text: str
-    source: Literal["session", "lm"] = Field(description="Co-occurs in sessions, or an LM rewrite with results.")
-    score: float
-
-
-class RelatedResponse(BaseModel):
-    query: str
-    related: list[RelatedQuery]
-
-
-class SuggestConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(default=True, description="Serve /v1/suggest and /v1/related from the query log.")
-    lm: LMCompleterConfig = Field(default_factory=LMCompleterConfig, description="LM completions and rewrites.")
-    deadline_ms: float = Field(default=30.0, gt=0, le=10_000, description="Longest a request waits for the LM.")
-    half_life_days: float = Field(default=7.0, gt=0, description="A past search counts half after this long.")
-    min_result_count: int = Field(default=1, ge=0, description="Only searches with this many results are learnt.")
-    blocklist: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_BLOCKLIST), description="Words/phrases never suggested (`word*`)."
-    )
-    blocklist_file: Path | None = Field(default=None, description="More blocklist entries, one per line.")
-    pii_filter: bool = Field(default=True, description="Drop candidates with e-mails, phone or card-like numbers.")
-    check_results: bool = Field(default=True, description="LM candidates must return a result from the store.")
-    check_index: str | None = Field(default=None, description="Index the result check searches (default: search's).")
-    min_term_coverage: float = Field(
-        default=1.0,
-        ge=0,
-        le=1,
-        description="Share of an LM candidate's words one of its top results must contain (0: any result will do).",
-    )
-    lm_min_chars: int = Field(default=2, ge=1, description="Shorter prefixes get log suggestions only.")
-    results_cache_size: int = Field(default=50_000, ge=1, description="Cached store checks.")
-    results_cache_ttl_s: float = Field(default=600.0, gt=0, description="Store checks are redone after this.")
-    completion_cache_size: int = Field(default=50_000, ge=1, description="Cached LM candidate lists.")
-    completion_cache_ttl_s: float = Field(default=3600.0, gt=0, description="LM candidates are redone after this.")
-    workers: int = Field(default=4, ge=1, le=64, description="Background threads waiting on the LM.")
-    max_pending: int = Field(default=32, ge=1, description="Queued LM jobs beyond this drop the oldest.")
-    prefetch_top: int = Field(default=100, ge=0, description="Frequent prefixes completed ahead of requests.")
-    prefetch_interval_s: float = Field(default=900.0, ge=0, description="Re-prefetch period; 0: at startup only.")
-    log_weight: float = Field(default=1.0, ge=0, description="Weight of past-query evidence in the blend.")
-    lm_weight: float = Field(default=0.5, ge=0, description="Weight of LM confidence in the blend.")
-    session_window_s: float = Field(default=1800.0, gt=0, description="Queries this close in a session co-occur.")
-    precompute_chars: int = Field(default=6, ge=1, le=32, description="Prefixes up to this long keep top lists.")
 
 
 class Suggester:
@@ -462,17 +79,13 @@ class Suggester:
         self.results_cache: TTLCache[str, bool] = TTLCache(cfg.results_cache_size, cfg.results_cache_ttl_s)
         self._inflight: OrderedDict[tuple[str, str], concurrent.futures.Future[list[tuple[str, float]]]] = OrderedDict()
         self._inflight_lock = threading.Lock()
-        self._workers: _Workers | None = None
+        self._workers: Workers | None = None
         self._prefetcher: threading.Thread | None = None
         self._stop = threading.Event()
         self.stats = {"lm_jobs": 0, "lm_errors": 0, "dropped_jobs": 0, "rejected": 0}
         self._durations: deque[float] = deque(maxlen=32)  # recent LM call times, to know when waiting is futile
         self._job_start: dict[tuple[str, str], float] = {}
         _LIVE.add(self)
-
-    @property
-    def lm_enabled(self) -> bool:
-        return self._complete is not None
 
     # -- learning from the log ----------------------------------------------------------------------------
     def record(self, event: QueryEvent) -> bool:
@@ -534,11 +147,11 @@ class Suggester:
         self.lm_cache.put((task, text), out)
         return out
 
-    def _ensure_workers(self) -> _Workers:
+    def _ensure_workers(self) -> Workers:
         if self._workers is None:
             with self._inflight_lock:
                 if self._workers is None:
-                    self._workers = _Workers(self.config.workers, "sift-suggest")
+                    self._workers = Workers(self.config.workers, "sift-suggest")
         return self._workers
 
     def schedule(self, text: str, task: Task) -> concurrent.futures.Future[list[tuple[str, float]]] | None:
@@ -745,11 +358,6 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
 
-def _stem(term: str) -> str:
-    """A crude, store-independent stem ("folding" → "fold", "cells" → "cell"): a prefix both forms share."""
-    return term if len(term) <= 4 else term[: max(4, len(term) - 3)]
-
-
 def store_has_results(store: Any, index: str, min_term_coverage: float = 0.0, depth: int = 3) -> HasResultsFn:
     """The store check: a BM25 search for the candidate. With `min_term_coverage` > 0, one of the top `depth`
     results must also contain that share of the candidate's words (BM25 is an OR of the words, so an
@@ -765,7 +373,7 @@ def store_has_results(store: Any, index: str, min_term_coverage: float = 0.0, de
         if not terms:
             return True
         need = math.ceil(min_term_coverage * len(terms) - 1e-9)
-        patterns = [re.compile(r"(?<!\w)" + re.escape(_stem(t))) for t in terms]
+        patterns = [re.compile(r"(?<!\w)" + re.escape(prefix_stem(t))) for t in terms]
         for h in hits:
             if h.doc is None:
                 continue
