@@ -31,7 +31,9 @@ from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
 from models.causal_lm import LMConfig  # noqa: E402
 from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder  # noqa: E402
 from search.stores.embedded import EmbeddedStore  # noqa: E402
-from search.summarize.summarizer import Summarizer, SummarizerConfig, Summary, SummaryEvent, TokenEvent  # noqa: E402
+from search.summarize.config import SummarizerConfig  # noqa: E402
+from search.summarize.schemas import Summary, SummaryEvent, TokenEvent  # noqa: E402
+from search.summarize.summarizer import Summarizer  # noqa: E402
 
 INDEX = "scifact-bm25"
 

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.device import resolve_device
@@ -22,7 +23,9 @@ class CrossEncoderConfig(BaseModel):
     model: str | None = Field(default=None, description="CrossEncoder HF id or local path; None disables reranking.")
     device: str | None = Field(default=None, description="Torch device; None uses the resolver.")
     batch_size: int = Field(default=16, ge=1, le=512, description="Pairs per forward pass.")
-    max_length: int = Field(default=256, ge=16, le=4096, description="Token window of one (query, doc) pair.")
+    max_length: int | None = Field(
+        default=256, ge=16, le=4096, description="Token window of one (query, doc) pair; None: the model's own."
+    )
 
 
 class CrossEncoderModel:
@@ -54,8 +57,17 @@ class CrossEncoderModel:
         """Score pairs from several queries in one pass (what `@serve.batch` hands over)."""
         if not pairs:
             return []
-        self.warm_up()
-        scores = self._model.predict(
-            [list(p) for p in pairs], batch_size=self.config.batch_size, show_progress_bar=False, convert_to_numpy=True
-        )
+        scores = self.predict(pairs)
         return [float(s) for s in scores.reshape(len(pairs), -1)[:, 0]]
+
+    def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """The model's raw output for each pair: one score, or one per label (NLI models)."""
+        self.warm_up()
+        return np.asarray(
+            self._model.predict(
+                [list(p) for p in pairs],
+                batch_size=self.config.batch_size,
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+        )

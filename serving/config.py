@@ -13,7 +13,7 @@ from search.configfile import load_config
 from search.querylog import QueryLogConfig
 from search.service import SearchConfig
 from search.suggest.schemas import SuggestConfig
-from search.summarize.summarizer import SummarizerConfig
+from search.summarize.config import SummarizerConfig
 
 
 class Resources(BaseModel):

@@ -30,7 +30,9 @@ from search.documents import Document
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.base import IndexNotFound, StoreError
-from search.summarize.summarizer import StreamEvent, Summarizer, SummarizerConfig, TokenEvent
+from search.summarize.config import SummarizerConfig
+from search.summarize.schemas import StreamEvent, TokenEvent
+from search.summarize.summarizer import Summarizer
 
 log = logging.getLogger("sift.summarize")
 

@@ -30,7 +30,9 @@ def summarize_cmd(
     from search.retrieval import HybridRetriever, RetrievalConfig
     from search.stores.base import StoreError
     from search.stores.factory import make_store
-    from search.summarize.summarizer import Summarizer, SummarizerConfig, SummaryEvent, TokenEvent
+    from search.summarize.config import SummarizerConfig
+    from search.summarize.schemas import SummaryEvent, TokenEvent
+    from search.summarize.summarizer import Summarizer
 
     if mode not in ("hybrid", "bm25", "dense") or store not in ("embedded", "es"):
         typer.secho("error: --mode must be hybrid, bm25 or dense; --store es or embedded", fg="red", err=True)

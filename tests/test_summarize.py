@@ -12,6 +12,8 @@ import pytest
 
 from models.causal_lm import LMConfig, load_lm
 from search.documents import Document
+from search.summarize.cache import SummaryCache, cache_key_query
+from search.summarize.config import SummarizerConfig
 from search.summarize.grounding import (
     GroundingChecker,
     GroundingConfig,
@@ -19,15 +21,8 @@ from search.summarize.grounding import (
     parse_citations,
     split_sentences,
 )
-from search.summarize.summarizer import (
-    Summarizer,
-    SummarizerConfig,
-    SummaryCache,
-    SummaryEvent,
-    TokenEvent,
-    normalize_query,
-    render,
-)
+from search.summarize.schemas import SummaryEvent, TokenEvent
+from search.summarize.summarizer import Summarizer, render
 
 QUERY = "How does the for statement iterate over a sequence?"
 DOCS = [
@@ -125,7 +120,7 @@ def test_parse_citations_forms() -> None:
 
 
 def test_render_puts_citations_before_the_period() -> None:
-    from search.summarize.summarizer import SummarySentence
+    from search.summarize.schemas import SummarySentence
 
     s = [
         SummarySentence(text="Loops iterate.", citations=[1, 3], supported=True, support=1.0),
@@ -286,14 +281,14 @@ def test_extractive_fallback_when_nothing_is_grounded(tiny_embedder: Any, tiny_l
 def test_cache_key_and_invalidation() -> None:
     a = Document(id="a", title="A", body="alpha")
     b = Document(id="b", title="B", body="beta")
-    assert normalize_query("  What IS  alpha?? ") == normalize_query("what is alpha")
+    assert cache_key_query("  What IS  alpha?? ") == cache_key_query("what is alpha")
     k1 = SummaryCache.key("What is alpha?", [a, b], "m")
     assert k1 == SummaryCache.key("what is  ALPHA", [a, b], "m")
     assert k1 != SummaryCache.key("what is alpha", [b, a], "m")  # order is part of the citations
     assert k1 != SummaryCache.key("what is alpha", [a.model_copy(update={"body": "changed"}), b], "m")
     assert k1 != SummaryCache.key("what is alpha", [a, b], "other-model")
     cache = SummaryCache(size=2)
-    from search.summarize.summarizer import Summary
+    from search.summarize.schemas import Summary
 
     summ = Summary(
         query="q", text="", sentences=[], sources=[], extractive=True, model_id="m", stop_reason="eos", total_ms=1

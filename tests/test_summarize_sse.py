@@ -16,7 +16,9 @@ import httpx
 import pytest
 
 from search.documents import Document
-from search.summarize.summarizer import Summarizer, SummarizerConfig, Summary
+from search.summarize.config import SummarizerConfig
+from search.summarize.schemas import Summary
+from search.summarize.summarizer import Summarizer
 
 TOPICS = [
     ("loops", "The for statement iterates over the items of any sequence. The while loop repeats on a condition."),

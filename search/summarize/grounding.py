@@ -19,9 +19,8 @@ import numpy as np
 import Stemmer
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.device import resolve_device
+from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
 from models.embedder import Embedder
-from models.references import resolve_model_path
 from search.text import ENGLISH_STOPWORDS
 
 # Words whose trailing period does not end a sentence.
@@ -233,22 +232,18 @@ class GroundingChecker:
             raise ValueError("grounding method 'cross_encoder' needs grounding.cross_encoder")
         self.config = config
         self.embedder = embedder
-        self._ce: Any = None
-        self._lock = threading.Lock()
+        self._ce: CrossEncoderModel | None = None
+        if config.method == "cross_encoder":  # predict()'s default batch and the model's own token window
+            ce = CrossEncoderConfig(model=config.cross_encoder, device=config.device, batch_size=32, max_length=None)
+            self._ce = CrossEncoderModel(ce)
 
     def warm_up(self) -> None:
         if self.config.method == "embedding":
             assert self.embedder is not None
             self.embedder.warm_up()
             return
-        with self._lock:
-            if self._ce is None:
-                from sentence_transformers import CrossEncoder
-
-                assert self.config.cross_encoder is not None
-                self._ce = CrossEncoder(
-                    resolve_model_path(self.config.cross_encoder), device=resolve_device(self.config.device)
-                )
+        assert self._ce is not None
+        self._ce.warm_up()
 
     def check(self, sentences: Sequence[ParsedSentence], sources: Sequence[GroundingSource]) -> list[CheckedSentence]:
         """One verdict per sentence (fragments shorter than min_chars left out), in order."""
@@ -318,7 +313,8 @@ class GroundingChecker:
             for j, src in enumerate(sources):
                 spans.append((i, j, len(src.sentences)))
                 pairs.extend((ss, t) for ss in src.sentences)
-        raw = np.asarray(self._ce.predict(pairs, show_progress_bar=False, convert_to_numpy=True), dtype=np.float32)
+        assert self._ce is not None
+        raw = np.asarray(self._ce.predict(pairs), dtype=np.float32)
         probs = self._probabilities(raw.reshape(len(pairs), -1))
         out = np.zeros((len(texts), len(sources)), dtype=np.float32)
         k = 0
