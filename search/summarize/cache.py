@@ -25,14 +25,13 @@ def cache_key_query(query: str) -> str:
 class SummaryCache:
     """LRU of summaries keyed by (normalized query, ((id, content hash), ...), model id); thread-safe.
 
-    A document that changes gets a new content hash, so its old summaries are never served again;
-    `invalidate(ids)` also evicts them at once (call it when indexing reports changed or deleted ids).
+    A document that changes gets a new content hash, so its old summaries are never served again (they age out
+    of the LRU); no eviction call from indexing is needed.
     """
 
     def __init__(self, size: int = 512) -> None:
         self.size = size
         self._items: OrderedDict[CacheKey, Summary] = OrderedDict()
-        self._by_doc: dict[str, set[CacheKey]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -57,30 +56,8 @@ class SummaryCache:
         with self._lock:
             self._items[key] = summary
             self._items.move_to_end(key)
-            for doc_id, _ in key[1]:
-                self._by_doc.setdefault(doc_id, set()).add(key)
             while len(self._items) > self.size:
-                old, _ = self._items.popitem(last=False)
-                self._forget(old)
-
-    def invalidate(self, ids: Sequence[str]) -> int:
-        """Evict every summary that used one of these documents; returns how many."""
-        n = 0
-        with self._lock:
-            for doc_id in ids:
-                for key in list(self._by_doc.get(doc_id, ())):
-                    if self._items.pop(key, None) is not None:
-                        n += 1
-                    self._forget(key)
-        return n
-
-    def _forget(self, key: CacheKey) -> None:
-        for doc_id, _ in key[1]:
-            keys = self._by_doc.get(doc_id)
-            if keys is not None:
-                keys.discard(key)
-                if not keys:
-                    del self._by_doc[doc_id]
+                self._items.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._items)
