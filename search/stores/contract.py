@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from search.documents import Document, StoredRecord
-from search.filters import RangeFilter, TermFilter, TermsFilter
+from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.schema import IndexSchema
 from search.stores.base import IndexNotFound, IndexStore, StoreError
 
@@ -189,7 +189,7 @@ class StoreContract:
             "d3",
         }
         assert ids(store.bm25_search(built, q, 10, [TermFilter(field="draft", value=True)])) == {"d4"}
-        both = [TermFilter(field="lang", value="en"), RangeFilter(field="year", gt=2020)]
+        both: list[Filter] = [TermFilter(field="lang", value="en"), RangeFilter(field="year", gt=2020)]
         assert ids(store.bm25_search(built, q, 10, both)) == {"d2"}
         knn = store.knn_search(built, vec(1, 0, 0, 0), 4, [TermFilter(field="lang", value="fr")])
         assert ids(knn) == {"d4"}
