@@ -31,16 +31,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from search.settings import Settings  # noqa: E402
-from training.evaluation import (  # noqa: E402
-    METRIC_LABELS,
-    METRICS,
-    EvalConfig,
-    EvalResult,
-    Evaluator,
-    load_result,
-    markdown_table,
-    write_outputs,
-)
+from training.evaluation import EvalConfig, EvalResult, Evaluator  # noqa: E402
+from training.metrics import METRIC_LABELS, METRICS  # noqa: E402
+from training.report import load_result, markdown_table, write_outputs  # noqa: E402
 
 DATASETS_DIR = REPO.parent / "shared" / "datasets"
 RESULTS = REPO / "bench" / "results"

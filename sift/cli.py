@@ -52,7 +52,7 @@ def es_start(
     heap: Annotated[str | None, typer.Option(help="JVM heap, e.g. 512m or 1g.")] = None,
 ) -> None:
     """Fetch (once) and start a single-node Elasticsearch bound to 127.0.0.1."""
-    from sift.es_node import EsNodeError
+    from sift.es_dist import EsNodeError
 
     try:
         st = _node(port, heap).start()

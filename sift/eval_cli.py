@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from training.evaluation import EvalConfig, EvalResult
 
 # The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
 # (a test keeps them equal).
@@ -49,17 +52,48 @@ def eval_cmd(
     verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log progress.")] = True,
 ) -> None:
     """Evaluate bm25 / dense / hybrid systems on a BEIR folder; writes results.json, results.md and PNGs."""
+    _setup_logging(verbose)
+    from search.stores.base import StoreError
+    from training.evaluation import default_out_dir, run_evaluation
+    from training.report import write_outputs
+
+    names = _checked_systems(dataset, store, systems)
+    cfg = _eval_config(
+        dataset,
+        store,
+        names,
+        split=split,
+        index=index,
+        out=out,
+        limit_queries=limit_queries,
+        model=model,
+        max_chunks=max_chunks,
+        rrf_k=rrf_k,
+        alpha=alpha,
+        reranker=reranker,
+        reuse_index=reuse_index,
+    )
+    try:
+        result = run_evaluation(cfg)
+    except (StoreError, FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc), 1) from exc
+    paths = write_outputs(result, out or default_out_dir(dataset, store))
+    _print_summary(result, paths)
+
+
+def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    from search.retrieval import RetrievalConfig
-    from search.stores.base import StoreError
-    from training.evaluation import SYSTEMS, EvalConfig, default_out_dir, markdown_table, run_evaluation, write_outputs
-
     for noisy in ("elastic_transport", "httpx", "sift.indexing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _checked_systems(dataset: Path, store: str, systems: str) -> list[str]:
+    """The requested system names, once the store, the systems and the dataset folder are known to be valid."""
+    from training.evaluation import SYSTEMS
 
     if store not in ("es", "embedded"):
         raise _fail(f"--store must be 'es' or 'embedded', not {store!r}")
@@ -69,6 +103,28 @@ def eval_cmd(
         raise _fail(f"unknown system(s) {unknown or names}: choose from {', '.join(SYSTEMS)}")
     if not (dataset / "corpus.jsonl").is_file():
         raise _fail(f"{dataset} is not a BEIR folder (no corpus.jsonl)")
+    return names
+
+
+def _eval_config(
+    dataset: Path,
+    store: str,
+    names: list[str],
+    *,
+    split: str,
+    index: str | None,
+    out: Path | None,
+    limit_queries: int | None,
+    model: str | None,
+    max_chunks: int | None,
+    rrf_k: int | None,
+    alpha: float | None,
+    reranker: str | None,
+    reuse_index: bool,
+) -> EvalConfig:
+    """The command-line options over `EvalConfig`'s defaults (an option left out keeps the default)."""
+    from search.retrieval import RetrievalConfig
+    from training.evaluation import EvalConfig
 
     base = EvalConfig(dataset=dataset)
     retrieval = RetrievalConfig(
@@ -78,7 +134,7 @@ def eval_cmd(
             **({"alpha": alpha} if alpha is not None else {}),
         }
     )
-    cfg = EvalConfig(
+    return EvalConfig(
         dataset=dataset,
         store=store,  # type: ignore[arg-type]
         systems=names,
@@ -92,12 +148,11 @@ def eval_cmd(
         reranker=reranker,
         rebuild=not reuse_index,
     )
-    try:
-        result = run_evaluation(cfg)
-    except (StoreError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc), 1) from exc
-    out_dir = out or default_out_dir(dataset, store)
-    paths = write_outputs(result, out_dir)
+
+
+def _print_summary(result: EvalResult, paths: dict[str, Path]) -> None:
+    from training.report import markdown_table
+
     typer.echo(markdown_table(result))
     b = result.build
     typer.echo(

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sift import es_node
-from sift.es_node import EsNodeError, LocalElasticsearch, NodeStatus, render_config
+from sift import es_dist, es_node
+from sift.es_dist import EsNodeError
+from sift.es_node import LocalElasticsearch, NodeStatus, render_config
 
 
 def _parse_yml(text: str) -> dict[str, str]:
@@ -104,13 +105,13 @@ def test_root_relocates_a_private_cache_dir(tmp_path: Path, monkeypatch: pytest.
     private.mkdir(mode=0o700)
     private.chmod(0o700)
     es = LocalElasticsearch(port=9313, cache_dir=private / "cache")
-    assert es.base_dir == es_node.ROOT_FALLBACK_BASE
-    assert es.state_dir == es_node.ROOT_FALLBACK_BASE / "es-node-9313"
+    assert es.base_dir == es_dist.ROOT_FALLBACK_BASE
+    assert es.state_dir == es_dist.ROOT_FALLBACK_BASE / "es-node-9313"
 
 
 def test_root_keeps_a_reachable_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LocalElasticsearch, "_as_root", staticmethod(lambda: True))
-    monkeypatch.setattr(es_node, "_traversable_by_others", lambda path: True)
+    monkeypatch.setattr(es_dist, "_traversable_by_others", lambda path: True)
     es = LocalElasticsearch(port=9314, cache_dir=tmp_path / "cache")
     assert es.base_dir == tmp_path / "cache"
 
@@ -123,8 +124,8 @@ def test_traversable_by_others(tmp_path: Path) -> None:
     closed.mkdir()
     closed.chmod(0o700)
     # tmp_path's own parents may be private (pytest uses 0700), so only the negative case is certain
-    assert not es_node._traversable_by_others(closed / "below" / "x")
-    assert es_node._traversable_by_others(Path("/"))
+    assert not es_dist._traversable_by_others(closed / "below" / "x")
+    assert es_dist._traversable_by_others(Path("/"))
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="root-only placement rule")
@@ -212,7 +213,7 @@ def test_start_refuses_a_port_taken_by_something_else(tmp_path: Path) -> None:
         if port + es_node.TRANSPORT_PORT_OFFSET > 65535:
             pytest.skip("ephemeral port too high for a transport port")
         state = tmp_path / "node"
-        if os.geteuid() == 0 and not es_node._traversable_by_others(tmp_path):
+        if os.geteuid() == 0 and not es_dist._traversable_by_others(tmp_path):
             state = Path(es_node.tempfile.mkdtemp(prefix="sift-es-unit-", dir="/var/tmp"))
         try:
             es = LocalElasticsearch(port=port, state_dir=state)
@@ -264,7 +265,7 @@ def _fake_hunspell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     src.mkdir()
     (src / "en_US.aff").write_text("SET UTF-8\n")
     (src / "en_US.dic").write_text("1\nrun/SG\n")
-    monkeypatch.setattr(es_node, "HUNSPELL_SOURCE", src)
+    monkeypatch.setattr(es_dist, "HUNSPELL_SOURCE", src)
     return src
 
 
@@ -286,14 +287,14 @@ def test_ensure_distribution_unpacks_with_modes_and_hunspell(tmp_path: Path, mon
 
 
 def test_missing_hunspell_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(es_node, "HUNSPELL_SOURCE", tmp_path / "none")
+    monkeypatch.setattr(es_dist, "HUNSPELL_SOURCE", tmp_path / "none")
     with pytest.raises(EsNodeError, match="apt-get install -y hunspell-en-us"):
         LocalElasticsearch._install_hunspell(tmp_path / "config")
 
 
 def test_missing_maven_says_what_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(LocalElasticsearch, "m2_zip", property(lambda self: tmp_path / "absent.zip"))
-    monkeypatch.setattr(es_node.shutil, "which", lambda name: None)
+    monkeypatch.setattr(es_dist.shutil, "which", lambda name: None)
     with pytest.raises(EsNodeError, match="apt-get install -y maven openjdk-17-jdk-headless"):
         LocalElasticsearch(cache_dir=tmp_path)._fetch_zip()
 

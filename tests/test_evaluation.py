@@ -8,20 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from training.evaluation import (
-    NO_RERANKER,
-    EvalConfig,
-    Evaluator,
+from training.beir import load_beir, read_qrels
+from training.evaluation import NO_RERANKER, EvalConfig, Evaluator
+from training.metrics import (
     fit_query,
-    load_beir,
     mean_metrics,
     per_query_deltas,
     per_query_metrics,
     ranking_to_run,
-    read_qrels,
     summarize_deltas,
-    write_outputs,
 )
+from training.report import write_outputs
 
 # -- metrics on hand-built qrels and runs ---------------------------------------------------------------------
 QRELS = {

@@ -1,1 +1,1 @@
-"""Click logs → click models → training data; fine-tuning jobs."""
+"""Shared evaluation used by bench, training and reindex gates."""

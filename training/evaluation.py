@@ -1,17 +1,16 @@
 """Offline evaluation on BEIR-layout test collections, through the same `SearchService` the API serves.
 
-Why it lives in `search/`: a ranking change is only real if it shows on collections that others judged, and
-only if the measured path is the served path. So the index is built by `IndexingPipeline`, every system
-runs as a `SearchRequest` through `SearchService.search` (retriever, fusion, reranker and all), and only
-the scoring of the returned rankings is done here, with ranx (trec_eval's definitions: nDCG with linear
-gains, MRR, recall). Embeddings of documents and queries go through the persistent `EmbeddingCache`, so a
+A ranking change is only real if it shows on collections that others judged, and only if the measured path
+is the served path. So the index is built by `IndexingPipeline`, every system runs as a `SearchRequest`
+through `SearchService.search` (retriever, fusion, reranker and all), and only the scoring of the returned
+rankings is done apart, in `training.metrics` (ranx); BEIR reading is in `training.beir`, the written
+outputs in `training.report`. Embeddings of documents and queries go through the persistent `EmbeddingCache`, so a
 second run encodes nothing; encoding time is measured apart from search time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import threading
@@ -38,12 +37,21 @@ from search.retrieval import RetrievalConfig
 from search.service import MAX_LIMIT, MAX_QUERY_CHARS, SearchConfig, SearchRequest, SearchService
 from search.settings import Settings
 from search.stores.base import IndexStore
+from search.stores.factory import make_store
 from search.wiring import build_service
+from training.beir import load_beir
+from training.metrics import (
+    DeltaSummary,
+    fit_query,
+    mean_metrics,
+    per_query_deltas,
+    per_query_metrics,
+    ranking_to_run,
+    summarize_deltas,
+)
 
 log = logging.getLogger("sift.eval")
 
-METRICS: tuple[str, ...] = ("ndcg@10", "mrr@10", "recall@100")
-METRIC_LABELS = {"ndcg@10": "nDCG@10", "mrr@10": "MRR@10", "recall@100": "Recall@100"}
 BASELINE = "bm25"
 NO_RERANKER = "no cross-encoder configured"
 
@@ -65,129 +73,6 @@ SYSTEMS: dict[str, SystemSpec] = {
     "hybrid-linear": SystemSpec(mode="hybrid", fusion="linear"),
     "hybrid+rerank": SystemSpec(mode="hybrid", rerank=True),
 }
-
-
-# -- data ---------------------------------------------------------------------------------------------------
-class BeirData(BaseModel):
-    """Queries and graded judgments of one split; only queries with at least one relevant document."""
-
-    name: str
-    root: Path
-    split: str
-    queries: dict[str, str]
-    qrels: dict[str, dict[str, int]] = Field(description="query id → doc id → grade (> 0 only).")
-    queries_without_qrels: int = Field(default=0, description="Queries in queries.jsonl left out: nothing relevant.")
-    judged_missing_query: int = Field(default=0, description="Judged query ids absent from queries.jsonl.")
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """BEIR qrels TSV (`query-id corpus-id score`, header optional), all grades kept as written."""
-    out: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            parts = line.rstrip("\r\n").split("\t")
-            if not line.strip():
-                continue
-            if n == 1 and parts[0].strip().lower() in ("query-id", "query_id", "qid"):
-                continue
-            if len(parts) < 3:
-                raise ValueError(f"{path}:{n}: expected 'query-id<TAB>corpus-id<TAB>score', got {line!r}")
-            qid, did, score = parts[0].strip(), parts[1].strip(), parts[2].strip()
-            out.setdefault(qid, {})[did] = int(float(score))
-    return out
-
-
-def relevant_only(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
-    """BEIR convention: a grade > 0 is relevant; 0 and negative grades are dropped (as is a query left empty)."""
-    out = {q: {d: g for d, g in docs.items() if g > 0} for q, docs in qrels.items()}
-    return {q: docs for q, docs in out.items() if docs}
-
-
-def load_beir(root: Path, split: str = "test") -> BeirData:
-    """A BEIR folder: corpus.jsonl (indexed elsewhere), queries.jsonl and qrels/<split>.tsv."""
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    queries_path = root / "queries.jsonl"
-    for p in (root / "corpus.jsonl", queries_path, qrels_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} is missing: {root} is not a BEIR folder for split {split!r}")
-    queries: dict[str, str] = {}
-    with open(queries_path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                rec = json.loads(line)
-                queries[str(rec["_id"])] = str(rec.get("text", ""))
-    qrels = relevant_only(read_qrels(qrels_path))
-    missing = [q for q in qrels if q not in queries]
-    qrels = {q: d for q, d in qrels.items() if q in queries and queries[q].strip()}
-    return BeirData(
-        name=root.resolve().name,
-        root=root,
-        split=split,
-        queries={q: queries[q] for q in qrels},
-        qrels=qrels,
-        queries_without_qrels=len([q for q in queries if q not in qrels]),
-        judged_missing_query=len(missing),
-    )
-
-
-def fit_query(text: str, limit: int = MAX_QUERY_CHARS) -> str:
-    """The API takes at most `limit` characters: longer queries are cut at a word boundary (and counted)."""
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    space = cut.rfind(" ")
-    return cut[:space] if space > limit // 2 else cut
-
-
-# -- metrics ------------------------------------------------------------------------------------------------
-def ranking_to_run(ranked_ids: Sequence[str]) -> dict[str, float]:
-    """Scores that reproduce the service's order exactly (ranx sorts by score; ties would reorder)."""
-    n = len(ranked_ids)
-    return {d: float(n - i) for i, d in enumerate(ranked_ids)}
-
-
-def per_query_metrics(
-    qrels: Mapping[str, Mapping[str, int]],
-    run: Mapping[str, Mapping[str, float]],
-    metrics: Sequence[str] = METRICS,
-) -> dict[str, dict[str, float]]:
-    """metric → query id → value, for every judged query (a query missing from the run scores 0)."""
-    from ranx import Qrels, Run, evaluate
-
-    rel = relevant_only(qrels)
-    if not rel:
-        raise ValueError("no query has a relevant document (grade > 0)")
-    r = Run({q: dict(docs) for q, docs in run.items() if q in rel and docs})
-    q = Qrels({k: dict(v) for k, v in rel.items()})
-    evaluate(q, r, list(metrics), return_mean=False, make_comparable=True, threads=1)
-    return {m: {qid: float(r.scores[m].get(qid, 0.0)) for qid in rel} for m in metrics}
-
-
-def mean_metrics(per_query: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
-    return {m: float(np.mean(list(v.values()))) if v else 0.0 for m, v in per_query.items()}
-
-
-def per_query_deltas(system: Mapping[str, float], baseline: Mapping[str, float]) -> dict[str, float]:
-    """system − baseline per query, over the queries both have."""
-    return {q: system[q] - baseline[q] for q in system if q in baseline}
-
-
-class DeltaSummary(BaseModel):
-    mean: float
-    wins: int = Field(description="Queries where the system beats the baseline by more than 1e-9.")
-    losses: int
-    ties: int
-
-
-def summarize_deltas(deltas: Mapping[str, float], eps: float = 1e-9) -> DeltaSummary:
-    vals = list(deltas.values())
-    return DeltaSummary(
-        mean=float(np.mean(vals)) if vals else 0.0,
-        wins=sum(v > eps for v in vals),
-        losses=sum(v < -eps for v in vals),
-        ties=sum(abs(v) <= eps for v in vals),
-    )
 
 
 # -- timing wrapper -----------------------------------------------------------------------------------------
@@ -332,8 +217,6 @@ class Evaluator:
 
     def _make_store(self) -> IndexStore:
         if self._store is None:
-            from search.stores.factory import make_store
-
             self._store = make_store(self.config.store, self.settings, data_dir=self.config.data_dir)
         return self._store
 
@@ -503,131 +386,3 @@ class Evaluator:
 
 def run_evaluation(config: EvalConfig, store: IndexStore | None = None, settings: Settings | None = None) -> EvalResult:
     return Evaluator(config, store, settings).run()
-
-
-# -- outputs ------------------------------------------------------------------------------------------------
-def markdown_table(result: EvalResult) -> str:
-    """One row per system: the three metrics, nDCG@10 change vs BM25 (mean, wins/losses), search speed."""
-    head = (
-        "| system | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " | ΔnDCG@10 vs BM25 | W / L / T | ms/query |"
-    )
-    lines = [head, "|" + "---|" * (len(METRICS) + 4)]
-    for s in result.systems:
-        if s.status != "ok":
-            lines.append(f"| {s.name} | " + " | ".join("—" for _ in METRICS) + f" | not run: {s.reason} | | |")
-            continue
-        d = s.delta_summary
-        delta = f"{d.mean:+.4f}" if d else "—"
-        wlt = f"{d.wins} / {d.losses} / {d.ties}" if d else "—"
-        vals = " | ".join(f"{s.metrics[m]:.4f}" for m in METRICS)
-        lines.append(f"| {s.name} | {vals} | {delta} | {wlt} | {s.ms_per_query:.1f} |")
-    return "\n".join(lines)
-
-
-def render_markdown(result: EvalResult) -> str:
-    b, q = result.build, result.query_encoding
-    r = result.retrieval
-    parts = [
-        f"# {result.dataset} ({result.split}) on {result.store}",
-        "",
-        f"{result.n_queries} judged queries ({result.queries_without_qrels} without relevant documents skipped"
-        + (f"; {result.truncated_queries} cut to {MAX_QUERY_CHARS} characters" if result.truncated_queries else "")
-        + f"), model `{result.model}`, index `{result.index}`, RRF k={r.rrf_k}, linear α={r.alpha}, "
-        f"depth {r.depth}. Ranking via `SearchService.search` (limit {MAX_LIMIT}, no highlights).",
-        "",
-        markdown_table(result),
-        "",
-        "W / L / T: queries where nDCG@10 is above / below / equal to BM25's.",
-        "",
-        "## Timings",
-        "",
-        f"- index build: {b.seconds:.1f} s ({b.indexed} docs, {b.chunks} chunks, max_chunks={b.max_chunks}; "
-        f"{b.encoded} chunks encoded in {b.encode_seconds:.1f} s, {b.cache_hits} from the cache)"
-        if b.rebuilt
-        else "- index build: reused the existing index",
-        f"- query encoding: {q.seconds:.1f} s ({q.encoded} encoded, {q.cache_hits} from the cache)",
-        *(
-            f"- {s.name}: {s.search_seconds:.1f} s searching ({s.ms_per_query:.1f} ms/query)"
-            for s in result.systems
-            if s.status == "ok"
-        ),
-        f"- total: {result.seconds:.1f} s",
-        "",
-        "![metrics](metrics.png)",
-        "",
-        "![per-query nDCG@10 deltas vs BM25](deltas.png)",
-        "",
-    ]
-    return "\n".join(parts)
-
-
-def plot_metrics(result: EvalResult, path: Path) -> None:
-    """Grouped bars: one group per metric, one bar per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [s for s in result.systems if s.status == "ok"]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    width = 0.8 / max(1, len(ok))
-    x = np.arange(len(METRICS))
-    for i, s in enumerate(ok):
-        vals = [s.metrics[m] for m in METRICS]
-        bars = ax.bar(x + (i - (len(ok) - 1) / 2) * width, vals, width, label=s.name)
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, rotation=90, padding=2)
-    ax.set_xticks(x, [METRIC_LABELS[m] for m in METRICS])
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("score")
-    ax.set_title(f"{result.dataset} ({result.store}, {result.n_queries} queries)")
-    ax.legend(fontsize=8, loc="upper left", ncols=min(3, max(1, len(ok))))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_deltas(result: EvalResult, path: Path) -> None:
-    """Histogram of per-query nDCG@10 minus BM25's, one panel per system."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    systems = [s for s in result.systems if s.status == "ok" and s.delta_vs_bm25]
-    n = max(1, len(systems))
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.4), sharey=True, squeeze=False)
-    bins = np.linspace(-1.025, 1.025, 42)  # width 0.05, centred on 0 so ties sit on the axis line
-    for ax, s in zip(axes[0], systems, strict=False):
-        vals = list(s.delta_vs_bm25.values())
-        ax.hist(vals, bins=bins, color="tab:blue", edgecolor="white")
-        ax.axvline(0, color="black", linewidth=0.8)
-        d = s.delta_summary
-        ax.set_title(f"{s.name}\nmean {d.mean:+.3f}, W/L {d.wins}/{d.losses}" if d else s.name, fontsize=9)
-        ax.set_xlabel("ΔnDCG@10 vs BM25")
-    if not systems:
-        axes[0][0].text(0.5, 0.5, "no system to compare with BM25", ha="center", va="center")
-    axes[0][0].set_ylabel("queries")
-    fig.suptitle(f"{result.dataset} ({result.store})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_outputs(result: EvalResult, out: Path) -> dict[str, Path]:
-    """results.json, results.md, metrics.png and deltas.png under `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out / "results.json",
-        "md": out / "results.md",
-        "metrics_png": out / "metrics.png",
-        "deltas_png": out / "deltas.png",
-    }
-    paths["json"].write_text(result.model_dump_json(indent=2))
-    paths["md"].write_text(render_markdown(result))
-    plot_metrics(result, paths["metrics_png"])
-    plot_deltas(result, paths["deltas_png"])
-    return paths
-
-
-def load_result(path: Path) -> EvalResult:
-    return EvalResult.model_validate_json(Path(path).read_text())

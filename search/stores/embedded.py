@@ -2,31 +2,28 @@
 
 One SQLite file per version under `<data_dir>/versions/`; the alias is a small pointer file replaced with
 `os.replace`, which is atomic on POSIX, so a crash mid-build never moves it. SQLite's WAL journal keeps
-readers working while a writer appends.
+readers working while a writer appends. The tables and the SQL for filters are in `embedded_sql`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from search.documents import Document, Hit, StoredRecord
-from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
+from search.filters import Filter
 from search.naming import new_version_name, validate_index_name, version_alias
-from search.schema import BUILTIN_FIELDS, IndexSchema, SchemaError, coerce
+from search.schema import IndexSchema, SchemaError
 from search.stores.base import DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
+from search.stores.embedded_sql import SCHEMA_SQL, filter_sql, filter_values, fts_content
 from search.text import query_terms
-
-_TOKENIZER = "porter unicode61 remove_diacritics 2"
 
 
 class _Version:
@@ -99,21 +96,7 @@ class EmbeddedStore:
         c = sqlite3.connect(path, isolation_level=None)
         try:
             c.execute("PRAGMA journal_mode=WAL")
-            c.executescript(
-                f"""
-                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE docs (
-                    rid INTEGER PRIMARY KEY AUTOINCREMENT,
-                    id TEXT NOT NULL UNIQUE,
-                    doc TEXT NOT NULL,
-                    filt TEXT NOT NULL,
-                    content_hash TEXT NOT NULL
-                );
-                CREATE TABLE vecs (rid INTEGER NOT NULL, chunk INTEGER NOT NULL, v BLOB NOT NULL,
-                                   PRIMARY KEY (rid, chunk));
-                CREATE VIRTUAL TABLE fts USING fts5(content, tokenize='{_TOKENIZER}');
-                """
-            )
+            c.executescript(SCHEMA_SQL)
             meta = {
                 "name": name,
                 "dims": str(dims),
@@ -214,7 +197,7 @@ class EmbeddedStore:
         rows: list[tuple[StoredRecord, str, np.ndarray | None]] = []
         for rec in records:
             try:
-                filt = _filter_values(rec.doc, schema)
+                filt = filter_values(rec.doc, schema)
                 vecs = _check_vectors(rec.vectors, dims)
             except (SchemaError, ValueError) as exc:
                 result.failures.append(DocFailure(id=rec.doc.id, reason=str(exc)))
@@ -234,7 +217,7 @@ class EmbeddedStore:
                         (doc.id, doc.model_dump_json(), filt_json, rec.content_hash or doc.content_hash()),
                     )
                     rid = cur.lastrowid
-                    c.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, _content(doc)))
+                    c.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, fts_content(doc)))
                     if vecs is not None:
                         c.executemany(
                             "INSERT INTO vecs (rid, chunk, v) VALUES (?, ?, ?)",
@@ -314,7 +297,7 @@ class EmbeddedStore:
         if not terms or k <= 0:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        where, params = _filter_sql(filters, self.schema(target))
+        where, params = filter_sql(filters, self.schema(target))
         c = v.conn()
         if not with_docs and not where:
             # FTS5's own ranking (rank = bm25() by default) without joining docs: half the cost. Ties are broken
@@ -375,7 +358,7 @@ class EmbeddedStore:
         ]
 
     def _filtered_rids(self, v: _Version, filters: Sequence[Filter], schema: IndexSchema) -> np.ndarray:
-        where, params = _filter_sql(filters, schema)
+        where, params = filter_sql(filters, schema)
         rows = v.conn().execute(f"SELECT d.rid FROM docs d WHERE {where}", params).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -409,10 +392,6 @@ def _best_per_doc(sims: np.ndarray, rids: np.ndarray, k: int) -> dict[int, float
         take = min(n, take * 4)
 
 
-def _content(doc: Document) -> str:
-    return f"{doc.title}\n{doc.body}"
-
-
 def _check_vectors(vectors: list[list[float]], dims: int) -> np.ndarray | None:
     if not vectors:
         return None
@@ -423,49 +402,3 @@ def _check_vectors(vectors: list[list[float]], dims: int) -> np.ndarray | None:
     if np.any(norms == 0) or not np.all(np.isfinite(arr)):
         raise ValueError("vector is all zeros or not finite (cosine similarity is undefined)")
     return arr / norms
-
-
-def _filter_values(doc: Document, schema: IndexSchema) -> dict[str, Any]:
-    """Typed, coerced values of every filterable field (the same checks Elasticsearch's mapping makes)."""
-    out: dict[str, Any] = {}
-    for name, ftype in BUILTIN_FIELDS.items():
-        val = getattr(doc, name)
-        if val is not None:
-            out[name] = coerce(val, ftype, name)
-    for name, ftype in schema.fields.items():
-        if name in doc.fields and doc.fields[name] is not None:
-            out[name] = coerce(doc.fields[name], ftype, name)
-    return out
-
-
-_SAFE_FIELD = re.compile(r"^[A-Za-z0-9_.\-]+$")
-
-
-def _filter_sql(filters: Sequence[Filter], schema: IndexSchema) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    for f in filters:
-        ftype = schema.field_type(f.field)  # KeyError for unknown fields
-        if not _SAFE_FIELD.match(f.field):
-            raise KeyError(f"invalid field name {f.field!r}")
-        src = f"json_each(d.filt, '$.\"{f.field}\"')"
-        if isinstance(f, TermFilter):
-            clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE value = ?)")
-            params.append(_sql_value(coerce(f.value, ftype, f.field)))
-        elif isinstance(f, TermsFilter):
-            vals = [_sql_value(coerce(x, ftype, f.field)) for x in f.values]
-            clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE value IN ({','.join('?' * len(vals))}))")
-            params.extend(vals)
-        elif isinstance(f, RangeFilter):
-            conds = []
-            for op, bound in ((">=", f.gte), (">", f.gt), ("<=", f.lte), ("<", f.lt)):
-                if bound is not None:
-                    conds.append(f"value {op} ?")
-                    params.append(_sql_value(coerce(bound, ftype, f.field)))
-            if conds:
-                clauses.append(f"EXISTS (SELECT 1 FROM {src} WHERE {' AND '.join(conds)})")
-    return " AND ".join(clauses), params
-
-
-def _sql_value(v: Any) -> Any:
-    return int(v) if isinstance(v, bool) else v
