@@ -1,1 +1,1 @@
-"""Sources → clean → chunk → embed → versioned index write."""
+"""Sources → clean → chunk → embed (models.embedder) → versioned index write → alias swap."""

@@ -1,1 +1,2 @@
-"""Neural reranking and score explanations (see the search-API issue)."""
+"""Ranking stages applied after retrieval: rank fusion and the rerank stage (learning to rank and explanations
+land here too). Imports `models` only, so `search` can use every stage."""

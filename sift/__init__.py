@@ -1,1 +1,1 @@
-"""Entry points (the `sift` command)."""
+"""Entry points: the `sift` command and local operations (the development Elasticsearch node)."""
