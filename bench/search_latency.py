@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/search_latency.py [--rate 20] [--duration 30] [--limit 1000] [--threads 1,2]
 
-For each store (embedded, Elasticsearch) and each torch-thread setting, deploys `serving.app.build_app` on a
+For each store (embedded, Elasticsearch) and each torch-thread setting, deploys `serving.builder.build_app` on a
 local 2-CPU Ray, then over HTTP sends `--rate` requests/s for `--duration` s (after a `--warmup` that is not
 counted) of hybrid (RRF) search without rerank and with rerank of the top 20. Latency runs from each
 request's scheduled send time to its response, so queueing counts. Also measured, with the app idle:
@@ -309,8 +309,6 @@ def app_config(
         "search": default.search.model_copy(
             update={
                 "default_index": INDEX,
-                "rerank_top_n": args.rerank_top_n,
-                "rerank_deadline_ms": args.rerank_deadline_ms,
                 "retrieval": default.search.retrieval.model_copy(
                     update={"depth": args.depth or default.search.retrieval.depth}
                 ),
@@ -572,12 +570,12 @@ def main() -> None:
         import ray
         from ray import serve
 
-        from serving.app import prepare_ray_env
+        from serving.ray_env import prepare_ray_env
 
         prepare_ray_env()  # as `sift serve` starts Ray
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
         port = free_port()
-        from serving.app import serve_logging
+        from serving.builder import serve_logging
         from serving.config import AppConfig
 
         # The proxy logs as `sift serve` would (the apps' own options come from their AppConfig).
@@ -636,10 +634,11 @@ def bench_app(
     """Deploy one app, measure its hops idle, then each request configuration under load; returns the hops."""
     from ray import serve
 
-    from serving.app import build_app
+    from search.settings import Settings
+    from serving.builder import build_app
 
     t = time.perf_counter()
-    serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/")
+    serve.run(build_app(cfg, Settings()), name=cfg.app_name, route_prefix="/")
     wait_ready(url)
     placement = cfg.encoder_placement
     label = f"[{kind}, torch_threads={n}, encoder in {placement}]"

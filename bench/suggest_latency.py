@@ -238,7 +238,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving.app import build_app, serve_logging
+    from search.settings import Settings
+    from serving.builder import build_app, serve_logging
     from serving.config import AppConfig
 
     rng = random.Random(args.seed)
@@ -269,7 +270,7 @@ def main() -> None:
         }
     )
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from serving.app import prepare_ray_env
+    from serving.ray_env import prepare_ray_env
 
     prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(
@@ -280,7 +281,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     try:
         t = time.perf_counter()
-        serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/")
+        serve.run(build_app(cfg, Settings()), name=cfg.app_name, route_prefix="/")
         print(f"app up in {time.perf_counter() - t:.1f} s ({os.cpu_count()} CPUs)")
 
         async def prepare() -> int:

@@ -7,7 +7,6 @@ Elasticsearch setup. Every event carries a `type` so click events can join later
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
@@ -308,7 +307,8 @@ class NullQueryLog:
 def make_query_log(
     config: QueryLogConfig, store_kind: str, data_dir: Path | None = None, es_client: Any = None
 ) -> QueryLog:
-    """The log for a deployment: `es_client` is the store's client when the store is Elasticsearch."""
+    """The log for a deployment: `es_client` is the store's client when the store is Elasticsearch; the JSONL
+    log lives in `config.directory`, else under `data_dir` (the caller's resolved data directory)."""
     backend = config.backend
     if backend == "auto":
         backend = "es" if store_kind == "es" else "jsonl"
@@ -318,12 +318,8 @@ def make_query_log(
         if es_client is None:
             raise ValueError("the Elasticsearch query log needs an Elasticsearch client")
         return EsQueryLog(es_client, config.es_index, config.es_flush_interval_s, config.es_buffer)
-    from search.settings import Settings
-
-    directory = config.directory or (data_dir or Settings().data_dir) / "querylog"
-    return JsonlQueryLog(directory)
-
-
-def events_to_jsonl(events: list[QueryEvent]) -> str:
-    """Serialise events as JSONL (bench/eval helpers write SciFact queries as a log)."""
-    return "".join(json.dumps(ev.model_dump(mode="json", exclude_none=True)) + "\n" for ev in events)
+    if config.directory is not None:
+        return JsonlQueryLog(config.directory)
+    if data_dir is None:
+        raise ValueError("the JSONL query log needs a directory or a data_dir")
+    return JsonlQueryLog(data_dir / "querylog")

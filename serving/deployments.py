@@ -1,16 +1,38 @@
-"""Model servers: plain classes holding a model, with `@serve.batch` methods so concurrent requests share
-one forward pass. `build_app` turns them into deployments; tests call them without Ray's HTTP layer."""
+"""Every Ray Serve deployment class: the model servers (plain classes holding a model, with `@serve.batch`
+methods so concurrent requests share one forward pass), the streaming summarizer, and the ingress, whose
+backend calls them through handles (`handle_models`). `serving.builder` turns them into deployments; tests
+call them without Ray's HTTP layer. Only the Ray path imports this module."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
-from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+from models.embedder import (
+    CachedEmbedder,
+    Embedder,
+    EmbedderConfig,
+    EmbeddingCache,
+    SentenceTransformerEmbedder,
+)
 from ranking.rerank import CrossEncoderReranker, RerankerConfig
-from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
-from serving.config import Resources
+from search.documents import Document
+from search.settings import Settings
+from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
+from search.suggest.schemas import CompleteFn
+from search.summarize.config import SummarizerConfig
+from search.summarize.summarizer import Summarizer
+from search.wiring import thread_encoder
+from serving.api import create_api
+from serving.backend import AppBackend, Models, ReadyCheck
+from serving.config import AppConfig, Resources
+from serving.summary_clients import LocalSummaryClient, ServeSummaryClient, WireEvent
 
 
 def limit_threads(n: int) -> None:
@@ -97,3 +119,133 @@ class SuggestLMServer:
 
     async def ready(self) -> bool:
         return True
+
+
+class SummarizerServer:
+    """Model server for summaries; `build_app` makes it a deployment (fractional CPU, streaming method).
+
+    `cache_dir` holds the sentence-vector cache (the process settings' `cache_dir`, passed down)."""
+
+    def __init__(self, config: SummarizerConfig, embedder: EmbedderConfig, torch_threads: int, cache_dir: Path) -> None:
+        limit_threads(torch_threads)
+        encoder: Embedder = SentenceTransformerEmbedder(embedder)
+        if config.cache_sentence_vectors:
+            encoder = CachedEmbedder(encoder, EmbeddingCache(cache_dir / "embeddings.sqlite"))
+        self.summarizer = Summarizer(config, encoder)
+        self.summarizer.warm_up()
+        self.summarizer.embedder.embed(["warm up"])
+        self.client = LocalSummaryClient(self.summarizer)
+
+    async def stream(
+        self, query: str, docs: list[dict[str, Any]], max_new_tokens: int | None
+    ) -> AsyncIterator[WireEvent]:
+        """Called with `handle.options(stream=True)`. Cancelling the call raises CancelledError here."""
+        s = self.client.stream(query, [Document.model_validate(d) for d in docs], max_new_tokens)
+        try:
+            async for ev in s:
+                yield ev
+        finally:
+            s.cancel()
+
+    async def ready(self) -> bool:
+        return True
+
+    async def stats(self) -> list[dict[str, Any]]:
+        """Recent generations (tokens, stop reason): lets operators and tests see cancellation take effect."""
+        return [
+            {
+                "tokens": r.tokens,
+                "max_new_tokens": r.max_new_tokens,
+                "reason": r.reason,
+                "finished": r.finished.is_set(),
+            }
+            for r in list(self.summarizer.generations)
+        ]
+
+
+# -- the ingress ---------------------------------------------------------------------------------------------
+def handle_completer(handle: DeploymentHandle, timeout_s: float = 120.0) -> CompleteFn:
+    """A blocking LM call through a deployment handle, for the suggester's worker threads (not the event loop)."""
+
+    def complete(text: str, task: Task) -> list[Completion]:
+        rows = handle.complete.remote((task, text)).result(timeout_s=timeout_s)
+        return [Completion.model_validate(r) for r in rows]
+
+    return complete
+
+
+def _handle_ready(handle: DeploymentHandle) -> ReadyCheck:
+    async def ready() -> bool:
+        return bool(await handle.ready.remote())
+
+    return ready
+
+
+async def _loaded() -> bool:
+    return True  # a model loaded and warmed while the ingress started
+
+
+def handle_models(
+    config: AppConfig,
+    encoder: DeploymentHandle | None,
+    reranker: DeploymentHandle | None,
+    suggest_lm: DeploymentHandle | None = None,
+    summarizer: DeploymentHandle | None = None,
+) -> Models:
+    """The ingress's models: deployment handles, or the query encoder in the ingress itself when the config
+    places it there (`encoder_placement: ingress`)."""
+    models = Models()
+    if encoder is not None:
+
+        async def encode(q: str) -> list[float]:
+            return await encoder.embed.remote(q)  # type: ignore[no-any-return]
+
+        models.encoder = encode
+        models.ready_checks["query_encoder"] = _handle_ready(encoder)
+    elif config.search.retrieval.mode != "bm25" and config.encoder_placement == "ingress":
+        limit_threads(config.ingress.torch_threads)
+        local = SentenceTransformerEmbedder(config.embedder)
+        local.warm_up()
+        local.embed(["warm up"])
+        models.encoder = thread_encoder(local)
+        models.ready_checks["query_encoder"] = _loaded
+    if reranker is not None:
+
+        async def rerank(q: str, texts: list[str]) -> list[float]:
+            return await reranker.rerank.remote((q, texts))  # type: ignore[no-any-return]
+
+        models.reranker = rerank
+        models.ready_checks["reranker"] = _handle_ready(reranker)
+    if suggest_lm is not None:
+        models.complete = handle_completer(suggest_lm)
+    if summarizer is not None:
+        models.summary_client = ServeSummaryClient(summarizer)
+        models.ready_checks["summarizer"] = _handle_ready(summarizer)
+    return models
+
+
+class SearchIngress:
+    """Ingress replica: builds the backend, then hands Serve the FastAPI app (`__serve_build_asgi_app__`)."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        settings: Settings,
+        encoder: DeploymentHandle | None,
+        reranker: DeploymentHandle | None,
+        suggest_lm: DeploymentHandle | None = None,
+        summarizer: DeploymentHandle | None = None,
+    ) -> None:
+        self.config = config
+        # Background threads here (suggestion prefetch, LM candidate checks, the query log) hold the GIL in
+        # turns; at Python's default 5 ms switch interval a request waiting on them gains up to 5 ms per turn.
+        sys.setswitchinterval(config.ingress_switch_interval_ms / 1000)
+        self.backend = AppBackend(config, settings, handle_models(config, encoder, reranker, suggest_lm, summarizer))
+
+    def __del__(self) -> None:
+        backend = getattr(self, "backend", None)
+        if backend is not None:
+            backend.suggest.close(wait_s=5.0)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self.backend, self.backend.metrics, self.config.cors_origins)

@@ -243,23 +243,24 @@ def serve_cmd(
         f"try:  curl -s -X POST http://{cfg.host}:{cfg.port}/v1/search "
         f"-H 'content-type: application/json' -d '{example}'"
     )
+    settings = Settings()
     if no_ray:
         import uvicorn
 
         from serving.api import create_api
-        from serving.local import LocalBackend
+        from serving.local import local_backend
 
-        backend = LocalBackend(cfg)
+        backend = local_backend(cfg, settings)
         typer.echo(banner)
         uvicorn.run(create_api(backend, backend.metrics, cfg.cors_origins), host=cfg.host, port=cfg.port)
         return
     import ray
     from ray import serve
 
-    from serving.app import run_local
+    from serving.ray_env import run_local
 
     try:
-        run_local(cfg)
+        run_local(cfg, settings)
         typer.echo(banner)
         serve_forever()
     finally:

@@ -29,9 +29,10 @@ def api_schema(
 ) -> Any:
     """The whole API, /v1/summarize included (a tiny LM, a few tokens: the streams' framing and errors are
     under test, not the text)."""
+    from search.settings import Settings
     from serving.api import create_api
     from serving.config import AppConfig
-    from serving.local import LocalBackend
+    from serving.local import local_backend
 
     tmp = tmp_path_factory.mktemp("schemathesis")
     src = tmp / "docs.jsonl"
@@ -67,7 +68,7 @@ def api_schema(
             },
         }
     )
-    backend = LocalBackend(app_cfg)
+    backend = local_backend(app_cfg, Settings())
     return schemathesis.openapi.from_asgi("/openapi.json", create_api(backend, backend.metrics))
 
 

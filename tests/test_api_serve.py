@@ -85,6 +85,7 @@ def app_config(
     name: str,
     summarizer_lm: Path | None = None,
     placement: str = "deployment",
+    rerank_deadline_ms: int | None = None,
     **search: Any,
 ) -> Any:
     """Suggestions are tested in test_suggest_api.py: their LM is off here, to fit 2 CPUs and start faster."""
@@ -108,7 +109,11 @@ def app_config(
             "es_request_timeout_s": 3,
             "search": {"default_index": INDEX, **search},
             "embedder": {"model": str(embedder), "device": "cpu"},
-            "reranker": {"model": str(reranker), "device": "cpu"},
+            "reranker": {
+                "model": str(reranker),
+                "device": "cpu",
+                **({"deadline_ms": rerank_deadline_ms} if rerank_deadline_ms is not None else {}),
+            },
             "ingress": Resources(**small).model_dump(),
             "encoder_resources": Resources(**small).model_dump(),
             "encoder_placement": placement,
@@ -127,10 +132,11 @@ def serve_url(
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from search.settings import Settings
+    from serving.builder import build_app
 
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from serving.app import prepare_ray_env
+    from serving.ray_env import prepare_ray_env
 
     prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
@@ -138,7 +144,9 @@ def serve_url(
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(
-            build_app(app_config(indexed, tiny_embedder_path, tiny_reranker_path, "main", tiny_chat_lm_path)),
+            build_app(
+                app_config(indexed, tiny_embedder_path, tiny_reranker_path, "main", tiny_chat_lm_path), Settings()
+            ),
             name="main",
             route_prefix="/",
         )
@@ -147,7 +155,7 @@ def serve_url(
             indexed, tiny_embedder_path, tiny_reranker_path, "slow", placement="ingress", rerank_deadline_ms=1
         )
         serve.run(
-            build_app(slow),
+            build_app(slow, Settings()),
             name="slow",
             route_prefix="/slow",
         )

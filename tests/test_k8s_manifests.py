@@ -19,7 +19,7 @@ def test_manifests_parse_with_kinds() -> None:
     assert {"Elasticsearch", "RayService", "RayJob", "ConfigMap"} <= kinds
 
 
-def test_rayservice_import_path_and_config(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_rayservice_import_path_and_config(tmp_path: Path) -> None:
     from serving.config import AppConfig
 
     svc = next(d for d in docs() if d["kind"] == "RayService")
@@ -29,6 +29,11 @@ def test_rayservice_import_path_and_config(tmp_path: Path, monkeypatch) -> None:
     cfg_file = tmp_path / "app.yaml"
     cfg_file.write_text(cfg_map["data"]["app.yaml"])
     AppConfig.load(cfg_file)  # the shipped config validates
-    monkeypatch.setenv("SIFT_CONFIG", str(cfg_file))
     mod = importlib.import_module(module)
     assert getattr(mod, attr) is not None
+    # The application builder, with the manifest's args pointing at the shipped config, builds the app.
+    from ray.serve.deployment import Application
+
+    args = apps[0]["args"]
+    assert args["config"] == "/etc/sift/app.yaml"
+    assert isinstance(getattr(mod, attr)({**args, "config": str(cfg_file)}), Application)

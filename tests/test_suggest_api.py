@@ -71,11 +71,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def local_client(data_dir: Path, tiny_lm: Path) -> tuple[Any, TestClient]:
+    from search.settings import Settings
     from serving.api import create_api
     from serving.config import AppConfig
-    from serving.local import LocalBackend
+    from serving.local import local_backend
 
-    backend = LocalBackend(AppConfig.model_validate(config_dict(tiny_lm, data_dir=str(data_dir))))
+    backend = local_backend(AppConfig.model_validate(config_dict(tiny_lm, data_dir=str(data_dir))), Settings())
     return backend, TestClient(create_api(backend, backend.metrics, [ORIGIN]))
 
 
@@ -201,8 +202,9 @@ def serve_url(es_url: str, tiny_lm: Path, tmp_path_factory: pytest.TempPathFacto
     import ray
     from ray import serve
 
+    from search.settings import Settings
     from search.stores.elasticsearch import ElasticsearchStore
-    from serving.app import build_app
+    from serving.builder import build_app
     from serving.config import AppConfig, Resources
 
     tmp = tmp_path_factory.mktemp("suggest-serve")
@@ -224,14 +226,14 @@ def serve_url(es_url: str, tiny_lm: Path, tmp_path_factory: pytest.TempPathFacto
         )
     )
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    from serving.app import prepare_ray_env
+    from serving.ray_env import prepare_ray_env
 
     prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.run(build_app(app_cfg), name="suggest", route_prefix="/")
+        serve.run(build_app(app_cfg, Settings()), name="suggest", route_prefix="/")
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
         yield url, log_index

@@ -58,6 +58,9 @@ def summarizer_config(lm: Path, **kw: Any) -> SummarizerConfig:
 class _Backend:
     """What create_api needs: a search service and, for the summarize routes, a summary client."""
 
+    suggest = None  # serving.backend.Backend: this server has no suggestions
+    summary_top_k = 5
+
     def __init__(self, service: Any, summary_client: Any) -> None:
         self.service = service
         self.summary_client = summary_client
@@ -75,8 +78,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any, tiny_lm
     from search.retrieval import RetrievalConfig
     from search.service import SearchConfig, SearchService
     from search.stores.embedded import EmbeddedStore
-    from serving.api import Metrics, create_api
-    from serving.summaries import LocalSummaryClient
+    from serving.api import create_api
+    from serving.metrics import Metrics
+    from serving.summary_clients import LocalSummaryClient
 
     tmp = tmp_path_factory.mktemp("sse")
     src = tmp / "docs.jsonl"
@@ -170,7 +174,7 @@ def test_post_ids_streams_tokens_then_a_summary(server: Any) -> None:
 
 def test_search_form_and_the_get_url_for_event_source(server: Any) -> None:
     from search.service import SearchResponse
-    from serving.summaries import summary_stream_url
+    from serving.routers.summarize import summary_stream_url
 
     body = {"search": {"query": "exceptions errors", "limit": 3}, "k": 2, "max_new_tokens": 4}
     with httpx.stream("POST", f"{server.url}/v1/summarize", json=body, timeout=120) as r:
@@ -270,10 +274,11 @@ def test_serve_app_streams_and_cancels_across_deployments(
     from ray import serve
 
     from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from search.settings import Settings
     from search.stores.embedded import EmbeddedStore
-    from serving.app import build_app
+    from serving.builder import build_app
     from serving.config import AppConfig, Resources
-    from serving.summaries import ServeSummaryClient
+    from serving.summary_clients import ServeSummaryClient
 
     src = tmp_path / "docs.jsonl"
     src.write_text(
@@ -284,7 +289,7 @@ def test_serve_app_streams_and_cancels_across_deployments(
         TOPICS
     )
 
-    from serving.app import prepare_ray_env
+    from serving.ray_env import prepare_ray_env
 
     prepare_ray_env()  # as `sift serve` starts Ray
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
@@ -306,7 +311,7 @@ def test_serve_app_streams_and_cancels_across_deployments(
                 "summarizer_resources": small,
             }
         )
-        serve.run(build_app(config), name="summ", route_prefix="/")
+        serve.run(build_app(config, Settings()), name="summ", route_prefix="/")
         handle = serve.get_deployment_handle("summarizer", app_name="summ")
         url = f"http://127.0.0.1:{port}"
 

@@ -1,6 +1,6 @@
 """The autocomplete widget in a real headless Chromium, against the real app over HTTP.
 
-The app is `create_api(LocalBackend(...))` on an embedded-store index built with the tiny embedder and
+The app is `create_api(local_backend(...))` on an embedded-store index built with the tiny embedder and
 a tiny cross-encoder; queries are logged through /v1/search so /v1/suggest has something to suggest.
 The browser is Debian's chromium driven by Selenium through /usr/bin/chromedriver (no download).
 """
@@ -103,9 +103,10 @@ def host_page() -> Iterator[tuple[str, dict[str, str]]]:
 def app_url(
     data_dir: Path, tiny_embedder_path: Path, tiny_reranker_path: Path, host_page: tuple[str, dict[str, str]]
 ) -> Iterator[str]:
+    from search.settings import Settings
     from serving.api import create_api
     from serving.config import AppConfig
-    from serving.local import LocalBackend
+    from serving.local import local_backend
 
     config = AppConfig.model_validate(
         {
@@ -119,7 +120,7 @@ def app_url(
             "summarizer": None,
         }
     )
-    backend = LocalBackend(config)
+    backend = local_backend(config, Settings())
     host_url, api = host_page
     with serve_in_thread(create_api(backend, cors_origins=[host_url])) as url:
         api["url"] = url

@@ -1,0 +1,92 @@
+"""What the HTTP API calls: the `Backend` protocol (which features a server has) and `AppBackend`, the one
+implementation, whose models are either Serve deployment handles (`serving.deployments.handle_models`) or
+objects in this process (`serving.local.local_models`), both as a `Models` bundle of async calls."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ranking.rerank import RerankFn
+from search.service import EncodeFn, SearchService
+from search.settings import Settings
+from search.stores.factory import make_store
+from search.suggest.schemas import CompleteFn
+from search.wiring import build_service
+from serving.config import AppConfig
+from serving.metrics import Metrics
+from serving.runtime import SuggestRuntime
+from serving.summary_clients import SummaryClient
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+READY_TIMEOUT_S = 2.0
+
+
+class Backend(Protocol):
+    """What the routes use. `service` answers searches; the optional features are None where a server has
+    none: `suggest` (query log + suggester) and `summary_client` (summaries of the top `summary_top_k`)."""
+
+    @property
+    def service(self) -> SearchService: ...
+
+    @property
+    def suggest(self) -> SuggestRuntime | None: ...
+
+    @property
+    def summary_client(self) -> SummaryClient | None: ...
+
+    @property
+    def summary_top_k(self) -> int: ...
+
+    async def readiness(self) -> dict[str, bool]:
+        """Named checks (store reachable, models warm); ready when all are true."""
+        ...
+
+
+@dataclass
+class Models:
+    """The models of one API process as async calls (None: that stage is off) plus their readiness checks."""
+
+    encoder: EncodeFn | None = None
+    reranker: RerankFn | None = None
+    complete: CompleteFn | None = None
+    summary_client: SummaryClient | None = None
+    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+
+
+class AppBackend:
+    """The store (warmed up), the search service, the suggest runtime and the summary client of one process."""
+
+    def __init__(self, config: AppConfig, settings: Settings, models: Models) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        if config.elasticsearch_url:
+            settings = settings.model_copy(update={"elasticsearch_url": config.elasticsearch_url})
+        self.store = make_store(
+            config.store, settings, data_dir=config.data_dir, request_timeout=config.es_request_timeout_s
+        )
+        self.store.warm_up()
+        self.summary_client = models.summary_client
+        self.summary_top_k = config.summarizer.top_k if config.summarizer else 5
+        data_dir = config.data_dir or settings.data_dir
+        self.suggest = SuggestRuntime(config, self.store, models.complete, data_dir)
+        self.service = build_service(
+            self.store,
+            config.search,
+            encoder=models.encoder,
+            reranker=models.reranker,
+            rerank_config=config.reranker,
+            timer=self.metrics.observe_stage,
+        )
+        self._ready_checks = models.ready_checks
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"store": await asyncio.to_thread(self.store.ping)}
+        for name, check in self._ready_checks.items():
+            try:
+                checks[name] = bool(await asyncio.wait_for(check(), timeout=READY_TIMEOUT_S))
+            except Exception:
+                checks[name] = False
+        return checks

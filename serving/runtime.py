@@ -1,0 +1,59 @@
+"""`SuggestRuntime`: the query log and the suggester of one API process, fed by every successful search."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from search.querylog import QueryEvent, QueryLog, make_query_log
+from search.service import SearchRequest, SearchResponse
+from search.stores.base import IndexStore
+from search.suggest.schemas import CompleteFn
+from search.suggest.suggester import Suggester, store_has_results
+from serving.config import AppConfig
+
+log = logging.getLogger("sift.serving")
+
+
+class SuggestRuntime:
+    """The query log and the suggester of one API process; `record_search` is the /v1/search hook.
+
+    `data_dir` is the resolved data directory (the JSONL query log lives under it unless configured)."""
+
+    def __init__(self, config: AppConfig, store: IndexStore, complete: CompleteFn | None, data_dir: Path) -> None:
+        es_client = getattr(store, "client", None) if config.store == "es" else None
+        self.query_log: QueryLog = make_query_log(config.query_log, config.store, data_dir, es_client)
+        self.suggester: Suggester | None = None
+        if not config.suggest.enabled:
+            return
+        index = config.suggest.check_index or config.search.default_index
+        check = store_has_results(store, index, config.suggest.min_term_coverage)
+        self.suggester = Suggester(config.suggest, complete=complete, has_results=check)
+        since = datetime.now(UTC) - timedelta(days=config.query_log.replay_days)
+        try:
+            n = self.suggester.load(self.query_log.read(since))
+            log.info("suggester learnt %d searches from the query log", n)
+        except Exception as exc:  # a log that cannot be read now must not keep the API down
+            log.warning("query log replay failed, suggestions start empty: %s", exc)
+        self.suggester.start_prefetch()
+
+    def record_search(self, req: SearchRequest, resp: SearchResponse) -> None:
+        event = QueryEvent(
+            query=req.query,
+            result_count=len(resp.results),
+            request_id=resp.request_id,
+            session_id=req.session_id,
+            index=resp.index,
+        )
+        try:
+            self.query_log.append(event)
+        except Exception as exc:  # the search already succeeded; a lost log line must not fail it
+            log.warning("query log append failed: %s", exc)
+        if self.suggester is not None:
+            self.suggester.record(event)
+
+    def close(self, wait_s: float = 30.0) -> None:
+        if self.suggester is not None:
+            self.suggester.close(wait_s)
+        self.query_log.close()
