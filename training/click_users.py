@@ -118,8 +118,11 @@ def simulate_sessions(
     text = queries or {}
     return [
         Session(
-            query_id=qids[k], query=text.get(qids[k], qids[k]), docs=tuple(docs),
-            clicks=tuple(bool(x) for x in clicks[i, : len(docs)]), session_id=f"sim-{i}",
-        )  # fmt: skip
+            query_id=qids[k],
+            query=text.get(qids[k], qids[k]),
+            docs=tuple(docs),
+            clicks=tuple(bool(x) for x in clicks[i, : len(docs)]),
+            session_id=f"sim-{i}",
+        )
         for i, (k, docs) in enumerate(zip(picks, shown_docs, strict=True))
     ]
