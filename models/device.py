@@ -27,3 +27,16 @@ def resolve_device(explicit: str | None = None) -> str:
 def accelerator_available() -> bool:
     """Whether the resolver would pick a GPU, so callers can ask for one without naming a backend."""
     return resolve_device() != "cpu"
+
+
+def limit_threads(n: int) -> None:
+    """torch and BLAS default to every core; with several replicas per machine that oversubscribes."""
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn / sentence-transformers
+        pass

@@ -14,6 +14,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from models.device import limit_threads
 from models.embedder import (
     CachedEmbedder,
     Embedder,
@@ -33,19 +34,6 @@ from serving.api import create_api
 from serving.backend import AppBackend, Models, ReadyCheck
 from serving.config import AppConfig, Resources
 from serving.summary_clients import LocalSummaryClient, ServeSummaryClient, WireEvent
-
-
-def limit_threads(n: int) -> None:
-    """torch and BLAS default to every core; with several replicas per machine that oversubscribes."""
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(n)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn / sentence-transformers
-        pass
 
 
 class QueryEncoderServer:

@@ -45,11 +45,10 @@ def eval_suggest_cmd(
     if not (dataset / "queries_train.jsonl").exists():
         typer.secho(f"error: {dataset} has no queries_train.jsonl", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    import torch
-
+    from models.device import limit_threads
     from training.suggest_eval import markdown, run_eval_suggest
 
-    torch.set_num_threads(threads)  # on a shared CPU, more threads than cores only slows generation down
+    limit_threads(threads)  # on a shared CPU, more threads than cores only slows generation down
     data_dir = Settings().data_dir / "eval-suggest"
     lm_cfg = LMCompleterConfig(enabled=not no_lm)
     if model:
