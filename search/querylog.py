@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -22,11 +23,12 @@ DEFAULT_ES_INDEX = "sift-querylog"
 
 
 class QueryEvent(BaseModel):
-    """One logged event. Search events fill `query`/`result_count`; click events (later) fill `doc_id`/`position`."""
+    """One logged event. A search (or a suggest response) is an impression: `query_id` names it and `shown` lists
+    what was shown from absolute position `offset + 1` on, so click events can be checked and joined later."""
 
     model_config = ConfigDict(extra="ignore")
 
-    type: Literal["search", "click"] = Field(default="search", description="Event kind.")
+    type: Literal["search", "suggest", "click"] = Field(default="search", description="Event kind.")
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="When it happened (UTC).")
     query: str = Field(description="The query as the user sent it.")
     result_count: int = Field(default=0, ge=0, description="Results returned on the page.")
@@ -35,6 +37,12 @@ class QueryEvent(BaseModel):
     index: str | None = Field(default=None, description="Index (alias) searched.")
     doc_id: str | None = Field(default=None, description="Clicked document (click events).")
     position: int | None = Field(default=None, description="Rank of the clicked result (click events).")
+    query_id: str | None = Field(default=None, description="The response's query id (impressions).")
+    shown: list[str] | None = Field(default=None, description="Doc ids (search) or suggestions shown, in order.")
+    offset: int | None = Field(default=None, ge=0, description="Absolute position of shown[0] minus 1 (pagination).")
+    user_token: str | None = Field(default=None, description="Opaque user token, if the client sent one.")
+    versions: dict[str, str] | None = Field(default=None, description="Ranker/model versions that produced it.")
+    explored: bool | None = Field(default=None, description="The top results were randomised (exploration).")
 
 
 @runtime_checkable
@@ -54,6 +62,15 @@ class QueryLog(Protocol):
     def close(self) -> None:
         """Flush and release files/clients."""
 
+    def impressions(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
+        """The impressions (events with a `query_id`) among `query_ids` that this log can see now."""
+        ...
+
+    @property
+    def lookup_retry_s(self) -> float:
+        """How long another replica may hold an impression before others can see it (0: at once)."""
+        ...
+
 
 class QueryLogConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -66,9 +83,13 @@ class QueryLogConfig(BaseModel):
     es_flush_interval_s: float = Field(default=1.0, gt=0, description="Buffered ES events are bulk-written this often.")
     es_buffer: int = Field(default=200, ge=1, description="Bulk-write as soon as this many events wait.")
     replay_days: float = Field(default=90.0, gt=0, description="Startup replays events this recent.")
+    impression_days: float = Field(
+        default=2.0, gt=0, description="Clicks may refer to impressions this recent; older query ids are unknown."
+    )
+    impression_cache: int = Field(default=200_000, ge=1, description="Impressions kept in memory for event checks.")
 
 
-def _to_utc(ts: datetime) -> datetime:
+def to_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
@@ -84,21 +105,47 @@ def _ends_mid_line(path: Path) -> bool:
         return False
 
 
+class ImpressionCache:
+    """Recent impressions by query id, bounded (oldest out first); thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, QueryEvent] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, event: QueryEvent) -> None:
+        assert event.query_id
+        with self._lock:
+            self._items[event.query_id] = event
+            self._items.move_to_end(event.query_id)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get_many(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
+        with self._lock:
+            return {q: self._items[q] for q in query_ids if q in self._items}
+
+
 class JsonlQueryLog:
     """`querylog-YYYY-MM-DD.jsonl` files (UTC days): append is one line write, so a crash loses at most one event."""
 
-    def __init__(self, directory: Path | str) -> None:
+    lookup_retry_s = 0.0  # a line is in the file before the search returns: every replica can read it at once
+
+    def __init__(self, directory: Path | str, impression_days: float = 2.0, impression_cache: int = 200_000) -> None:
         self.directory = Path(directory)
         self._lock = threading.Lock()
         self._day: str | None = None
         self._fh: Any = None
+        self._seen = ImpressionCache(impression_cache)
+        self._impression_days = impression_days
+        self._offsets: dict[str, int] = {}  # bytes of each day file already scanned for impressions
 
     def path_for(self, ts: datetime) -> Path:
-        return self.directory / f"querylog-{_to_utc(ts):%Y-%m-%d}.jsonl"
+        return self.directory / f"querylog-{to_utc(ts):%Y-%m-%d}.jsonl"
 
     def append(self, event: QueryEvent) -> None:
         line = event.model_dump_json(exclude_none=True) + "\n"
-        day = f"{_to_utc(event.ts):%Y-%m-%d}"
+        day = f"{to_utc(event.ts):%Y-%m-%d}"
         with self._lock:
             if self._fh is None or day != self._day:
                 if self._fh is not None:
@@ -112,11 +159,40 @@ class JsonlQueryLog:
                 self._day = day
             self._fh.write(line)
             self._fh.flush()
+        if event.query_id:
+            self._seen.put(event)
+
+    def impressions(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
+        found = self._seen.get_many(query_ids)
+        if len(found) < len(set(query_ids)):  # written by another replica (or before a restart): read on
+            self._scan_new_lines()
+            found = self._seen.get_many(query_ids)
+        return found
+
+    def _scan_new_lines(self) -> None:
+        """Read the complete lines added to recent day files since the last scan (every replica appends there)."""
+        first = f"querylog-{datetime.now(UTC) - timedelta(days=self._impression_days):%Y-%m-%d}.jsonl"
+        for path in sorted(self.directory.glob("querylog-*.jsonl")):
+            if path.name < first:
+                continue
+            start = self._offsets.get(path.name, 0)
+            with open(path, "rb") as f:
+                f.seek(start)
+                chunk = f.read()
+            end = chunk.rfind(b"\n") + 1  # a line still being written is read next time
+            self._offsets[path.name] = start + end
+            for raw in chunk[:end].splitlines():
+                if b'"query_id"' not in raw:
+                    continue
+                try:
+                    self._seen.put(QueryEvent.model_validate_json(raw))
+                except ValueError:
+                    continue
 
     def read(self, since: datetime | None = None) -> Iterator[QueryEvent]:
         if not self.directory.exists():
             return
-        since_utc = _to_utc(since) if since else None
+        since_utc = to_utc(since) if since else None
         first_day = f"querylog-{since_utc:%Y-%m-%d}.jsonl" if since_utc else ""
         for path in sorted(self.directory.glob("querylog-*.jsonl")):
             if path.name < first_day:
@@ -130,7 +206,7 @@ class JsonlQueryLog:
                     except ValueError:  # a torn last line after a crash, or a foreign line: skip, never fail
                         log.warning("skipping unreadable query-log line %s:%d", path, n)
                         continue
-                    if since_utc is None or _to_utc(ev.ts) >= since_utc:
+                    if since_utc is None or to_utc(ev.ts) >= since_utc:
                         yield ev
 
     def flush(self) -> None:
@@ -146,150 +222,13 @@ class JsonlQueryLog:
                 self._day = None
 
 
-_ES_MAPPING: dict[str, Any] = {
-    "dynamic": "false",
-    "properties": {
-        "type": {"type": "keyword"},
-        "ts": {"type": "date"},
-        "query": {"type": "keyword", "ignore_above": 1024},
-        "result_count": {"type": "integer"},
-        "request_id": {"type": "keyword"},
-        "session_id": {"type": "keyword"},
-        "index": {"type": "keyword"},
-        "doc_id": {"type": "keyword"},
-        "position": {"type": "integer"},
-    },
-}
-
-
-class EsQueryLog:
-    """An Elasticsearch index shared by every replica. Appends are buffered and bulk-written by a background
-    thread, so a slow cluster never holds a search request; `flush()` writes what is buffered now."""
-
-    def __init__(self, client: Any, index: str = DEFAULT_ES_INDEX, flush_interval_s: float = 1.0, buffer: int = 200):
-        self.client = client
-        self.index = index
-        self.flush_interval_s = flush_interval_s
-        self.buffer_size = buffer
-        self._buf: list[QueryEvent] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._ready = False
-        self.dropped = 0
-
-    def _ensure_index(self) -> None:
-        if self._ready:
-            return
-        from elasticsearch import BadRequestError
-
-        if not self.client.indices.exists(index=self.index):
-            try:
-                self.client.indices.create(
-                    index=self.index,
-                    mappings=_ES_MAPPING,
-                    # An append-only log read back at startup: a 30 s refresh instead of 1 s keeps Elasticsearch
-                    # from writing and merging a tiny segment every second beside the searches it serves.
-                    settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "30s"},
-                )
-            except BadRequestError as exc:  # another replica created it first
-                if "resource_already_exists" not in str(exc):
-                    raise
-        self._ready = True
-
-    def _start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="sift-querylog-es", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception as exc:  # keep the events for the next try; the cluster may be back then
-                log.warning("query log flush failed: %s", exc)
-
-    def append(self, event: QueryEvent) -> None:
-        with self._lock:
-            if len(self._buf) >= 100 * self.buffer_size:  # cluster down for long: bound memory, count the loss
-                self._buf.pop(0)
-                self.dropped += 1
-            self._buf.append(event)
-            full = len(self._buf) >= self.buffer_size
-        self._start()
-        if full:
-            self._wake.set()
-
-    def flush(self) -> None:
-        from elasticsearch import helpers
-
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buf = self._buf, []
-            if not batch:
-                return
-            try:
-                self._ensure_index()
-                actions = [
-                    {"_index": self.index, "_source": ev.model_dump(mode="json", exclude_none=True)} for ev in batch
-                ]
-                helpers.bulk(self.client, actions, refresh=False)
-            except Exception:
-                with self._lock:
-                    self._buf[:0] = batch
-                raise
-
-    def refresh(self) -> None:
-        """Make flushed events searchable now (tests, replay right after writing)."""
-        self._ensure_index()
-        self.client.indices.refresh(index=self.index)
-
-    def read(self, since: datetime | None = None) -> Iterator[QueryEvent]:
-        from elasticsearch import NotFoundError
-
-        query: dict[str, Any] = {"match_all": {}}
-        if since is not None:
-            query = {"range": {"ts": {"gte": _to_utc(since).isoformat()}}}
-        after: list[Any] | None = None
-        while True:
-            try:
-                resp = self.client.search(
-                    index=self.index,
-                    query=query,
-                    sort=[{"ts": "asc"}, {"_doc": "asc"}],
-                    size=1000,
-                    search_after=after,
-                )
-            except NotFoundError:
-                return
-            hits = resp["hits"]["hits"]
-            for h in hits:
-                try:
-                    yield QueryEvent.model_validate(h["_source"])
-                except ValueError:
-                    continue
-            if len(hits) < 1000:
-                return
-            after = hits[-1]["sort"]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        try:
-            self.flush()
-        except Exception as exc:
-            log.warning("query log: %d event(s) not written at close: %s", len(self._buf), exc)
-
-
 class NullQueryLog:
     """Logging disabled."""
+
+    lookup_retry_s = 0.0
+
+    def impressions(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
+        return {}
 
     def append(self, event: QueryEvent) -> None:
         return None
@@ -317,9 +256,12 @@ def make_query_log(
     if backend == "es":
         if es_client is None:
             raise ValueError("the Elasticsearch query log needs an Elasticsearch client")
-        return EsQueryLog(es_client, config.es_index, config.es_flush_interval_s, config.es_buffer)
-    if config.directory is not None:
-        return JsonlQueryLog(config.directory)
-    if data_dir is None:
+        from search.querylog_es import EsQueryLog
+
+        return EsQueryLog(
+            es_client, config.es_index, config.es_flush_interval_s, config.es_buffer, config.impression_cache
+        )
+    if config.directory is None and data_dir is None:
         raise ValueError("the JSONL query log needs a directory or a data_dir")
-    return JsonlQueryLog(data_dir / "querylog")
+    directory = config.directory if config.directory is not None else data_dir / "querylog"  # type: ignore[operator]
+    return JsonlQueryLog(directory, config.impression_days, config.impression_cache)

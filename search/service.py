@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ranking.exploration import ExplorationConfig, explore
 from ranking.rerank import RerankStage, apply_rerank
 from search.filters import Filter
 from search.highlight import highlight
@@ -51,6 +52,7 @@ class SearchRequest(BaseModel):
     rerank: bool = Field(default=True, description="Rerank the top N with the cross-encoder, if one is configured.")
     highlight: bool = Field(default=True, description="Return highlighted snippets.")
     session_id: str | None = Field(default=None, max_length=200, description="Opaque session id, for query logs.")
+    user_token: str | None = Field(default=None, max_length=200, description="Opaque user id, for click analytics.")
     summarize: bool = Field(
         default=False,
         description="Also return `summary_url`: a Server-Sent Events stream of a cited summary of the top results.",
@@ -88,6 +90,10 @@ class SearchResult(BaseModel):
 
 class SearchResponse(BaseModel):
     request_id: str
+    query_id: str = Field(
+        default_factory=lambda: uuid.uuid4().hex,
+        description="Names this result page in the impression log: send it with click / conversion events.",
+    )
     query: str
     index: str
     offset: int
@@ -97,6 +103,7 @@ class SearchResponse(BaseModel):
     reranked: bool
     rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
     took_ms: float
+    explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
     summary_url: str | None = Field(
         default=None,
         description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
@@ -110,6 +117,9 @@ class SearchConfig(BaseModel):
     default_index: str = Field(default="docs", description="Index searched when a request names none.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     snippet_chars: int = Field(default=200, ge=40, le=2000, description="Characters per highlight fragment.")
+    exploration: ExplorationConfig = Field(
+        default_factory=ExplorationConfig, description="Shuffle the top of some first pages (click-model data)."
+    )
 
 
 class SearchService:
@@ -184,6 +194,12 @@ class SearchService:
                 stages.append("rerank")
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
+        explored = False
+        if req.offset == 0 and self.config.exploration.rate > 0:
+            key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
+            ordered, explored = explore(ordered, self.config.exploration, key)
+            if explored:
+                stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
         results = [self._result(req, r, rerank_scores.get(r.id), stages) for r in page]
         return SearchResponse(
@@ -197,6 +213,7 @@ class SearchService:
             reranked=bool(rerank_scores),
             rerank_note=note,
             took_ms=round((time.perf_counter() - t0) * 1000, 2),
+            explored=explored,
         )
 
     def _result(self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str]) -> SearchResult:

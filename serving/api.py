@@ -15,7 +15,7 @@ from search.service import RequestError
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
 from serving.backend import Backend
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
-from serving.routers import health, search, suggest, summarize
+from serving.routers import events, health, search, suggest, summarize
 
 RETRY_AFTER_S = 5
 
@@ -70,6 +70,7 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
 
     api.include_router(search.router)
     api.include_router(suggest.router)
+    api.include_router(events.router)
     api.include_router(health.router)
     api.include_router(summarize.router)
 

@@ -5,12 +5,17 @@ objects in this process (`serving.local.local_models`), both as a `Models` bundl
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from ranking.rerank import RerankFn
-from search.service import EncodeFn, SearchService
+from search.clicklog import make_click_log
+from search.events import EventRecorder, impression_for
+from search.querylog import NullQueryLog
+from search.service import EncodeFn, SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.factory import make_store
 from search.suggest.schemas import CompleteFn
@@ -19,6 +24,8 @@ from serving.config import AppConfig
 from serving.metrics import Metrics
 from serving.runtime import SuggestRuntime
 from serving.summary_clients import SummaryClient
+
+log = logging.getLogger("sift.api")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 READY_TIMEOUT_S = 2.0
@@ -39,6 +46,16 @@ class Backend(Protocol):
 
     @property
     def summary_top_k(self) -> int: ...
+
+    @property
+    def events(self) -> EventRecorder | None:
+        """Checks and stores click / conversion / view events; None where events are off."""
+        ...
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The ranker/model versions this server answers with (logged with every impression)."""
+        ...
 
     async def readiness(self) -> dict[str, bool]:
         """Named checks (store reachable, models warm); ready when all are true."""
@@ -72,6 +89,8 @@ class AppBackend:
         self.summary_top_k = config.summarizer.top_k if config.summarizer else 5
         data_dir = config.data_dir or settings.data_dir
         self.suggest = SuggestRuntime(config, self.store, models.complete, data_dir)
+        self.events = _event_recorder(config, self.store, self.suggest, data_dir)
+        self.versions = serving_versions(config)
         self.service = build_service(
             self.store,
             config.search,
@@ -90,3 +109,35 @@ class AppBackend:
             except Exception:
                 checks[name] = False
         return checks
+
+
+async def logged_search(backend: Backend, req: SearchRequest) -> SearchResponse:
+    """A search and its impression in the query log: /v1/search and the in-process click simulator."""
+    resp = await backend.service.search(req)
+    runtime = backend.suggest
+    if runtime is not None:
+        try:
+            runtime.record(impression_for(req, resp, backend.versions))
+        except Exception as exc:  # logging must never fail a search that succeeded
+            log.warning("recording the search failed: %s", exc)
+    return resp
+
+
+def serving_versions(config: AppConfig) -> dict[str, str]:
+    """What produced a ranking, as the impression log records it (the model registry will add versions)."""
+    retrieval = config.search.retrieval
+    versions = {"retrieval": retrieval.mode if retrieval.mode != "hybrid" else f"hybrid-{retrieval.fusion}"}
+    if retrieval.mode != "bm25":
+        versions["embedder"] = config.embedder.model
+    if config.reranker.model:
+        versions["reranker"] = config.reranker.model
+    return versions
+
+
+def _event_recorder(config: AppConfig, store: object, runtime: SuggestRuntime, data_dir: Path) -> EventRecorder | None:
+    """Events need impressions to be checked against: none without a query log or with the click log off."""
+    if isinstance(runtime.query_log, NullQueryLog):
+        return None
+    es_client = getattr(store, "client", None) if config.store == "es" else None
+    click_log = make_click_log(config.click_log, config.store, data_dir, es_client)
+    return EventRecorder(runtime.query_log, click_log, config.click_log) if click_log is not None else None

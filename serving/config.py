@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.embedder import EmbedderConfig
 from ranking.rerank import RerankerConfig
+from search.clicklog import ClickLogConfig
 from search.configfile import load_config
 from search.querylog import QueryLogConfig
 from search.service import SearchConfig
@@ -61,6 +62,9 @@ class AppConfig(BaseModel):
     reranker_resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.4, max_batch_size=4))
     suggest: SuggestConfig = Field(default_factory=SuggestConfig, description="Autocomplete and related searches.")
     query_log: QueryLogConfig = Field(default_factory=QueryLogConfig, description="Where searches are logged.")
+    click_log: ClickLogConfig = Field(
+        default_factory=ClickLogConfig, description="Where POST /v1/events stores clicks, conversions and views."
+    )
     suggest_lm_resources: Resources = Field(
         default_factory=lambda: Resources(num_cpus=0.4, max_batch_size=8, batch_wait_timeout_s=0.01),
         description="The suggestion LM deployment.",

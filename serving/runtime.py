@@ -1,4 +1,4 @@
-"""`SuggestRuntime`: the query log and the suggester of one API process, fed by every successful search."""
+"""`SuggestRuntime`: the query log and the suggester of one API process, fed by every impression."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from search.querylog import QueryEvent, QueryLog, make_query_log
-from search.service import SearchRequest, SearchResponse
 from search.stores.base import IndexStore
 from search.suggest.schemas import CompleteFn
 from search.suggest.suggester import Suggester, store_has_results
@@ -17,7 +16,7 @@ log = logging.getLogger("sift.serving")
 
 
 class SuggestRuntime:
-    """The query log and the suggester of one API process; `record_search` is the /v1/search hook.
+    """The query log and the suggester of one API process; `record` is the hook of /v1/search and /v1/suggest.
 
     `data_dir` is the resolved data directory (the JSONL query log lives under it unless configured)."""
 
@@ -38,14 +37,8 @@ class SuggestRuntime:
             log.warning("query log replay failed, suggestions start empty: %s", exc)
         self.suggester.start_prefetch()
 
-    def record_search(self, req: SearchRequest, resp: SearchResponse) -> None:
-        event = QueryEvent(
-            query=req.query,
-            result_count=len(resp.results),
-            request_id=resp.request_id,
-            session_id=req.session_id,
-            index=resp.index,
-        )
+    def record(self, event: QueryEvent) -> None:
+        """Log an impression (search or suggest response); suggestions learn from the searches among them."""
         try:
             self.query_log.append(event)
         except Exception as exc:  # the search already succeeded; a lost log line must not fail it

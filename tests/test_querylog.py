@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from search.querylog import (
-    EsQueryLog,
     JsonlQueryLog,
     NullQueryLog,
     QueryEvent,
     QueryLogConfig,
     make_query_log,
 )
+from search.querylog_es import EsQueryLog
 
 T0 = datetime(2024, 3, 1, 23, 59, 0, tzinfo=UTC)
 

@@ -107,8 +107,9 @@ def wait_for(fn: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
 
 def test_contract_and_validation(local: TestClient) -> None:
     body = local.get("/v1/suggest", params={"q": "zzz unseen", "k": 3}).json()
-    assert set(body) == {"query", "suggestions", "partial", "took_ms"}
+    assert set(body) == {"query", "query_id", "suggestions", "partial", "took_ms"}
     assert body["query"] == "zzz unseen" and isinstance(body["partial"], bool)
+    assert len(body["query_id"]) == 32 and int(body["query_id"], 16) >= 0  # names the logged impression
     for q in ["", "   "]:
         r = local.get("/v1/suggest", params={"q": q})
         assert r.status_code == 200 and r.json()["suggestions"] == [] and r.json()["partial"] is False

@@ -58,7 +58,9 @@ def summarizer_config(lm: Path, **kw: Any) -> SummarizerConfig:
 class _Backend:
     """What create_api needs: a search service and, for the summarize routes, a summary client."""
 
-    suggest = None  # serving.backend.Backend: this server has no suggestions
+    suggest = None  # serving.backend.Backend: this server has no suggestions, no events
+    events = None
+    versions: dict[str, str] = {}  # noqa: RUF012 - read only
     summary_top_k = 5
 
     def __init__(self, service: Any, summary_client: Any) -> None:

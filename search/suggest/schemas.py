@@ -28,6 +28,9 @@ class Suggestion(BaseModel):
 
 class SuggestResponse(BaseModel):
     query: str = Field(description="The prefix as sent.")
+    query_id: str | None = Field(
+        default=None, description="Names this response in the impression log: send it with a suggestion click."
+    )
     suggestions: list[Suggestion]
     partial: bool = Field(description="True when the LM deadline (or load) left LM candidates out.")
     took_ms: float

@@ -1,18 +1,16 @@
-"""POST /v1/search: the search service's answer, a summary URL when asked, and the query-log hook."""
+"""POST /v1/search: the search service's answer, a summary URL when asked, and the impression it logs."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
 from search.service import SearchRequest, SearchResponse
+from serving.backend import logged_search
 from serving.dependencies import BackendDep
 from serving.routers.summarize import summary_stream_url
-
-log = logging.getLogger("sift.api")
 
 router = APIRouter()
 
@@ -30,13 +28,7 @@ class ErrorBody(BaseModel):
     },
 )
 async def search(body: SearchRequest, backend: BackendDep) -> SearchResponse:
-    resp = await backend.service.search(body)
+    resp = await logged_search(backend, body)
     if body.summarize and backend.summary_client is not None:
         resp.summary_url = summary_stream_url(resp, k=backend.summary_top_k)
-    runtime = backend.suggest
-    if runtime is not None:
-        try:
-            runtime.record_search(body, resp)
-        except Exception as exc:  # logging must never fail a search that succeeded
-            log.warning("recording the search failed: %s", exc)
     return resp

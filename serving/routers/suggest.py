@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from search.events import suggest_impression
 from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
 from serving.dependencies import BackendDep
+
+log = logging.getLogger("sift.api")
 
 router = APIRouter()
 
@@ -18,13 +23,25 @@ async def suggest(
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="What the user typed so far.")] = "",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Suggestions wanted.")] = 8,
     session_id: Annotated[str | None, Query(max_length=200, description="Opaque session id.")] = None,
+    user_token: Annotated[str | None, Query(max_length=200, description="Opaque user id.")] = None,
 ) -> SuggestResponse:
     """Query completions from past searches and the language model; blank `q` gives none. Served within
-    the LM deadline: `partial` says LM candidates were still being generated."""
+    the LM deadline: `partial` says LM candidates were still being generated. The response's `query_id`
+    names it in the impression log, for click events on a suggestion."""
     runtime = backend.suggest
+    query_id = uuid.uuid4().hex
     if runtime is None or runtime.suggester is None or not q.strip():
-        return SuggestResponse(query=q, suggestions=[], partial=False, took_ms=0.0)
-    return await runtime.suggester.suggest(q, k)
+        resp = SuggestResponse(query=q, query_id=query_id, suggestions=[], partial=False, took_ms=0.0)
+    else:
+        resp = (await runtime.suggester.suggest(q, k)).model_copy(update={"query_id": query_id})
+    if runtime is None or not q.strip():
+        return resp
+    try:
+        texts = [s.text for s in resp.suggestions]
+        runtime.record(suggest_impression(query_id, q, texts, session_id, user_token, backend.versions))
+    except Exception as exc:  # logging must never fail a response that succeeded
+        log.warning("recording the suggest impression failed: %s", exc)
+    return resp
 
 
 @router.get("/v1/related", response_model=RelatedResponse)

@@ -1,0 +1,203 @@
+"""The query log in Elasticsearch: one index shared by every API replica (the Elasticsearch setup).
+
+Impressions are stored under their query id, so a click arriving at another replica finds its impression
+with a realtime multi-get, before any refresh.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from search.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, to_utc
+
+log = logging.getLogger("sift.querylog")
+
+_ES_MAPPING: dict[str, Any] = {
+    "dynamic": "false",
+    "properties": {
+        "type": {"type": "keyword"},
+        "ts": {"type": "date"},
+        "query": {"type": "keyword", "ignore_above": 1024},
+        "result_count": {"type": "integer"},
+        "request_id": {"type": "keyword"},
+        "session_id": {"type": "keyword"},
+        "index": {"type": "keyword"},
+        "doc_id": {"type": "keyword"},
+        "position": {"type": "integer"},
+        "query_id": {"type": "keyword"},
+        "shown": {"type": "keyword"},
+        "offset": {"type": "integer"},
+        "user_token": {"type": "keyword"},
+        "versions": {"type": "object", "enabled": False},
+        "explored": {"type": "boolean"},
+    },
+}
+
+
+class EsQueryLog:
+    """An Elasticsearch index shared by every replica. Appends are buffered and bulk-written by a background
+    thread, so a slow cluster never holds a search request; `flush()` writes what is buffered now."""
+
+    def __init__(
+        self,
+        client: Any,
+        index: str = DEFAULT_ES_INDEX,
+        flush_interval_s: float = 1.0,
+        buffer: int = 200,
+        impression_cache: int = 200_000,
+    ):
+        self.client = client
+        self.index = index
+        self.flush_interval_s = flush_interval_s
+        self.buffer_size = buffer
+        self._buf: list[QueryEvent] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ready = False
+        self.dropped = 0
+        self._seen = ImpressionCache(impression_cache)
+
+    @property
+    def lookup_retry_s(self) -> float:
+        """Another replica bulk-writes its buffer within a flush interval."""
+        return self.flush_interval_s + 0.5
+
+    def impressions(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
+        """This replica's recent impressions, then a realtime multi-get (impressions are stored under their query
+        id, and a get sees a document before any refresh)."""
+        found = self._seen.get_many(query_ids)
+        missing = sorted(set(query_ids) - set(found))
+        if missing:
+            from elasticsearch import NotFoundError
+
+            try:
+                resp = self.client.mget(index=self.index, ids=missing)
+            except NotFoundError:
+                return found
+            for doc in resp["docs"]:
+                if doc.get("found"):
+                    try:
+                        ev = QueryEvent.model_validate(doc["_source"])
+                    except ValueError:
+                        continue
+                    self._seen.put(ev)
+                    found[doc["_id"]] = ev
+        return found
+
+    def _ensure_index(self) -> None:
+        if self._ready:
+            return
+        from elasticsearch import BadRequestError
+
+        if not self.client.indices.exists(index=self.index):
+            try:
+                self.client.indices.create(
+                    index=self.index,
+                    mappings=_ES_MAPPING,
+                    # An append-only log read back at startup: a 30 s refresh instead of 1 s keeps Elasticsearch
+                    # from writing and merging a tiny segment every second beside the searches it serves.
+                    settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "30s"},
+                )
+            except BadRequestError as exc:  # another replica created it first
+                if "resource_already_exists" not in str(exc):
+                    raise
+        self._ready = True
+
+    def _start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="sift-querylog-es", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception as exc:  # keep the events for the next try; the cluster may be back then
+                log.warning("query log flush failed: %s", exc)
+
+    def append(self, event: QueryEvent) -> None:
+        with self._lock:
+            if len(self._buf) >= 100 * self.buffer_size:  # cluster down for long: bound memory, count the loss
+                self._buf.pop(0)
+                self.dropped += 1
+            self._buf.append(event)
+            full = len(self._buf) >= self.buffer_size
+        if event.query_id:
+            self._seen.put(event)
+        self._start()
+        if full:
+            self._wake.set()
+
+    def flush(self) -> None:
+        from elasticsearch import helpers
+
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buf = self._buf, []
+            if not batch:
+                return
+            try:
+                self._ensure_index()
+                actions = [
+                    {"_index": self.index, "_source": ev.model_dump(mode="json", exclude_none=True)}
+                    | ({"_id": ev.query_id} if ev.query_id else {})
+                    for ev in batch
+                ]
+                helpers.bulk(self.client, actions, refresh=False)
+            except Exception:
+                with self._lock:
+                    self._buf[:0] = batch
+                raise
+
+    def refresh(self) -> None:
+        """Make flushed events searchable now (tests, replay right after writing)."""
+        self._ensure_index()
+        self.client.indices.refresh(index=self.index)
+
+    def read(self, since: datetime | None = None) -> Iterator[QueryEvent]:
+        from elasticsearch import NotFoundError
+
+        query: dict[str, Any] = {"match_all": {}}
+        if since is not None:
+            query = {"range": {"ts": {"gte": to_utc(since).isoformat()}}}
+        after: list[Any] | None = None
+        while True:
+            try:
+                resp = self.client.search(
+                    index=self.index,
+                    query=query,
+                    sort=[{"ts": "asc"}, {"_doc": "asc"}],
+                    size=1000,
+                    search_after=after,
+                )
+            except NotFoundError:
+                return
+            hits = resp["hits"]["hits"]
+            for h in hits:
+                try:
+                    yield QueryEvent.model_validate(h["_source"])
+                except ValueError:
+                    continue
+            if len(hits) < 1000:
+                return
+            after = hits[-1]["sort"]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception as exc:
+            log.warning("query log: %d event(s) not written at close: %s", len(self._buf), exc)
