@@ -308,3 +308,54 @@ def test_widget_on_another_origin(app_url: str, host_page: tuple[str, dict[str, 
     wait.until(lambda d: d.execute_script("return window.searched"))
     assert driver.execute_script("return window.searched") == ["python classes", 3]
     assert len(driver.find_elements(By.CSS_SELECTOR, "#found .sift-result")) == 3
+
+
+def click_records(data_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for p in sorted((data_dir / "clicklog").glob("*.jsonl")) for line in p.open()]
+
+
+def test_click_beacons_for_a_suggestion_and_a_result(app_url: str, driver: Any, data_dir: Path) -> None:
+    """A mouse pick of the 2nd suggestion and a click on the 3rd result each reach POST /v1/events by
+    navigator.sendBeacon and land in the click log with their query, query id and position."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(app_url + "/")
+    wait = WebDriverWait(driver, 10)
+    box = driver.find_element(By.ID, "q")
+    wait.until(lambda d: box.get_attribute("role") == "combobox")
+    # Result links point at example.org: keep the page here (the beacon would be sent either way).
+    driver.execute_script(
+        "document.addEventListener('click', (e) => { if (e.target.closest('a')) e.preventDefault(); })"
+    )
+    sent = driver.execute_script(
+        "window.__beacons = []; const orig = navigator.sendBeacon.bind(navigator);"
+        "navigator.sendBeacon = (u, b) => { window.__beacons.push(u); return orig(u, b); }; return true;"
+    )
+    assert sent
+    before = {r["event_id"] for r in click_records(data_dir)}
+
+    box.send_keys("pyth")
+    texts = wait_for_suggestions(driver, box, "pyth")
+    assert len(texts) >= 2
+    listbox = driver.find_element(By.ID, box.get_attribute("aria-controls"))
+    listbox.find_elements(By.CSS_SELECTOR, "[role=option]")[1].click()
+    wait.until(lambda d: box.get_attribute("value") == texts[1])
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results .sift-result")) >= 3)
+    third = driver.find_elements(By.CSS_SELECTOR, "#results .sift-result")[2]
+    assert third.get_attribute("data-position") == "3"
+    third_id = third.get_attribute("data-id")
+    third.find_element(By.CSS_SELECTOR, ".sift-result-title").click()
+
+    def new_records(_: Any) -> list[dict[str, Any]] | None:
+        rows = [r for r in click_records(data_dir) if r["event_id"] not in before]
+        return rows if len(rows) >= 2 else None
+
+    rows = WebDriverWait(driver, 15).until(new_records)
+    assert driver.execute_script("return window.__beacons.length") == 2
+    by_source = {r["source"]: r for r in rows}
+    sug, res = by_source["suggest"], by_source["search"]
+    assert sug["type"] == "click" and sug["event_name"] == "Suggestion clicked"
+    assert sug["query"] == "pyth" and sug["object_ids"] == [texts[1]] and sug["positions"] == [2]
+    assert res["event_name"] == "Result clicked" and res["query"] == texts[1]
+    assert res["object_ids"] == [third_id] and res["positions"] == [3] and res["index"] == INDEX

@@ -16,13 +16,20 @@
  *     onSearch: (query, response) => {}, // after each search: the parsed /v1/search body
  *     onError: (error, phase) => {},     // phase is "suggest" or "search"; aborted requests never count
  *     styles: true,        // link sift-autocomplete.css (next to this file) once per page
+ *     events: true,        // send click events (POST /v1/events via navigator.sendBeacon) for picked
+ *                          // suggestions and clicked results, with their query_id and 1-based position
+ *     sessionId: undefined, userToken: undefined, // sent with suggest/search requests and events
  *   });
  *   await ac.search("text");  // runs a search as Enter would; resolves to the response (null if failed/superseded)
  *   ac.close();               // closes the suggestion list
  *   ac.destroy();             // removes the listbox, listeners and ARIA attributes
  *
  * Also exported: renderResults(container, response), safeHighlight(html), matchSpan(text, typed),
- * explanationText(explanation), for pages that render results themselves.
+ * explanationText(explanation), sendEvent(endpoint, event), for pages that render results themselves
+ * (rendered results carry data-position and their list data-query-id, what a click event needs).
+ *
+ * Click events never block the page: sendBeacon queues them (it survives a click that navigates away) and
+ * sends a text/plain body, which needs no CORS preflight; fetch with keepalive is the fallback.
  *
  * Behaviour: suggestions are fetched after `debounceMs` of quiet; a newer keystroke aborts the request
  * in flight (AbortController) and a response for anything but the current input is dropped, so the list
@@ -48,6 +55,9 @@ const DEFAULTS = {
   onSearch: null,
   onError: null,
   styles: true,
+  events: true,
+  sessionId: undefined,
+  userToken: undefined,
 };
 
 let instances = 0;
@@ -135,6 +145,19 @@ export function explanationText(ex) {
   return parts.join(" · ");
 }
 
+/** Send one click / conversion / view event to `${endpoint}/v1/events` without blocking; true if queued. */
+export function sendEvent(endpoint, event) {
+  const url = `${String(endpoint || "").replace(/\/+$/, "")}/v1/events`;
+  const body = JSON.stringify({ events: [{ timestamp: Date.now(), ...event }] });
+  try {
+    if (navigator.sendBeacon && navigator.sendBeacon(url, body)) return true;
+  } catch (_) {
+    // fall through to fetch
+  }
+  fetch(url, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain" } }).catch(() => {});
+  return true;
+}
+
 /** Render a /v1/search response into `container` (replacing its content). */
 export function renderResults(container, response) {
   container.replaceChildren();
@@ -150,9 +173,12 @@ export function renderResults(container, response) {
     return;
   }
   const list = el("ol", "sift-results");
-  for (const r of results) {
+  if (response?.query_id) list.dataset.queryId = String(response.query_id);
+  const offset = Number.isInteger(response?.offset) ? response.offset : 0;
+  for (const [i, r] of results.entries()) {
     const item = el("li", "sift-result");
     item.dataset.id = String(r.id ?? "");
+    item.dataset.position = String(offset + i + 1);
     const href = safeHref(r.url);
     const title = el(href ? "a" : "span", "sift-result-title");
     if (href) title.href = href;
@@ -238,6 +264,7 @@ export function attachAutocomplete(input, options = {}) {
   let suggestCtl = null;
   let searchSeq = 0;
   let searchCtl = null;
+  let suggestQueryId = null;
 
   const report = (error, phase) => {
     if (typeof opts.onError === "function") opts.onError(error, phase);
@@ -324,7 +351,8 @@ export function attachAutocomplete(input, options = {}) {
     if (suggestCtl) suggestCtl.abort();
     const ctl = new AbortController();
     suggestCtl = ctl;
-    const url = `${base}/v1/suggest?q=${encodeURIComponent(typed)}&k=${encodeURIComponent(opts.k)}`;
+    const params = new URLSearchParams({ q: typed, k: String(opts.k), ...identity() });
+    const url = `${base}/v1/suggest?${params}`;
     try {
       const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "application/json" } });
       if (!resp.ok) throw new Error(await errorMessage(resp));
@@ -332,6 +360,7 @@ export function attachAutocomplete(input, options = {}) {
       // A newer keystroke (or a search) superseded this request: drop it.
       if (seq !== suggestSeq || input.value !== typed) return;
       suggestions = Array.isArray(body?.suggestions) ? body.suggestions : [];
+      suggestQueryId = body?.query_id || null;
       render(typed);
     } catch (err) {
       if (err?.name === "AbortError" || seq !== suggestSeq) return;
@@ -356,11 +385,36 @@ export function attachAutocomplete(input, options = {}) {
     timer = setTimeout(() => fetchSuggestions(typed), opts.debounceMs);
   }
 
+  function identity() {
+    const who = {};
+    if (opts.sessionId) who.session_id = String(opts.sessionId);
+    if (opts.userToken) who.user_token = String(opts.userToken);
+    return who;
+  }
+
   function choose(i) {
     const s = suggestions[i];
     if (!s) return;
+    if (opts.events && suggestQueryId) {
+      const text = String(s.text ?? "");
+      sendEvent(base, {
+        type: "click", event_name: "Suggestion clicked", query_id: suggestQueryId,
+        object_ids: [text], positions: [i + 1], ...identity(),
+      });
+    }
     input.value = String(s.text ?? "");
     search(input.value);
+  }
+
+  function onResultClick(ev) {
+    const title = ev.target instanceof Element ? ev.target.closest(".sift-result-title") : null;
+    const item = title?.closest(".sift-result");
+    const list = item?.closest(".sift-results");
+    if (!opts.events || !item || !list?.dataset.queryId) return;
+    sendEvent(base, {
+      type: "click", event_name: "Result clicked", query_id: list.dataset.queryId,
+      object_ids: [item.dataset.id], positions: [Number(item.dataset.position)], ...identity(),
+    });
   }
 
   async function search(query) {
@@ -376,7 +430,7 @@ export function attachAutocomplete(input, options = {}) {
     if (searchCtl) searchCtl.abort();
     const ctl = new AbortController();
     searchCtl = ctl;
-    const body = { ...opts.searchParams, query: q, limit: opts.limit };
+    const body = { ...identity(), ...opts.searchParams, query: q, limit: opts.limit };
     if (opts.index) body.index = opts.index;
     const target = opts.resultsEl;
     if (target) target.setAttribute("aria-busy", "true");
@@ -446,6 +500,7 @@ export function attachAutocomplete(input, options = {}) {
   const onPointerDown = (ev) => ev.preventDefault();
   const onBlur = () => close();
 
+  if (opts.resultsEl) opts.resultsEl.addEventListener("click", onResultClick);
   input.addEventListener("input", onInput);
   input.addEventListener("keydown", onKeydown);
   input.addEventListener("blur", onBlur);
@@ -457,6 +512,7 @@ export function attachAutocomplete(input, options = {}) {
     input.removeEventListener("input", onInput);
     input.removeEventListener("keydown", onKeydown);
     input.removeEventListener("blur", onBlur);
+    if (opts.resultsEl) opts.resultsEl.removeEventListener("click", onResultClick);
     for (const a of ["role", "aria-autocomplete", "aria-expanded", "aria-controls", "aria-activedescendant"]) {
       input.removeAttribute(a);
     }
