@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize clean-data es-start es-stop
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks clean-data es-start es-stop
 
 setup: system-packages $(VENV)/.installed
 
@@ -60,6 +60,9 @@ bench-suggest: setup
 
 bench-summarize: setup
 	$(PY) bench/summarize.py
+
+bench-clicks: setup
+	$(PY) bench/clicks.py
 
 es-start: setup
 	$(SIFT) es start

@@ -296,6 +296,7 @@ def demo_corpus_cmd(
 
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
+    from sift.clicks_cli import clicks_app
     from sift.eval_cli import eval_cmd
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
@@ -303,6 +304,7 @@ def _register_commands() -> None:
     app.command("eval")(eval_cmd)
     app.command("eval-suggest")(eval_suggest_cmd)
     app.command("summarize")(summarize_cmd)
+    app.add_typer(clicks_app, name="clicks")
 
 
 _register_commands()

@@ -46,6 +46,10 @@ def eval_cmd(
     model: Annotated[str | None, typer.Option("--model", help="Embedder: HF id or local path.")] = None,
     index: Annotated[str | None, typer.Option("--index", help="Index name (default eval-<dataset>).")] = None,
     split: Annotated[str, typer.Option("--split", help="Qrels split: qrels/<split>.tsv.")] = "test",
+    qrels: Annotated[
+        Path | None,
+        typer.Option("--qrels", help="Score against this qrels TSV instead (e.g. `sift clicks judgments`)."),
+    ] = None,
     reuse_index: Annotated[
         bool, typer.Option("--reuse-index", help="Search the existing index instead of building a new version.")
     ] = False,
@@ -62,7 +66,8 @@ def eval_cmd(
         dataset,
         store,
         names,
-        split=split,
+        split=split if qrels is None else qrels.stem,  # the label reports carry
+        qrels=qrels,
         index=index,
         out=out,
         limit_queries=limit_queries,
@@ -112,6 +117,7 @@ def _eval_config(
     names: list[str],
     *,
     split: str,
+    qrels: Path | None,
     index: str | None,
     out: Path | None,
     limit_queries: int | None,
@@ -139,6 +145,7 @@ def _eval_config(
         store=store,  # type: ignore[arg-type]
         systems=names,
         split=split,
+        qrels=qrels,
         index=index,
         out=out,
         limit_queries=limit_queries,

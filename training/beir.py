@@ -59,14 +59,26 @@ def relevant_only(qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str,
     return {q: docs for q, docs in out.items() if docs}
 
 
-def load_beir(root: Path, split: str = "test") -> BeirData:
-    """A BEIR folder: corpus.jsonl (indexed elsewhere), queries.jsonl and qrels/<split>.tsv."""
-    qrels_path = root / "qrels" / f"{split}.tsv"
-    queries_path = root / "queries.jsonl"
+def queries_file(root: Path, split: str) -> Path:
+    """queries_<split>.jsonl where a collection keeps a split's queries apart (SciFact's train), else queries.jsonl."""
+    own = root / f"queries_{split}.jsonl"
+    return own if own.is_file() else root / "queries.jsonl"
+
+
+def load_beir(root: Path, split: str = "test", qrels_file: Path | None = None) -> BeirData:
+    """A BEIR folder: corpus.jsonl (indexed elsewhere), queries.jsonl and qrels/<split>.tsv.
+
+    `qrels_file` replaces the split's qrels (e.g. click-derived judgments); queries it names that the folder
+    lacks are read from the queries.jsonl of its own BEIR folder (<qrels_file>/../../queries.jsonl)."""
+    qrels_path = qrels_file or root / "qrels" / f"{split}.tsv"
+    queries_path = queries_file(root, split)
     for p in (root / "corpus.jsonl", queries_path, qrels_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} is missing: {root} is not a BEIR folder for split {split!r}")
     queries = read_queries(queries_path)
+    own = qrels_path.parent.parent / "queries.jsonl"
+    if qrels_file is not None and own.is_file() and own.resolve() != queries_path.resolve():
+        queries = {**queries, **read_queries(own)}
     qrels = relevant_only(read_qrels(qrels_path))
     missing = [q for q in qrels if q not in queries]
     qrels = {q: d for q, d in qrels.items() if q in queries and queries[q].strip()}

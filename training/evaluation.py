@@ -104,6 +104,7 @@ class EvalConfig(BaseModel):
     store: Literal["es", "embedded"] = Field(default="es", description="Index store backend.")
     systems: list[str] = Field(default_factory=lambda: list(SYSTEMS), description="Systems to run, by name.")
     split: str = Field(default="test", description="Qrels split (qrels/<split>.tsv).")
+    qrels: Path | None = Field(default=None, description="Judgments to score against instead (e.g. from clicks).")
     index: str | None = Field(default=None, description="Index name; default eval-<dataset folder name>.")
     out: Path | None = Field(default=None, description="Output folder; default bench/results/eval/<dataset>-<store>.")
     limit_queries: int | None = Field(default=None, ge=1, description="Evaluate only the first N judged queries.")
@@ -227,7 +228,7 @@ class Evaluator:
         cfg = self.config
         started = time.perf_counter()
         started_at = datetime.now(UTC).isoformat(timespec="seconds")
-        data = load_beir(cfg.dataset, cfg.split)
+        data = load_beir(cfg.dataset, cfg.split, cfg.qrels)
         qids = list(data.qrels)[: cfg.limit_queries] if cfg.limit_queries else list(data.qrels)
         qrels = {q: data.qrels[q] for q in qids}
         queries = {q: fit_query(data.queries[q]) for q in qids}

@@ -1,0 +1,234 @@
+"""`sift clicks simulate|fit|judgments`: simulated users through the API, click models fitted on the logs,
+and click-derived judgments in BEIR layout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+clicks_app = typer.Typer(no_args_is_help=True, help="Click logs: simulate users, fit click models, judgments.")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="AppConfig YAML (where the logs are).")]
+ModelName = Literal["ctr", "pbm", "dbn"]
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _app_config(path: Path | None) -> Any:
+    from search.configfile import ConfigError
+    from serving.config import AppConfig
+
+    try:
+        return AppConfig.load(path) if path else AppConfig()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise _fail(f"{name} takes comma-separated numbers, not {text!r}") from exc
+    if not values:
+        raise _fail(f"{name} is empty")
+    return values
+
+
+@clicks_app.command("simulate")
+def simulate_cmd(
+    dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder: queries.jsonl and qrels/<split>.tsv.")],
+    sessions: Annotated[int, typer.Option("--sessions", min=1, help="Searches to simulate.")],
+    model: Annotated[str, typer.Option("--model", help="User behaviour: pbm, cascade or dbn.")] = "pbm",
+    split: Annotated[str, typer.Option("--split", help="Only this split's qrels are read.")] = "train",
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same sessions and event ids.")] = 0,
+    api: Annotated[str | None, typer.Option("--api", help="API base URL; default: the service in-process.")] = None,
+    config: ConfigOpt = None,
+    index: Annotated[str | None, typer.Option("--index", help="Index searched (default: the server's).")] = None,
+    eta: Annotated[float, typer.Option("--eta", help="pbm: P(examine rank r) = 1/r^eta.")] = 0.8,
+    attractiveness: Annotated[str, typer.Option("--attractiveness", help="P(click|examined) per grade.")] = "0.05,0.9",
+    satisfaction: Annotated[str, typer.Option("--satisfaction", help="dbn: P(stop|click) per grade.")] = "0.2,0.7",
+    gamma: Annotated[float, typer.Option("--gamma", help="dbn: P(continue).")] = 0.9,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Sessions in flight.")] = 4,
+) -> None:
+    """Search a split's queries and click as a simulated user; impressions and clicks land in the logs."""
+    from training.beir import load_beir
+    from training.click_simulator import HttpClient, InProcessClient, SimulatorConfig, simulate
+    from training.click_users import UserConfig
+
+    if model not in ("pbm", "cascade", "dbn"):
+        raise _fail(f"--model must be pbm, cascade or dbn, not {model!r}")
+    try:
+        data = load_beir(dataset, split)
+        user = UserConfig(
+            kind=model,  # type: ignore[arg-type]
+            eta=eta,
+            attractiveness=_floats(attractiveness, "--attractiveness"),
+            satisfaction=_floats(satisfaction, "--satisfaction"),
+            gamma=gamma,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    cfg = SimulatorConfig(sessions=sessions, seed=seed, index=index, user=user, concurrency=concurrency)
+    if api:
+        client: Any = HttpClient(api)
+        backend = None
+    else:
+        backend = _local_backend(config)
+        client = InProcessClient(_backend_search(backend), backend.events)
+
+    async def run() -> Any:
+        try:
+            return await simulate(client, data.queries, data.qrels, cfg)
+        finally:
+            await client.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except (RuntimeError, ValueError) as exc:
+        raise _fail(str(exc), 1) from exc
+    finally:
+        if backend is not None:
+            backend.suggest.close()
+            backend.store.close()
+    typer.echo(json.dumps(report.model_dump()))
+
+
+def _local_backend(config: Path | None) -> Any:
+    from search.settings import Settings
+    from serving.local import local_backend
+
+    cfg = _app_config(config)
+    backend = local_backend(cfg, Settings())
+    if backend.events is None:
+        raise _fail("this config records no events (query_log or click_log backend is none)")
+    return backend
+
+
+def _backend_search(backend: Any) -> Any:
+    from search.service import SearchRequest
+    from serving.backend import logged_search
+    from training.click_simulator import Page
+
+    async def search(req: SearchRequest) -> Page:
+        resp = await logged_search(backend, req)
+        return Page(query_id=resp.query_id, shown=[r.id for r in resp.results], offset=resp.offset)
+
+    return search
+
+
+def load_sessions(config: Path | None, index: str | None, depth: int) -> list[Any]:
+    """Impressions joined with clicks, from the logs the config names (JSONL files or ES indices)."""
+    from search.clicklog import make_click_log
+    from search.querylog import make_query_log
+    from search.querylog_es import EsQueryLog
+    from search.settings import Settings
+    from search.stores.factory import make_store
+    from training.click_logs import sessions_from_logs
+
+    cfg = _app_config(config)
+    settings = Settings()
+    if cfg.elasticsearch_url:
+        settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
+    data_dir = cfg.data_dir or settings.data_dir
+    store = make_store(cfg.store, settings, data_dir=cfg.data_dir) if cfg.store == "es" else None
+    client = getattr(store, "client", None)
+    try:
+        qlog = make_query_log(cfg.query_log, cfg.store, data_dir, client)
+        clog = make_click_log(cfg.click_log, cfg.store, data_dir, client)
+        if clog is None:
+            raise _fail("click_log backend is none: there are no clicks to read")
+        if isinstance(qlog, EsQueryLog):
+            qlog.refresh()
+        return sessions_from_logs(qlog.read(), clog.read(), depth=depth, index=index)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def fit_model(name: ModelName, sessions: list[Any]) -> Any:
+    from training.click_models import CTRModel, DBNModel, PBMModel
+
+    model = {"ctr": CTRModel, "pbm": PBMModel, "dbn": DBNModel}[name]()
+    return model.fit(sessions)
+
+
+@clicks_app.command("fit")
+def fit_cmd(
+    model: Annotated[str, typer.Option("--model", help="ctr, pbm or dbn.")] = "pbm",
+    config: ConfigOpt = None,
+    index: Annotated[str | None, typer.Option("--index", help="Only this index's searches.")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, max=100, help="Ranks modelled.")] = 10,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the fitted parameters as JSON here.")] = None,
+) -> None:
+    """Fit a click model on the logs; print position propensities and held-out log-likelihood vs CTR."""
+    import numpy as np
+
+    from training.click_data import train_test_split
+
+    if model not in ("ctr", "pbm", "dbn"):
+        raise _fail(f"--model must be ctr, pbm or dbn, not {model!r}")
+    sessions = load_sessions(config, index, depth)
+    if len(sessions) < 10:
+        raise _fail(f"only {len(sessions)} search impression(s) in the logs: nothing to fit", 1)
+    train, test = train_test_split(sessions, 0.2, np.random.default_rng(0))
+    t0 = time.perf_counter()
+    fitted = fit_model(model, train)  # type: ignore[arg-type]
+    seconds = time.perf_counter() - t0
+    baseline = fit_model("ctr", train)
+    props = fitted.propensities
+    result = {
+        "model": model,
+        "sessions": len(sessions),
+        "clicks": sum(sum(s.clicks) for s in sessions),
+        "fit_s": round(seconds, 3),
+        "heldout_ll": round(fitted.log_likelihood(test), 4),
+        "heldout_ll_ctr": round(baseline.log_likelihood(test), 4),
+        "propensities": [round(p, 4) for p in props.relative] if props is not None else None,
+    }
+    typer.echo(json.dumps(result))
+    if out is not None:
+        pairs = {f"{q}\t{d}": fitted.relevance(q, d) for q, d in {(s.query, d) for s in train for d in s.docs}}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**result, "relevance": pairs}, indent=1))
+        typer.echo(f"wrote {out}", err=True)
+
+
+@clicks_app.command("judgments")
+def judgments_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for queries.jsonl, qrels/clicks.tsv, scores.tsv.")],
+    model: Annotated[str, typer.Option("--model", help="pbm or dbn.")] = "pbm",
+    config: ConfigOpt = None,
+    index: Annotated[str | None, typer.Option("--index", help="Only this index's searches.")] = None,
+    dataset: Annotated[
+        Path | None, typer.Option("--dataset", help="BEIR folder whose query ids to reuse (by query text).")
+    ] = None,
+    split: Annotated[
+        str, typer.Option("--split", help="Whose queries file (queries_<split>.jsonl) to match.")
+    ] = "train",
+    min_impressions: Annotated[int, typer.Option("--min-impressions", min=1, help="Judge pairs shown this often.")] = 3,
+    thresholds: Annotated[str, typer.Option("--thresholds", help="Relevance cut-offs of grades 1, 2, ...")] = "0.3,0.6",
+    depth: Annotated[int, typer.Option("--depth", min=1, max=100, help="Ranks modelled.")] = 10,
+) -> None:
+    """BEIR-style graded qrels from a click model fitted on the logs (score runs with `sift eval --qrels`)."""
+    from training.beir import queries_file, read_queries
+    from training.click_logs import JudgmentConfig, judgments, write_judgments
+
+    if model not in ("pbm", "dbn"):
+        raise _fail(f"--model must be pbm or dbn, not {model!r}")
+    sessions = load_sessions(config, index, depth)
+    if not sessions:
+        raise _fail("no search impressions in the logs", 1)
+    jcfg = JudgmentConfig(min_impressions=min_impressions, thresholds=_floats(thresholds, "--thresholds"))
+    known = read_queries(queries_file(dataset, split)) if dataset else None
+    scores = judgments(fit_model(model, sessions), sessions, jcfg)  # type: ignore[arg-type]
+    paths = write_judgments(scores, out, jcfg, known)
+    pairs = sum(len(v) for v in scores.values())
+    typer.echo(f"{len(scores)} queries, {pairs} judged pairs → {paths['qrels']}")
