@@ -9,7 +9,8 @@ store in a temporary folder, with exploration on (every first page has its top 1
 intervention would), and then:
 1. `--http-sessions` pbm sessions through the real API over HTTP (uvicorn; /v1/search + /v1/events);
 2. `--sessions` pbm sessions in-process (the same service and event recorder; same records);
-3. PBM, DBN and CTR fitted on the logs (impressions joined with clicks): fit time, propensities against the
+3. PBM (learnt attractiveness prior; and per-pair Beta prior, "pbm-beta"), DBN and CTR fitted on the logs
+   (impressions joined with clicks): fit time, propensities against the
    truth 1/rank^eta at ranks 1..10, held-out (20 % of sessions) log-likelihood;
 4. a dbn user's log (`--dbn-sessions`, in-process, its own logs): held-out LL of DBN against CTR;
 5. judgments from the PBM fit: nDCG@10 of the shown documents ordered by click relevance against the same
@@ -47,7 +48,7 @@ from sift.clicks_cli import _backend_search  # noqa: E402
 from training.beir import load_beir  # noqa: E402
 from training.click_data import Session, train_test_split  # noqa: E402
 from training.click_logs import agreement, judgments, sessions_from_logs, write_judgments  # noqa: E402
-from training.click_models import CTRModel, DBNModel, PBMModel  # noqa: E402
+from training.click_models import CTRModel, DBNModel, PBMConfig, PBMModel  # noqa: E402
 from training.click_simulator import HttpClient, InProcessClient, SimulatorConfig, simulate  # noqa: E402
 from training.click_users import UserConfig  # noqa: E402
 
@@ -101,16 +102,18 @@ def logged_sessions(backend: Any) -> list[Session]:
 def fit_all(sessions: list[Session], truth: np.ndarray | None) -> dict[str, dict[str, Any]]:
     train, held = train_test_split(sessions, 0.2, np.random.default_rng(0))
     out: dict[str, dict[str, Any]] = {}
-    for model in (CTRModel(), PBMModel(), DBNModel()):
+    models = {"ctr": CTRModel(), "pbm": PBMModel(), "pbm-beta": PBMModel(PBMConfig(attractiveness="beta"))}
+    models["dbn"] = DBNModel()
+    for label, model in models.items():
         t = time.perf_counter()
         model.fit(train)
         row: dict[str, Any] = {"fit_s": round(time.perf_counter() - t, 2), "heldout_ll": model.log_likelihood(held)}
         props = model.propensities
-        if props is not None and truth is not None and model.name == "pbm":
+        if props is not None and truth is not None and model.name == "pbm":  # pbm-beta: per-pair fixed prior
             err = np.abs(np.array(props.relative) - truth)
             row["propensities"] = [round(x, 3) for x in props.relative]
             row["abs_err"] = [round(float(x), 3) for x in err]
-        out[model.name] = row
+        out[label] = row
     return out
 
 
@@ -167,7 +170,9 @@ def main() -> None:
 
     dbn_user = UserConfig(kind="dbn", attractiveness=(0.05, 0.9), satisfaction=(0.2, 0.7), gamma=0.9)
     backend = local_backend(app_config(work / "dbn"), Settings())
-    dbn_run = run_sim(backend, data, SimulatorConfig(sessions=args.dbn_sessions, seed=args.seed, user=dbn_user))
+    dbn_run = run_sim(
+        backend, data, SimulatorConfig(sessions=args.dbn_sessions, seed=args.seed, user=dbn_user, progress=False)
+    )
     print(f"\nin-process   dbn user: {json.dumps(dbn_run)}")
     dbn_sessions = logged_sessions(backend)
     dbn_fits = fit_all(dbn_sessions, None)

@@ -167,11 +167,16 @@ def test_clicks_fit_and_judgments_cli(beir: Path, two_backends: list[Any], tmp_p
 
     out = tmp_path / "judged"
     args = ["clicks", "judgments", "--config", str(config), "--out", str(out), "--dataset", str(beir)]
-    res = runner.invoke(app, [*args, "--min-impressions", "2", "--thresholds", "0.5"])
+    # The user clicks relevant docs with P 0.5 once examined, others with 0.1; a replayed run in this module
+    # logged its impressions again without new clicks, which halves what the click model can see.
+    res = runner.invoke(app, [*args, "--min-impressions", "2", "--thresholds", "0.2"])
     assert res.exit_code == 0, res.output
     qrels = (out / "qrels" / "clicks.tsv").read_text().splitlines()
-    assert qrels[0] == "query-id\tcorpus-id\tscore" and len(qrels) > 1
-    assert {line.split("\t")[0] for line in qrels[1:]} <= {f"q{j}" for j in range(len(TOPICS))}  # dataset ids
+    assert qrels[0] == "query-id\tcorpus-id\tscore" and len(qrels) > len(TOPICS)
+    judged = [line.split("\t")[:2] for line in qrels[1:]]
+    assert {q for q, _ in judged} <= {f"q{j}" for j in range(len(TOPICS))}  # dataset ids
+    true = load_beir(beir, "train").qrels
+    assert sum(true[q].get(d, 0) > 0 for q, d in judged) >= 0.8 * len(judged), judged  # graded docs are relevant
     scored = load_beir(beir, "clicks", qrels_file=out / "qrels" / "clicks.tsv")
     assert scored.qrels and set(scored.queries) == set(scored.qrels)
 
