@@ -210,6 +210,7 @@ def impression_for(req: SearchRequest, resp: SearchResponse, versions: Mapping[s
         user_token=req.user_token,
         versions={**versions, "stages": ",".join(resp.stages)},
         explored=resp.explored or None,
+        features=resp.features,
     )
 
 
@@ -224,6 +225,7 @@ def search_impression(
     user_token: str | None = None,
     versions: Mapping[str, str] | None = None,
     explored: bool | None = None,
+    features: Mapping[str, list[float | None]] | None = None,
 ) -> QueryEvent:
     """The query-log line of one search response (also what suggestions learn from)."""
     return QueryEvent(
@@ -239,6 +241,7 @@ def search_impression(
         offset=offset,
         versions=dict(versions) if versions else None,
         explored=explored,
+        features=dict(features) if features else None,
     )
 
 

@@ -17,11 +17,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ranking.exploration import ExplorationConfig, explore
+from ranking.features import feature_matrix
+from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.filters import Filter
 from search.highlight import highlight
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore
+from search.text import query_terms
 
 EncodeFn = Callable[[str], Awaitable[Sequence[float]]]
 StageTimer = Callable[[str, float], None]
@@ -75,6 +78,10 @@ class Explanation(BaseModel):
     dense_score: float | None = None
     fused_score: float
     rerank_score: float | None = None
+    ltr_score: float | None = None
+    contributions: list[tuple[str, float]] | None = Field(
+        default=None, description="The learnt ranker's largest per-feature contributions to ltr_score (TreeSHAP)."
+    )
     stages: list[str]
 
 
@@ -82,7 +89,7 @@ class SearchResult(BaseModel):
     id: str
     title: str
     url: str | None = None
-    score: float = Field(description="The score the result is ordered by (rerank if it ran, else fused).")
+    score: float = Field(description="The score the result is ordered by (ltr, else rerank, else fused).")
     highlights: dict[str, list[str]] = Field(default_factory=dict)
     fields: dict[str, object] = Field(default_factory=dict)
     explanation: Explanation
@@ -104,6 +111,9 @@ class SearchResponse(BaseModel):
     rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
     took_ms: float
     explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
+    features: dict[str, list[float | None]] | None = Field(
+        default=None, exclude=True, description="Ranking features of the shown results (logged, never sent)."
+    )
     summary_url: str | None = Field(
         default=None,
         description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
@@ -120,6 +130,9 @@ class SearchConfig(BaseModel):
     exploration: ExplorationConfig = Field(
         default_factory=ExplorationConfig, description="Shuffle the top of some first pages (click-model data)."
     )
+    log_features: bool = Field(
+        default=True, description="Compute the shown results' ranking features for the impression log."
+    )
 
 
 class SearchService:
@@ -130,10 +143,12 @@ class SearchService:
         rerank: RerankStage | None,
         config: SearchConfig | None = None,
         timer: StageTimer | None = None,
+        ltr: LTRRanker | None = None,
     ) -> None:
         self.store = store
         self.encode = encode
         self.rerank = rerank
+        self.ltr = ltr
         self.config = config or SearchConfig()
         self.retriever = HybridRetriever(store, None, self.config.retrieval)
         self._timer = timer
@@ -173,6 +188,7 @@ class SearchService:
         t = time.perf_counter()
         want_rerank = req.rerank and self.rerank is not None
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
+        window = max(window, self.ltr.config.top_n if self.ltr is not None else 0)
         fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
         self._time("retrieve", t)
         stages.extend(
@@ -194,6 +210,15 @@ class SearchService:
                 stages.append("rerank")
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
+        learnt = None
+        if self.ltr is not None and ordered:
+            t = time.perf_counter()
+            head = ordered[: self.ltr.config.top_n]
+            learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank_scores)
+            by_id = {r.id: r for r in head}
+            ordered = [by_id[d] for d in learnt.order] + ordered[len(head) :]
+            stages.append("ltr")
+            self._time("ltr", t)
         explored = False
         if req.offset == 0 and self.config.exploration.rate > 0:
             key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
@@ -201,7 +226,8 @@ class SearchService:
             if explored:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
-        results = [self._result(req, r, rerank_scores.get(r.id), stages) for r in page]
+        results = [self._result(req, r, rerank_scores.get(r.id), stages, learnt) for r in page]
+        features = self._page_features(req, fused, page, rerank_scores) if self.config.log_features else None
         return SearchResponse(
             request_id=uuid.uuid4().hex,
             query=req.query,
@@ -214,10 +240,27 @@ class SearchService:
             rerank_note=note,
             took_ms=round((time.perf_counter() - t0) * 1000, 2),
             explored=explored,
+            features=features,
         )
 
-    def _result(self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str]) -> SearchResult:
+    def _page_features(
+        self, req: SearchRequest, fused: Sequence[Retrieved], page: Sequence[Retrieved], rerank: dict[str, float]
+    ) -> dict[str, list[float | None]]:
+        """The shown results' features, ranked as the fused list ranked them (what a learnt ranker sees)."""
+        rank = {r.id: i for i, r in enumerate(fused, start=1)}
+        priors = self.ltr.priors if self.ltr is not None else None
+        x = feature_matrix(
+            query_terms(req.query), page, {r.id: r.doc for r in page}, priors=priors, rerank=rerank,
+            ranks=[rank.get(r.id, len(fused) + 1) for r in page],
+        )  # fmt: skip
+        rows = zip(page, x, strict=True)
+        return {r.id: [None if np.isnan(v) else round(float(v), 6) for v in row] for r, row in rows}
+
+    def _result(
+        self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str], learnt: LTROutcome | None
+    ) -> SearchResult:
         doc = r.doc
+        ltr = learnt.scores.get(r.id) if learnt is not None else None
         hl: dict[str, list[str]] = {}
         if req.highlight and doc is not None:
             n = self.config.snippet_chars
@@ -226,7 +269,7 @@ class SearchService:
             id=r.id,
             title=doc.title if doc else "",
             url=doc.url if doc else None,
-            score=rerank if rerank is not None else r.score,
+            score=ltr if ltr is not None else rerank if rerank is not None else r.score,
             highlights=hl,
             fields=dict(doc.fields) if doc else {},
             explanation=Explanation(
@@ -236,8 +279,14 @@ class SearchService:
                 dense_score=r.dense_score,
                 fused_score=r.score,
                 rerank_score=rerank,
-                # The stages that scored this result: a result below the reranked head was not reranked.
-                stages=[s for s in stages if s != "encode" and (s != "rerank" or rerank is not None)],
+                ltr_score=ltr,
+                contributions=learnt.contributions.get(r.id) if learnt is not None else None,
+                # The stages that scored this result: a result below the reranked (or learnt) head was not.
+                stages=[
+                    s
+                    for s in stages
+                    if s != "encode" and (s != "rerank" or rerank is not None) and (s != "ltr" or ltr is not None)
+                ],
             ),
         )
 

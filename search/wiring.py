@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from ranking.ltr import LTRRanker
 from ranking.rerank import RerankerConfig, RerankFn, RerankStage
 from search.service import EncodeFn, SearchConfig, SearchService, StageTimer
 from search.stores.base import IndexStore
@@ -53,10 +54,12 @@ def build_service(
     reranker: _Reranks | RerankFn | None = None,
     rerank_config: RerankerConfig | None = None,
     timer: StageTimer | None = None,
+    ltr: LTRRanker | None = None,
 ) -> SearchService:
     """The service over `store`: `encoder`/`reranker` as model objects or async callables (None: stage off).
 
-    `rerank_config` gives the stage's `top_n` and `deadline_ms` (the app YAML's `reranker:`)."""
+    `rerank_config` gives the stage's `top_n` and `deadline_ms` (the app YAML's `reranker:`); `ltr` a learnt
+    ranker (warmed up by the caller) that re-orders the head after fusion and rerank."""
     encode: EncodeFn | None = None
     if encoder is not None:
         encode = thread_encoder(encoder) if hasattr(encoder, "embed") else encoder  # type: ignore[assignment, arg-type]
@@ -64,4 +67,4 @@ def build_service(
     if reranker is not None:
         score: RerankFn = thread_reranker(reranker) if hasattr(reranker, "rerank") else reranker  # type: ignore[assignment, arg-type]
         stage = RerankStage.from_config(score, rerank_config or RerankerConfig())
-    return SearchService(store, encode, stage, config, timer=timer)
+    return SearchService(store, encode, stage, config, timer=timer, ltr=ltr)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ranking.ltr import LTRRanker
 from ranking.rerank import RerankFn
 from search.clicklog import make_click_log
 from search.events import EventRecorder, impression_for
@@ -90,7 +91,10 @@ class AppBackend:
         data_dir = config.data_dir or settings.data_dir
         self.suggest = SuggestRuntime(config, self.store, models.complete, data_dir)
         self.events = _event_recorder(config, self.store, self.suggest, data_dir)
-        self.versions = serving_versions(config)
+        ltr = LTRRanker(config.ranker) if config.ranker.model else None
+        if ltr is not None:
+            ltr.warm_up()  # a missing or mismatched ranker fails the start, not the first search
+        self.versions = serving_versions(config, ltr)
         self.service = build_service(
             self.store,
             config.search,
@@ -98,6 +102,7 @@ class AppBackend:
             reranker=models.reranker,
             rerank_config=config.reranker,
             timer=self.metrics.observe_stage,
+            ltr=ltr,
         )
         self._ready_checks = models.ready_checks
 
@@ -123,7 +128,7 @@ async def logged_search(backend: Backend, req: SearchRequest) -> SearchResponse:
     return resp
 
 
-def serving_versions(config: AppConfig) -> dict[str, str]:
+def serving_versions(config: AppConfig, ltr: LTRRanker | None = None) -> dict[str, str]:
     """What produced a ranking, as the impression log records it (the model registry will add versions)."""
     retrieval = config.search.retrieval
     versions = {"retrieval": retrieval.mode if retrieval.mode != "hybrid" else f"hybrid-{retrieval.fusion}"}
@@ -131,6 +136,8 @@ def serving_versions(config: AppConfig) -> dict[str, str]:
         versions["embedder"] = config.embedder.model
     if config.reranker.model:
         versions["reranker"] = config.reranker.model
+    if ltr is not None:
+        versions["ranker"] = ltr.version
     return versions
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.embedder import EmbedderConfig
+from ranking.ltr import LTRConfig
 from ranking.rerank import RerankerConfig
 from search.clicklog import ClickLogConfig
 from search.configfile import load_config
@@ -50,6 +51,9 @@ class AppConfig(BaseModel):
         default_factory=EmbedderConfig, description="Query encoder (same model as the index)."
     )
     reranker: RerankerConfig = Field(default_factory=RerankerConfig, description="Cross-encoder; model None disables.")
+    ranker: LTRConfig = Field(
+        default_factory=LTRConfig, description="Learnt LambdaMART ranker (runs in the ingress); model None disables."
+    )
     # CPU shares: ingress 0.1 + encoder 0.4 + reranker 0.4 + suggest LM 0.4 (+ a 0.4 summarizer) fit 2 CPUs.
     ingress: Resources = Field(default_factory=lambda: Resources(num_cpus=0.1, max_ongoing_requests=256))
     encoder_resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.4))

@@ -300,11 +300,13 @@ def _register_commands() -> None:
     from sift.eval_cli import eval_cmd
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
+    from sift.train_cli import train_app
 
     app.command("eval")(eval_cmd)
     app.command("eval-suggest")(eval_suggest_cmd)
     app.command("summarize")(summarize_cmd)
     app.add_typer(clicks_app, name="clicks")
+    app.add_typer(train_app, name="train")
 
 
 _register_commands()

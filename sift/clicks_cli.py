@@ -124,14 +124,14 @@ def _backend_search(backend: Any) -> Any:
     return search
 
 
-def load_sessions(config: Path | None, index: str | None, depth: int) -> list[Any]:
-    """Impressions joined with clicks, from the logs the config names (JSONL files or ES indices)."""
+def read_logs(config: Path | None, index: str | None = None) -> tuple[list[Any], list[Any]]:
+    """Search impressions (of `index`, if given) and click records, from the logs the config names (JSONL
+    files or ES indices)."""
     from search.clicklog import make_click_log
     from search.querylog import make_query_log
     from search.querylog_es import EsQueryLog
     from search.settings import Settings
     from search.stores.factory import make_store
-    from training.click_logs import sessions_from_logs
 
     cfg = _app_config(config)
     settings = Settings()
@@ -147,10 +147,19 @@ def load_sessions(config: Path | None, index: str | None, depth: int) -> list[An
             raise _fail("click_log backend is none: there are no clicks to read")
         if isinstance(qlog, EsQueryLog):
             qlog.refresh()
-        return sessions_from_logs(qlog.read(), clog.read(), depth=depth, index=index)
+        imps = [e for e in qlog.read() if e.type == "search" and (index is None or e.index == index)]
+        return imps, list(clog.read())
     finally:
         if store is not None:
             store.close()
+
+
+def load_sessions(config: Path | None, index: str | None, depth: int) -> list[Any]:
+    """Impressions joined with clicks, from the logs the config names."""
+    from training.click_logs import sessions_from_logs
+
+    imps, clicks = read_logs(config, index)
+    return sessions_from_logs(imps, clicks, depth=depth, index=index)
 
 
 def fit_model(name: ModelName, sessions: list[Any]) -> Any:
