@@ -40,6 +40,11 @@ class LTRConfig(BaseModel):
         "first page), so a deeper head would ask the model about candidates unlike any it was trained on.",
     )
     contributions: int = Field(default=3, ge=0, le=len(FEATURES), description="Top feature contributions shown.")
+    interleave: bool = Field(
+        default=False,
+        description="Team-draft interleave the order without the ranker (team a) and with it (team b) on first "
+        "pages, logging each result's team; `sift clicks interleaving` says who won.",
+    )
 
 
 class RankerMeta(BaseModel):

@@ -211,6 +211,7 @@ def impression_for(req: SearchRequest, resp: SearchResponse, versions: Mapping[s
         versions={**versions, "stages": ",".join(resp.stages)},
         explored=resp.explored or None,
         features=resp.features,
+        teams=resp.teams,
     )
 
 
@@ -226,6 +227,7 @@ def search_impression(
     versions: Mapping[str, str] | None = None,
     explored: bool | None = None,
     features: Mapping[str, list[float | None]] | None = None,
+    teams: Sequence[str] | None = None,
 ) -> QueryEvent:
     """The query-log line of one search response (also what suggestions learn from)."""
     return QueryEvent(
@@ -242,6 +244,7 @@ def search_impression(
         versions=dict(versions) if versions else None,
         explored=explored,
         features=dict(features) if features else None,
+        teams=list(teams) if teams else None,
     )
 
 

@@ -43,6 +43,9 @@ class QueryEvent(BaseModel):
     user_token: str | None = Field(default=None, description="Opaque user token, if the client sent one.")
     versions: dict[str, str] | None = Field(default=None, description="Ranker/model versions that produced it.")
     explored: bool | None = Field(default=None, description="The top results were randomised (exploration).")
+    teams: list[str] | None = Field(
+        default=None, description="Interleaving: the team (a or b) of each shown result, in order."
+    )
     features: dict[str, list[float | None]] | None = Field(
         default=None, description="Ranking features per shown doc id (ranking.features.FEATURES order), as served."
     )

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ranking.exploration import ExplorationConfig, explore
 from ranking.features import feature_matrix
+from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.filters import Filter
@@ -113,6 +114,9 @@ class SearchResponse(BaseModel):
     explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
     features: dict[str, list[float | None]] | None = Field(
         default=None, exclude=True, description="Ranking features of the shown results (logged, never sent)."
+    )
+    teams: list[str] | None = Field(
+        default=None, exclude=True, description="Interleaving team of each shown result (logged, never sent)."
     )
     summary_url: str | None = Field(
         default=None,
@@ -210,18 +214,10 @@ class SearchService:
                 stages.append("rerank")
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
-        learnt = None
-        if self.ltr is not None and ordered:
-            t = time.perf_counter()
-            head = ordered[: self.ltr.config.top_n]
-            learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank_scores)
-            by_id = {r.id: r for r in head}
-            ordered = [by_id[d] for d in learnt.order] + ordered[len(head) :]
-            stages.append("ltr")
-            self._time("ltr", t)
+        key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
+        ordered, learnt, teams = self._learnt_order(req, ordered, rerank_scores, stages, key)
         explored = False
-        if req.offset == 0 and self.config.exploration.rate > 0:
-            key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
+        if req.offset == 0 and self.config.exploration.rate > 0 and teams is None:
             ordered, explored = explore(ordered, self.config.exploration, key)
             if explored:
                 stages.append("explore")
@@ -241,7 +237,31 @@ class SearchService:
             took_ms=round((time.perf_counter() - t0) * 1000, 2),
             explored=explored,
             features=features,
+            teams=teams,
         )
+
+    def _learnt_order(
+        self, req: SearchRequest, ordered: list[Retrieved], rerank: dict[str, float], stages: list[str], key: str | None
+    ) -> tuple[list[Retrieved], LTROutcome | None, list[str] | None]:
+        """The learnt ranker's order of the head (or, interleaving, the head team-drafted from the order without
+        it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved."""
+        if self.ltr is None or not ordered:
+            return ordered, None, None
+        t = time.perf_counter()
+        head = ordered[: self.ltr.config.top_n]
+        learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank)
+        by_id = {r.id: r for r in head}
+        teams = None
+        if self.ltr.config.interleave and req.offset == 0:
+            mixed, all_teams = team_draft([r.id for r in head], learnt.order, len(head), key)
+            out = [by_id[d] for d in mixed] + ordered[len(head) :]
+            teams = all_teams[: req.limit]
+            stages.append("interleave")
+        else:
+            out = [by_id[d] for d in learnt.order] + ordered[len(head) :]
+        stages.append("ltr")
+        self._time("ltr", t)
+        return out, learnt, teams
 
     def _page_features(
         self, req: SearchRequest, fused: Sequence[Retrieved], page: Sequence[Retrieved], rerank: dict[str, float]

@@ -138,6 +138,8 @@ def serving_versions(config: AppConfig, ltr: LTRRanker | None = None) -> dict[st
         versions["reranker"] = config.reranker.model
     if ltr is not None:
         versions["ranker"] = ltr.version
+        if ltr.config.interleave:
+            versions["interleave"] = f"a={versions['retrieval']},b={ltr.version}"
     return versions
 
 

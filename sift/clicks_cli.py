@@ -241,3 +241,19 @@ def judgments_cmd(
     paths = write_judgments(scores, out, jcfg, known)
     pairs = sum(len(v) for v in scores.values())
     typer.echo(f"{len(scores)} queries, {pairs} judged pairs → {paths['qrels']}")
+
+
+@clicks_app.command("interleaving")
+def interleaving_cmd(
+    config: ConfigOpt = None,
+    index: Annotated[str | None, typer.Option("--index", help="Only this index's searches.")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", min=0.0, max=0.5, help="Significance of the sign test.")] = 0.05,
+) -> None:
+    """Winner of a team-draft interleaving experiment (`ranker: {interleave: true}`) from the logs."""
+    from training.interleaving import interleaving_result
+
+    imps, clicks = read_logs(config, index)
+    result = interleaving_result(imps, clicks, alpha)
+    if result.impressions == 0:
+        raise _fail("no interleaved impressions in the logs (is `ranker.interleave` on?)", 1)
+    typer.echo(result.model_dump_json())

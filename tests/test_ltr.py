@@ -139,12 +139,12 @@ def test_a_bad_ranker_folder_fails_at_warm_up(trained: Path, tmp_path: Path) -> 
         LTRRanker(LTRConfig())
 
 
-def _app(data_dir: Path, ranker: Path | None = None) -> dict[str, Any]:
+def _app(data_dir: Path, ranker: Path | None = None, interleave: bool = False) -> dict[str, Any]:
     return {
         "data_dir": str(data_dir),
         "search": {"default_index": "ltr-docs", "retrieval": {"mode": "bm25"}, "exploration": {"rate": 1.0}},
         "reranker": {"model": None},
-        "ranker": {"model": str(ranker) if ranker else None},
+        "ranker": {"model": str(ranker) if ranker else None, "interleave": interleave},
         "suggest": {"enabled": False},
         "summarizer": None,
     }
@@ -219,3 +219,23 @@ def test_served_features_train_a_ranker_that_serves(tmp_path: Path) -> None:
     finally:
         served.suggest.close()
         served.store.close()
+
+    none = CliRunner().invoke(app, ["clicks", "interleaving", "--config", str(config)])
+    assert none.exit_code == 1 and "no interleaved impressions" in none.output
+    mixed = local_backend(AppConfig.model_validate(_app(tmp_path, out, interleave=True)), Settings())
+    try:
+        req = SearchRequest(query="vitamin d", session_id="s", limit=5)
+        resp = asyncio.run(logged_search(mixed, req))
+        assert "interleave" in resp.stages and "explore" not in resp.stages  # interleaving replaces exploration
+        assert resp.teams is not None and len(resp.teams) == len(resp.results) == 5 and set(resp.teams) <= {"a", "b"}
+        imp = impression_for(req, resp, mixed.versions)
+        assert imp.teams == resp.teams and imp.versions and imp.versions["interleave"].endswith(summary["version"])
+        assert asyncio.run(mixed.service.search(req)).teams == resp.teams  # same session and query: same page
+    finally:
+        mixed.suggest.close()
+        mixed.store.close()
+    report = CliRunner().invoke(app, ["clicks", "interleaving", "--config", str(config)])
+    assert report.exit_code == 0, report.output
+    result = json.loads(report.output)
+    assert result["impressions"] == 1 and result["ties"] == 1 and result["winner"] is None
+    assert result["rankers"]["b"] == summary["version"]
