@@ -58,6 +58,7 @@ class RankerMeta(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Held-out metrics at training time.")
     data_hash: str = Field(description="sha256 of the training rows (features, labels, groups).")
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters used.")
+    base_weight: float = Field(default=0.0, ge=0.0, description="Trees add to -base_weight * log2(fused rank).")
 
 
 def save_ranker(booster: Any, meta: RankerMeta, out: Path) -> Path:
@@ -126,17 +127,25 @@ class LTRRanker:
             return LTROutcome([], {}, {})
         x = feature_matrix(query_terms, candidates, docs, priors=self.priors, rerank=rerank)
         contrib = np.asarray(self._booster.predict(x, pred_contrib=True))  # per feature, then the bias column
-        scores = contrib.sum(axis=1)
+        base = base_scores(x, self.meta.base_weight if self.meta else 0.0)
+        scores = contrib.sum(axis=1) + base
         top = self.config.contributions
         out_scores: dict[str, float] = {}
         explain: dict[str, list[tuple[str, float]]] = {}
-        for c, s, row in zip(candidates, scores, contrib[:, :-1], strict=True):
+        names = [*FEATURES, "served_order"]  # the boosting start, -base_weight * log2(fused rank)
+        for c, s, row in zip(candidates, scores, np.column_stack([contrib[:, :-1], base]), strict=True):
             out_scores[c.id] = float(s)
             if top:
                 idx = np.argsort(-np.abs(row))[:top]
-                explain[c.id] = [(FEATURES[j], round(float(row[j]), 4)) for j in idx if row[j] != 0]
+                explain[c.id] = [(names[j], round(float(row[j]), 4)) for j in idx if row[j] != 0]
         order = sorted(out_scores, key=lambda d: (-out_scores[d], d))
         return LTROutcome(order, out_scores, explain)
+
+
+def base_scores(x: np.ndarray, weight: float) -> np.ndarray:
+    """The served order as a score, -weight * log2(fused rank): what boosting starts from."""
+    rank = np.nan_to_num(x[:, FEATURES.index("fused_rank")], nan=1000.0)
+    return -weight * np.log2(np.maximum(rank, 1.0))
 
 
 def load_meta(path: Path) -> RankerMeta:

@@ -25,7 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ranking.features import FEATURES
-from ranking.ltr import RankerMeta, hash_rows
+from ranking.ltr import RankerMeta, base_scores, hash_rows
 from search.querylog import QueryEvent
 from search.text import normalize_query
 from training.click_data import Session
@@ -50,6 +50,12 @@ class RankerTrainConfig(BaseModel):
     early_stopping: int = Field(default=50, ge=1, description="Stop when held-out nDCG@10 has not improved this long.")
     min_data_in_leaf: int = Field(default=20, ge=1, description="LightGBM min_data_in_leaf.")
     seed: int = Field(default=0, description="Seeds the query split and LightGBM.")
+    base_weight: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Boost from the served order: each row starts at -base_weight * log2(fused rank) and the trees "
+        "learn corrections to it, so a small log moves the ranking a little instead of replacing it (0: off).",
+    )
 
 
 @dataclass
@@ -176,14 +182,17 @@ def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerM
         "verbose": -1,
     }
     t0 = time.perf_counter()
-    dtrain = lgb.Dataset(data.x[train], data.y[train], group=data.groups(train), feature_name=list(FEATURES))
-    dheld = lgb.Dataset(data.x[held], data.y[held], group=data.groups(held), reference=dtrain)
+    base = base_scores(data.x, cfg.base_weight)
+    dtrain = lgb.Dataset(
+        data.x[train], data.y[train], group=data.groups(train), feature_name=list(FEATURES), init_score=base[train]
+    )
+    dheld = lgb.Dataset(data.x[held], data.y[held], group=data.groups(held), reference=dtrain, init_score=base[held])
     booster = lgb.train(
         params, dtrain, num_boost_round=cfg.rounds, valid_sets=[dheld],
         callbacks=[lgb.early_stopping(cfg.early_stopping, verbose=False)],
     )  # fmt: skip
     seconds = time.perf_counter() - t0
-    learnt = np.asarray(booster.predict(data.x[held], num_iteration=booster.best_iteration))
+    learnt = np.asarray(booster.predict(data.x[held], num_iteration=booster.best_iteration)) + base[held]
     fused = -data.x[held, FUSED_RANK]
     digest = hash_rows(data.x, data.y, data.groups(np.arange(len(data.y))))
     metrics = {
@@ -198,6 +207,7 @@ def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerM
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     meta = RankerMeta(
         version=f"ltr-{digest[:12]}-{stamp}", features=list(FEATURES), priors=data.priors, metrics=metrics,
-        data_hash=digest, params={**params, "click_model": cfg.click_model, "grades": cfg.grades},
+        data_hash=digest, base_weight=cfg.base_weight,
+        params={**params, "click_model": cfg.click_model, "grades": cfg.grades},
     )  # fmt: skip
     return booster, meta
