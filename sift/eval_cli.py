@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
 # (a test keeps them equal).
-SYSTEM_NAMES = ("bm25", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank")
+SYSTEM_NAMES = ("bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank")
 
 
 def eval_cmd(

@@ -160,7 +160,14 @@ def test_end_to_end_embedded_writes_outputs_and_reuses_the_cache(
     assert first.build.indexed == 8 and first.build.encoded == first.build.chunks > 0
     assert first.query_encoding.encoded == 4
     by = {s.name: s for s in first.systems}
-    assert [s.name for s in first.systems] == ["bm25", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank"]
+    assert [s.name for s in first.systems] == [
+        "bm25",
+        "bm25-reference",
+        "dense",
+        "hybrid-rrf",
+        "hybrid-linear",
+        "hybrid+rerank",
+    ]
     # Every judged query has its relevant document as the only exact lexical match.
     assert by["bm25"].metrics["ndcg@10"] == pytest.approx(1.0)
     assert by["bm25"].metrics["mrr@10"] == pytest.approx(1.0)
@@ -207,6 +214,26 @@ def test_rerank_system_goes_through_the_service_reranker(
     rr = res.system("hybrid+rerank")
     assert rr.status == "ok" and rr.fusion == "rrf"
     assert rr.reranked_queries == 4
+
+
+def test_reference_bm25_runs_beside_the_stores_bm25(tiny_beir: Path, tmp_path: Path, tiny_embedder_path: Path) -> None:
+    """bm25s over corpus.jsonl, outside the service, on each query's full text (not cut to the API's limit)."""
+    from search.settings import Settings
+
+    long_query = " ".join(["filler"] * 250) + " glaciers carve valleys"  # past 1,000 characters
+    with open(tiny_beir / "queries.jsonl", "a") as f:
+        f.write(json.dumps({"_id": "6", "text": long_query}) + "\n")
+    with open(tiny_beir / "qrels" / "test.tsv", "a") as f:
+        f.write("6\td4\t1\n")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    cfg = _config(tiny_beir, tmp_path, tiny_embedder_path, store="embedded", systems=["bm25", "bm25-reference"])
+    res = Evaluator(cfg, settings=settings).run()
+    assert res.truncated_queries == 1
+    bm25, ref = res.system("bm25"), res.system("bm25-reference")
+    assert ref.status == "ok" and ref.mode == "bm25" and ref.n_queries == 5
+    assert all(ref.per_query["ndcg@10"][q] == pytest.approx(1.0) for q in "12346")
+    assert bm25.per_query["ndcg@10"]["6"] == 0.0  # the service saw only the filler
+    assert ref.delta_vs_bm25["6"] == pytest.approx(1.0) and ref.delta_summary is not None
 
 
 def test_cli_names_the_same_systems() -> None:

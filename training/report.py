@@ -36,7 +36,11 @@ def render_markdown(result: EvalResult) -> str:
         f"# {result.dataset} ({result.split}) on {result.store}",
         "",
         f"{result.n_queries} judged queries ({result.queries_without_qrels} without relevant documents skipped"
-        + (f"; {result.truncated_queries} cut to {MAX_QUERY_CHARS} characters" if result.truncated_queries else "")
+        + (
+            f"; {result.truncated_queries} cut to {MAX_QUERY_CHARS} characters (bm25-reference reads them whole)"
+            if result.truncated_queries
+            else ""
+        )
         + f"), model `{result.model}`, index `{result.index}`, RRF k={r.rrf_k}, linear α={r.alpha}, "
         f"depth {r.depth}. Ranking via `SearchService.search` (limit {MAX_LIMIT}, no highlights).",
         "",
