@@ -16,13 +16,15 @@ ENGLISH_STOPWORDS = frozenset(
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+def query_tokens(query: str) -> list[str]:
+    """Lower-cased word tokens without stop words, in order, repeats kept: a word said twice weighs twice in
+    BM25 (as in Elasticsearch's `match` and bm25s), which is most of what a long, verbose query says."""
+    return [tok for tok in _WORD.findall(query.lower()) if tok not in ENGLISH_STOPWORDS]
+
+
 def query_terms(query: str) -> list[str]:
-    """Lower-cased word tokens without stop words, first occurrence order, no duplicates."""
-    seen: dict[str, None] = {}
-    for tok in _WORD.findall(query.lower()):
-        if tok not in ENGLISH_STOPWORDS:
-            seen.setdefault(tok, None)
-    return list(seen)
+    """`query_tokens` without duplicates, first occurrence order (highlighting, suggestions)."""
+    return list(dict.fromkeys(query_tokens(query)))
 
 
 # -- normal forms (suggestions: the query log's keys and the prefixes typed) --------------------------------
@@ -56,6 +58,17 @@ _stemmer = Stemmer.Stemmer("english")
 def snowball_stem(word: str) -> str:
     """The lower-cased word's English Snowball stem ("running" → "run"), close to what the index's analyzer keeps."""
     return str(_stemmer.stemWord(word.lower()))
+
+
+# Two or more word characters: the token pattern of bm25s and scikit-learn. Single characters are mostly noise
+# in running text ("e.g." → e, g; possessive s; initials) and cost long queries more than they give.
+_BM25_WORD = re.compile(r"\w\w+", re.UNICODE)
+
+
+def bm25_terms(text: str) -> list[str]:
+    """The terms both stores score with BM25, for documents and queries alike: words of two or more characters,
+    lower-cased, without stop words, Snowball English stems, in order with repeats (term frequency counts)."""
+    return [snowball_stem(tok) for tok in _BM25_WORD.findall(text.lower()) if tok not in ENGLISH_STOPWORDS]
 
 
 def prefix_stem(term: str) -> str:

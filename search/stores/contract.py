@@ -213,3 +213,14 @@ class StoreContract:
 
     def test_schema_roundtrip(self, store: IndexStore, built: str) -> None:
         assert store.schema(built) == SCHEMA
+
+    def test_repeated_query_term_counts(self, store: IndexStore, index_name: str) -> None:
+        """A word said twice weighs twice (bm25s, Lucene's `match`): long, verbose queries repeat what matters."""
+        docs = [rec("alpha", "Alpha", "alpha gamma"), rec("beta", "Beta", "beta gamma")]
+        docs += [rec(f"other{i}", "Other", "delta epsilon") for i in range(4)]
+        version = store.create_version(index_name, DIMS, SCHEMA)
+        assert store.upsert(version, docs).written == len(docs)
+        store.refresh(version)
+        # The two documents mirror each other: only the query's repeats can order them.
+        assert [h.id for h in store.bm25_search(version, "alpha beta beta", 2)] == ["beta", "alpha"]
+        assert [h.id for h in store.bm25_search(version, "alpha alpha beta", 2)] == ["alpha", "beta"]

@@ -1,8 +1,10 @@
 """ElasticsearchStore: versioned indices behind an alias on an Elasticsearch 8.x cluster.
 
-Text is analysed with hunspell English stemming by default (the integ-test distribution lacks the
-`english` analyzer; a full cluster can use `analyzer: english`). `title` and `body` are copied into one
-`content` field that BM25 searches, the same combination the embedded store's FTS5 table uses.
+BM25 scores one field of title + body. By default (`analyzer: snowball`) that is `content_stems`, analysed in
+Python by `search.text.bm25_terms` (Snowball English stems, stop words out: the terms the embedded store and the
+bm25s reference score; the integ-test distribution has no stemmer filter) and split on whitespace here. The other
+analyzers copy `title` and `body` into a `content` field that Elasticsearch analyses (hunspell English stems; a
+full cluster can use `english`). A search asks both fields; a version has only one of them.
 Chunk vectors live in a nested field so a document scores as its best chunk.
 """
 
@@ -21,6 +23,7 @@ from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
 from search.stores.base import DocFailure, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
+from search.text import bm25_terms
 
 T = TypeVar("T")
 
@@ -34,10 +37,11 @@ _ANALYZERS: dict[str, dict[str, Any]] = {
     },
     "english": {"analyzer": {"sift_text": {"type": "english"}}},
     "standard": {"analyzer": {"sift_text": {"type": "standard", "stopwords": "_english_"}}},
+    "snowball": {"analyzer": {"sift_text": {"type": "standard", "stopwords": "_english_"}}},  # BM25: content_stems
 }
 
 
-_SOURCE_EXCLUDES = ["chunks", "content_hash"]  # vectors and bookkeeping: never part of a Document
+_SOURCE_EXCLUDES = ["chunks", "content_hash", "content_stems"]  # vectors and bookkeeping: never part of a Document
 
 
 class EsIndexConfig(BaseModel):
@@ -45,8 +49,10 @@ class EsIndexConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    analyzer: Literal["hunspell_en", "english", "standard"] = Field(
-        default="hunspell_en", description="Text analysis of title/body/content."
+    analyzer: Literal["snowball", "hunspell_en", "english", "standard"] = Field(
+        default="snowball",
+        description="BM25 text: `snowball` = `search.text.bm25_terms` in `content_stems` (the embedded store's "
+        "terms); the others: Elasticsearch's analysis of title/body copied into `content`.",
     )
     vector_index: Literal["hnsw", "int8_hnsw"] = Field(
         default="hnsw", description="HNSW over float32, or int8-quantized HNSW (4x less memory)."
@@ -91,6 +97,7 @@ class ElasticsearchStore:
         self._timeout = request_timeout
         self._client: Elasticsearch | None = None
         self._schemas: dict[str, IndexSchema] = {}
+        self._stems: dict[str, bool] = {}  # version → BM25 terms analysed in Python (`content_stems`)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -127,17 +134,22 @@ class ElasticsearchStore:
     def _mappings(self, dims: int, schema: IndexSchema) -> dict[str, Any]:
         text = {"type": "text", "analyzer": "sift_text", "fields": {"std": {"type": "text", "analyzer": "standard"}}}
         extra = {name: {"type": t} for name, t in schema.fields.items()}
+        # BM25's one field: Python's terms split on whitespace, or title and body copied for Elasticsearch to analyse.
+        stems, copy = self.config.analyzer == "snowball", {}
+        bm25 = {"content_stems": {"type": "text", "analyzer": "whitespace"}}
+        if not stems:
+            bm25, copy = {"content": {"type": "text", "analyzer": "sift_text"}}, {"copy_to": "content"}
         return {
             "dynamic": "false",
             # Vectors live in the HNSW graph; keeping them in _source too made every fetch parse 384 floats per
             # chunk (most of an mget's time) for values no reader uses: rebuilds re-embed from the cache.
-            "_source": {"excludes": ["chunks.vector"]},
-            "_meta": {"sift": {"schema": schema.model_dump(), "dims": dims, "complete": False}},
+            "_source": {"excludes": ["chunks.vector", "content_stems"]},
+            "_meta": {"sift": {"schema": schema.model_dump(), "dims": dims, "complete": False, "stems": stems}},
             "properties": {
                 "id": {"type": "keyword"},
-                "title": {**text, "copy_to": "content"},
-                "body": {**text, "copy_to": "content"},
-                "content": {"type": "text", "analyzer": "sift_text"},
+                "title": {**text, **copy},
+                "body": {**text, **copy},
+                **bm25,
                 "url": {"type": "keyword"},
                 "published_at": {"type": "date"},
                 "updated_at": {"type": "date"},
@@ -174,6 +186,7 @@ class ElasticsearchStore:
             lambda: self.client.indices.create(index=version, settings=settings, mappings=self._mappings(dims, schema))
         )
         self._schemas[version] = schema
+        self._stems[version] = self.config.analyzer == "snowball"
         return version
 
     def _meta(self, target: str) -> dict[str, Any]:
@@ -225,12 +238,20 @@ class ElasticsearchStore:
             raise StoreError(f"refusing to drop {version!r}: the alias {name!r} points at it")
         _es_guard(lambda: self.client.indices.delete(index=version, ignore_unavailable=True))
         self._schemas.pop(version, None)
+        self._stems.pop(version, None)
 
     def schema(self, target: str) -> IndexSchema:
         version = self._resolve(target)
         if version not in self._schemas:
             self._schemas[version] = IndexSchema.model_validate(self._meta(version).get("schema", {}))
         return self._schemas[version]
+
+    def _has_stems(self, target: str) -> bool:
+        """Whether the version writes `content_stems` (versions built before it have `content` only)."""
+        version = self._resolve(target)
+        if version not in self._stems:
+            self._stems[version] = bool(self._meta(version).get("stems"))
+        return self._stems[version]
 
     def _resolve(self, target: str) -> str:
         if version_alias(target) is not None:
@@ -242,10 +263,12 @@ class ElasticsearchStore:
 
     # -- writes ---------------------------------------------------------------------------------------
     @staticmethod
-    def _source(rec: StoredRecord) -> dict[str, Any]:
+    def _source(rec: StoredRecord, stems: bool) -> dict[str, Any]:
         doc = rec.doc
         src: dict[str, Any] = doc.model_dump(mode="json", exclude={"deleted"})
         src["content_hash"] = rec.content_hash or doc.content_hash()
+        if stems:
+            src["content_stems"] = " ".join(bm25_terms(f"{doc.title}\n{doc.body}"))
         spans = rec.chunk_spans or [(0, 0)] * len(rec.vectors)
         src["chunks"] = [{"vector": vec, "start": s, "end": e} for vec, (s, e) in zip(rec.vectors, spans, strict=True)]
         return src
@@ -264,9 +287,9 @@ class ElasticsearchStore:
         """
         if not records:
             return WriteResult()
-        actions = [
-            {"_op_type": "index", "_index": target, "_id": r.doc.id, "_source": self._source(r)} for r in records
-        ]
+        stems = self._has_stems(target)
+        sources = [(r.doc.id, self._source(r, stems)) for r in records]
+        actions = [{"_op_type": "index", "_index": target, "_id": i, "_source": src} for i, src in sources]
         ok, errors = _es_guard(
             lambda: helpers.bulk(
                 self.client,
@@ -383,11 +406,14 @@ class ElasticsearchStore:
     ) -> list[Hit]:
         if not query.strip() or k <= 0:
             return []
+        # A version has one of the two fields; the other clause matches nothing there. Either `match` counts a
+        # repeated term once per occurrence.
+        should: list[dict[str, Any]] = [{"match": {"content": {"query": query}}}]
+        terms = bm25_terms(query)
+        if terms:
+            should.append({"match": {"content_stems": {"query": " ".join(terms)}}})
         body_query: dict[str, Any] = {
-            "bool": {
-                "must": [{"match": {"content": {"query": query}}}],
-                "filter": self._filter_clauses(target, filters),
-            }
+            "bool": {"should": should, "minimum_should_match": 1, "filter": self._filter_clauses(target, filters)}
         }
         resp = _es_guard(
             lambda: self.client.search(

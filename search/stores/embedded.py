@@ -2,7 +2,7 @@
 
 One SQLite file per version under `<data_dir>/versions/`; the alias is a small pointer file replaced with
 `os.replace`, which is atomic on POSIX, so a crash mid-build never moves it. SQLite's WAL journal keeps
-readers working while a writer appends. The tables and the SQL for filters are in `embedded_sql`.
+readers working while a writer appends. The tables, the FTS5 text and the SQL for filters are in `embedded_sql`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from search.filters import Filter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import IndexSchema, SchemaError
 from search.stores.base import DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
-from search.stores.embedded_sql import SCHEMA_SQL, filter_sql, filter_values, fts_content
-from search.text import query_terms
+from search.stores.embedded_sql import BM25_META, SCHEMA_SQL, filter_sql, filter_values, fts_content, fts_match
+from search.text import bm25_terms, query_tokens
 
 
 class _Version:
@@ -35,6 +35,14 @@ class _Version:
         self.lock = threading.RLock()
         self.generation = 0  # bumped on every write, invalidates the vector matrix
         self._matrix: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._stems: bool | None = None
+
+    def stems(self) -> bool:
+        """Whether the FTS5 table holds `bm25_terms` (false: a file written before, raw text, Porter tokenizer)."""
+        if self._stems is None:
+            row = self.conn().execute("SELECT value FROM meta WHERE key=?", (BM25_META[0],)).fetchone()
+            self._stems = row is not None and row[0] == BM25_META[1]
+        return self._stems
 
     def conn(self) -> sqlite3.Connection:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -103,6 +111,7 @@ class EmbeddedStore:
                 "schema": schema.model_dump_json(),
                 "complete": "false",
                 "created": datetime.now(UTC).isoformat(),
+                BM25_META[0]: BM25_META[1],
             }
             c.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
         finally:
@@ -203,6 +212,7 @@ class EmbeddedStore:
                 result.failures.append(DocFailure(id=rec.doc.id, reason=str(exc)))
                 continue
             rows.append((rec, json.dumps(filt), vecs))
+        stems = v.stems()
         with v.lock:
             c = v.conn()
             c.execute("BEGIN IMMEDIATE")
@@ -217,7 +227,7 @@ class EmbeddedStore:
                         (doc.id, doc.model_dump_json(), filt_json, rec.content_hash or doc.content_hash()),
                     )
                     rid = cur.lastrowid
-                    c.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, fts_content(doc)))
+                    c.execute("INSERT INTO fts (rowid, content) VALUES (?, ?)", (rid, fts_content(doc, stems)))
                     if vecs is not None:
                         c.executemany(
                             "INSERT INTO vecs (rid, chunk, v) VALUES (?, ?, ?)",
@@ -293,10 +303,11 @@ class EmbeddedStore:
         self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
     ) -> list[Hit]:
         v = self._open(target)
-        terms = query_terms(query)
+        # Every occurrence of a term is its own phrase: a repeated word weighs more, as in bm25s and ES's `match`.
+        terms = bm25_terms(query) if v.stems() else query_tokens(query)
         if not terms or k <= 0:
             return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+        match = fts_match(terms)
         where, params = filter_sql(filters, self.schema(target))
         c = v.conn()
         if not with_docs and not where:

@@ -2,6 +2,11 @@
 
 Kept apart from the store so the schema a version file is created with, and how a filter maps onto the JSON of
 filterable values, can be read in one place (the same checks the Elasticsearch mapping makes).
+
+The FTS5 table holds each document's `search.text.bm25_terms` (Snowball stems, stop words out), analysed in
+Python, so that both stores and the bm25s reference score the same terms; FTS5 only splits them on spaces. Files
+written before that (no `bm25` key in `meta`) hold the raw title and body under FTS5's Porter tokenizer, and are
+still read and written that way.
 """
 
 from __future__ import annotations
@@ -13,8 +18,12 @@ from typing import Any
 from search.documents import Document
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
+from search.text import bm25_terms
 
-TOKENIZER = "porter unicode61 remove_diacritics 2"
+# Stems are whole tokens: `_` (a word character in Python) must not split them.
+TOKENIZER = "unicode61 remove_diacritics 2 tokenchars ''_''"
+LEGACY_TOKENIZER = "porter unicode61 remove_diacritics 2"  # files without `meta.bm25`: raw text, Porter stems
+BM25_META = ("bm25", "stems")  # the `meta` row that says the FTS5 table holds `bm25_terms`
 
 SCHEMA_SQL = f"""
                 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -31,8 +40,16 @@ SCHEMA_SQL = f"""
                 """
 
 
-def fts_content(doc: Document) -> str:
-    return f"{doc.title}\n{doc.body}"
+def fts_content(doc: Document, stems: bool = True) -> str:
+    """What the FTS5 table holds for a document: its BM25 terms, or (a legacy file) the raw title and body."""
+    text = f"{doc.title}\n{doc.body}"
+    return " ".join(bm25_terms(text)) if stems else text
+
+
+def fts_match(terms: Sequence[str]) -> str:
+    """An FTS5 query that ORs the terms, one phrase per occurrence: FTS5's bm25() sums over the query's phrases,
+    so a repeated term counts as often as it is repeated."""
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
 
 
 def filter_values(doc: Document, schema: IndexSchema) -> dict[str, Any]:
