@@ -92,7 +92,7 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("elastic_transport", "httpx", "sift.indexing"):
+    for noisy in ("elastic_transport", "httpx", "sift.indexing", "bm25s"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
