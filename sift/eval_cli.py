@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 # The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
 # (a test keeps them equal).
-SYSTEM_NAMES = ("bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank")
+SYSTEM_NAMES = ("bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank", "hybrid-linear+ltr")
 
 
 def eval_cmd(
@@ -32,6 +32,9 @@ def eval_cmd(
     ] = None,
     reranker: Annotated[
         str | None, typer.Option("--reranker", help="CrossEncoder HF id or path, for hybrid+rerank.")
+    ] = None,
+    ranker: Annotated[
+        Path | None, typer.Option("--ranker", help="`sift train ranker` folder, for hybrid-linear+ltr.")
     ] = None,
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Only the first N judged queries (quick runs).")
@@ -78,6 +81,7 @@ def eval_cmd(
         reranker=reranker,
         reuse_index=reuse_index,
     )
+    cfg = cfg.model_copy(update={"ranker": ranker})
     try:
         result = run_evaluation(cfg)
     except (StoreError, FileNotFoundError, ValueError) as exc:

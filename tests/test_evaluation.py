@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from training.beir import load_beir, read_qrels
-from training.evaluation import NO_RERANKER, EvalConfig, Evaluator
+from training.evaluation import NO_RANKER, NO_RERANKER, EvalConfig, Evaluator
 from training.metrics import (
     fit_query,
     mean_metrics,
@@ -167,7 +167,9 @@ def test_end_to_end_embedded_writes_outputs_and_reuses_the_cache(
         "hybrid-rrf",
         "hybrid-linear",
         "hybrid+rerank",
+        "hybrid-linear+ltr",
     ]
+    assert by["hybrid-linear+ltr"].status == "not run"  # no ranker given
     # Every judged query has its relevant document as the only exact lexical match.
     assert by["bm25"].metrics["ndcg@10"] == pytest.approx(1.0)
     assert by["bm25"].metrics["mrr@10"] == pytest.approx(1.0)
@@ -234,6 +236,39 @@ def test_reference_bm25_runs_beside_the_stores_bm25(tiny_beir: Path, tmp_path: P
     assert all(ref.per_query["ndcg@10"][q] == pytest.approx(1.0) for q in "12346")
     assert bm25.per_query["ndcg@10"]["6"] == 0.0  # the service saw only the filler
     assert ref.delta_vs_bm25["6"] == pytest.approx(1.0) and ref.delta_summary is not None
+
+
+def test_ltr_system_runs_the_learnt_stage(
+    tiny_beir: Path, tmp_path: Path, tiny_embedder_path: Path, tiny_embedder
+) -> None:  # type: ignore[no-untyped-def]
+    """hybrid-linear+ltr is hybrid-linear with the ranker of EvalConfig.ranker re-ordering the head through the
+    service; without a ranker it is "not run" with the reason. A ranker that prefers the served order's bottom
+    (trained so on purpose) must change the scores."""
+    import numpy as np
+
+    from ranking.features import FEATURES
+    from ranking.ltr import save_ranker
+    from search.settings import Settings
+    from training.ltr import RankerData, RankerTrainConfig, train_ranker
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3000, len(FEATURES)))
+    x[:, FEATURES.index("fused_rank")] = np.tile(np.arange(1, 11), 300)
+    y = (x[:, FEATURES.index("fused_rank")] >= 6).astype(float) * 4
+    data = RankerData(x, y, [f"q{i // 10:03d}" for i in range(3000)], [], {})
+    booster, meta = train_ranker(data, RankerTrainConfig(base_weight=0.0))
+    ranker = save_ranker(booster, meta, tmp_path / "ranker")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    systems = ["hybrid-linear", "hybrid-linear+ltr"]
+    cfg = _config(tiny_beir, tmp_path, tiny_embedder_path, store="embedded", systems=systems)
+    res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
+    assert res.system("hybrid-linear+ltr").status == "not run"
+    assert res.system("hybrid-linear+ltr").reason == NO_RANKER
+    cfg = cfg.model_copy(update={"ranker": ranker, "rebuild": False})
+    res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
+    base, ltr = res.system("hybrid-linear"), res.system("hybrid-linear+ltr")
+    assert base.status == ltr.status == "ok" and ltr.fusion == "linear"
+    assert ltr.metrics["ndcg@10"] < base.metrics["ndcg@10"], (ltr.metrics, base.metrics)
 
 
 def test_cli_names_the_same_systems() -> None:

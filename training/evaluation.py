@@ -35,6 +35,7 @@ from models.embedder import (
     EmbeddingCache,
     SentenceTransformerEmbedder,
 )
+from ranking.ltr import LTRConfig, LTRRanker
 from ranking.rerank import CrossEncoderReranker, RerankerConfig
 from search.retrieval import RetrievalConfig
 from search.service import MAX_LIMIT, MAX_QUERY_CHARS, SearchConfig, SearchRequest, SearchService
@@ -68,6 +69,7 @@ class SystemSpec(BaseModel):
     mode: Literal["bm25", "dense", "hybrid"]
     fusion: Literal["rrf", "linear"] | None = Field(default=None, description="None: the RetrievalConfig default.")
     rerank: bool = False
+    ltr: bool = Field(default=False, description="The learnt ranker (EvalConfig.ranker) re-orders the head.")
     reference: bool = Field(default=False, description="Not the service: bm25s over the corpus (training.reference).")
 
 
@@ -78,7 +80,9 @@ SYSTEMS: dict[str, SystemSpec] = {
     "hybrid-rrf": SystemSpec(mode="hybrid", fusion="rrf"),
     "hybrid-linear": SystemSpec(mode="hybrid", fusion="linear"),
     "hybrid+rerank": SystemSpec(mode="hybrid", rerank=True),
+    "hybrid-linear+ltr": SystemSpec(mode="hybrid", fusion="linear", ltr=True),
 }
+NO_RANKER = "no learnt ranker given (EvalConfig.ranker / sift eval --ranker)"
 
 
 # -- timing wrapper -----------------------------------------------------------------------------------------
@@ -124,6 +128,7 @@ class EvalConfig(BaseModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="rrf_k, alpha, depth.")
     reranker: str | None = Field(default=None, description="CrossEncoder id/path for hybrid+rerank; None: not run.")
     rerank_top_n: int = Field(default=20, ge=1, le=200, description="Fused results the reranker rescores.")
+    ranker: Path | None = Field(default=None, description="`sift train ranker` folder for the +ltr system.")
     concurrency: int = Field(default=4, ge=1, le=64, description="Search requests in flight at once.")
     batch_size: int = Field(default=256, ge=1, description="Documents per indexing batch.")
     cache_path: Path | None = Field(default=None, description="Embedding cache; default <cache_dir>/embeddings.sqlite.")
@@ -259,16 +264,21 @@ class Evaluator:
                 cache_hits=cached.hits - hits_before,
             )
             service = self._service(store, cached if need_dense else None)
+            learnt = self._service(store, cached if need_dense else None, ltr=True) if cfg.ranker else None
             results: list[SystemResult] = []
             try:
                 for name in cfg.systems:
                     if SYSTEMS[name].reference:  # the collection's own query text, not cut to the API's limit
                         full = {q: data.queries[q] for q in qids}
                         results.append(await self._run_reference(name, full, qrels))
+                    elif SYSTEMS[name].ltr:
+                        results.append(await self._run_system(learnt, name, index, queries, qrels))
                     else:
                         results.append(await self._run_system(service, name, index, queries, qrels))
             finally:
                 service.retriever.close()
+                if learnt is not None:
+                    learnt.retriever.close()
         finally:
             if self._own_store:
                 store.close()
@@ -336,8 +346,9 @@ class Evaluator:
             max_chunks=cfg.max_chunks,
         )
 
-    def _service(self, store: IndexStore, embedder: CachedEmbedder | None) -> SearchService:
-        """The service wired like `serving/local.py`: local models called in a thread."""
+    def _service(self, store: IndexStore, embedder: CachedEmbedder | None, ltr: bool = False) -> SearchService:
+        """The service wired like `serving/local.py`: local models called in a thread; with `ltr`, the learnt
+        ranker of `EvalConfig.ranker` re-orders the head as the ingress does."""
         cfg = self.config
         reranker = None
         # Offline we measure quality, not latency: a deadline long enough that the reranker always finishes.
@@ -345,12 +356,18 @@ class Evaluator:
         if cfg.reranker:
             reranker = CrossEncoderReranker(rerank_cfg)
             reranker.warm_up()
-        search_cfg = SearchConfig(retrieval=cfg.retrieval, default_index="docs")
-        return build_service(store, search_cfg, encoder=embedder, reranker=reranker, rerank_config=rerank_cfg)
+        search_cfg = SearchConfig(retrieval=cfg.retrieval, default_index="docs", log_features=False)
+        ranker = None
+        if ltr and cfg.ranker is not None:
+            ranker = LTRRanker(LTRConfig(model=str(cfg.ranker)))
+            ranker.warm_up()
+        return build_service(
+            store, search_cfg, encoder=embedder, reranker=reranker, rerank_config=rerank_cfg, ltr=ranker
+        )
 
     async def _run_system(
         self,
-        service: SearchService,
+        service: SearchService | None,
         name: str,
         index: str,
         queries: Mapping[str, str],
@@ -359,6 +376,9 @@ class Evaluator:
         spec = SYSTEMS[name]
         fusion = spec.fusion or (self.config.retrieval.fusion if spec.mode == "hybrid" else None)
         res = SystemResult(name=name, mode=spec.mode, fusion=fusion, rerank=spec.rerank, status="ok")
+        if service is None:
+            res.status, res.reason = "not run", NO_RANKER
+            return res
         if spec.rerank and service.rerank is None:
             res.status, res.reason = "not run", NO_RERANKER
             return res
