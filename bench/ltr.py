@@ -44,7 +44,7 @@ from training.beir import BeirData, load_beir  # noqa: E402
 from training.click_logs import sessions_from_logs  # noqa: E402
 from training.click_simulator import InProcessClient, SimulatorConfig, simulate  # noqa: E402
 from training.click_users import UserConfig  # noqa: E402
-from training.ltr import RankerTrainConfig, ranker_data, train_ranker  # noqa: E402
+from training.ltr import RankerTrainConfig, passes_gate, ranker_data, train_ranker  # noqa: E402
 from training.metrics import mean_metrics, per_query_metrics  # noqa: E402
 
 INDEX = "ltr-bench"
@@ -156,8 +156,12 @@ def main() -> None:
         ltr = LTRRanker(LTRConfig(model=str(path)))
         ltr.warm_up()
         score = evaluate(backend, test, ltr)
+        gated = not passes_gate(meta, tcfg)  # `sift train ranker` would not write it: serving keeps the fused order
         m = meta.metrics
-        inner = f"{m['heldout_ndcg10_fused']:.4f}→{m['heldout_ndcg10_ltr']:.4f}"
+        inner = f"{m['heldout_ndcg10_fused']:.4f}→{m['heldout_ndcg10_ltr']:.4f}" + (" gated" if gated else "")
+        if gated:
+            print(f"{'':>8} ungated ranker would score {score:.4f}")
+            score = base
         print(
             f"{n:>8} {sim['clicks']:>7} {base:>7.4f} {score:>7.4f} {score - base:>+7.4f} {inner:>28}  {m['fit_s']:.1f}"
         )

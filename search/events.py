@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +26,8 @@ from search.querylog import QueryEvent, QueryLog, to_utc
 from search.service import SearchRequest, SearchResponse
 
 MAX_EVENTS = 1000
+LOOKUP_POLL_S = 0.25  # between looks for an impression another replica has not flushed yet
+LOOKUP_SLACK = 3.0  # look for up to this many flush intervals before calling a query_id unknown
 MAX_OBJECTS = 20
 
 
@@ -120,9 +123,13 @@ class EventRecorder:
         found = await asyncio.to_thread(self.impressions.impressions, sorted(query_ids))
         missing = query_ids - set(found)
         wait = self.impressions.lookup_retry_s
-        if missing and wait > 0:  # another replica may still hold the impression in its write buffer
-            await asyncio.sleep(wait)
+        # Another replica may still hold the impression in its write buffer: poll until it should have flushed,
+        # with slack for a loaded machine (a bulk write then takes longer than the flush interval).
+        deadline = time.monotonic() + LOOKUP_SLACK * wait
+        while missing and wait > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(min(LOOKUP_POLL_S, wait))
             found.update(await asyncio.to_thread(self.impressions.impressions, sorted(missing)))
+            missing = query_ids - set(found)
         return found
 
     async def record(self, batch: EventsBatch) -> EventsAccepted:

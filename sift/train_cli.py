@@ -20,17 +20,20 @@ def ranker_cmd(
     index: Annotated[str | None, typer.Option("--index", help="Only this index's searches.")] = None,
     click_model: Annotated[str, typer.Option("--click-model", help="pbm or dbn: who labels the rows.")] = "pbm",
     seed: Annotated[int, typer.Option("--seed", help="Seeds the held-out split and LightGBM.")] = 0,
+    min_gain: Annotated[
+        float, typer.Option("--min-gain", help="Write only if held-out nDCG@10 beats the served order by this.")
+    ] = 0.005,
 ) -> None:
     """Fit LightGBM lambdarank on served features labelled by a click model; print held-out nDCG@10 of the
     learnt order against the fused order (both on held-out *train* queries)."""
     from training.click_logs import sessions_from_logs
-    from training.ltr import RankerTrainConfig, ranker_data, train_ranker
+    from training.ltr import RankerTrainConfig, gain, passes_gate, ranker_data, train_ranker
 
     if click_model not in ("pbm", "dbn"):
         raise _fail(f"--click-model must be pbm or dbn, not {click_model!r}")
     if out.exists() and any(out.iterdir()):
         raise _fail(f"{out} exists and is not empty: a model folder is written once")
-    cfg = RankerTrainConfig(click_model=click_model, seed=seed)  # type: ignore[arg-type]
+    cfg = RankerTrainConfig(click_model=click_model, seed=seed, min_gain=min_gain)  # type: ignore[arg-type]
     imps, clicks = read_logs(config, index)
     sessions = sessions_from_logs(imps, clicks, index=index)
     if len(sessions) < 10:
@@ -42,6 +45,12 @@ def ranker_cmd(
         raise _fail(str(exc), 1) from exc
     from ranking.ltr import save_ranker
 
-    save_ranker(booster, meta, out)
     typer.echo(json.dumps({"version": meta.version, **meta.metrics}))
+    if not passes_gate(meta, cfg):
+        raise _fail(
+            f"not written: on held-out train queries the learnt order gains {gain(meta):+.4f} nDCG@10 over the "
+            f"served order, below the {cfg.min_gain} margin (more clicks, or --min-gain)",
+            1,
+        )
+    save_ranker(booster, meta, out)
     typer.echo(f"wrote {out}; serve it with `ranker: {{model: {out}}}` in the app YAML", err=True)

@@ -40,7 +40,7 @@ def test_credit() -> None:
     assert credit(teams, []) is None
 
 
-def run_experiment(seed: int, sessions: int = 2000, weak_signal: float = 0.4) -> str | None:
+def run_experiment(seed: int, sessions: int = 2000, weak_signal: float = 0.4) -> tuple[str | None, bool]:
     """One interleaving run: ranker a orders by noisy relevance (nDCG well above b's), b is a weaker
     shuffle; a pbm user clicks from the qrels. Goes through the logged records and `interleaving_result`."""
     rng = np.random.default_rng(seed)
@@ -74,15 +74,16 @@ def run_experiment(seed: int, sessions: int = 2000, weak_signal: float = 0.4) ->
             )
     result = interleaving_result(imps, clicks)
     assert result.impressions == sessions and result.wins_a + result.wins_b + result.ties == sessions
-    return result.winner
+    return result.winner, result.significant
 
 
 def test_the_better_ranker_wins_in_95_percent_of_runs() -> None:
-    winners = [run_experiment(seed) for seed in range(20)]
-    assert winners.count("a") >= 19, winners
+    runs = [run_experiment(seed) for seed in range(20)]
+    assert [w for w, _ in runs].count("a") >= 19, runs
+    assert sum(sig and w == "a" for w, sig in runs) >= 17, runs  # and mostly with p < 0.05
 
 
 def test_equal_rankers_rarely_get_a_winner() -> None:
     """Two rankers of the same quality: the sign test should call a winner about alpha = 5 % of the time."""
-    winners = [run_experiment(100 + seed, weak_signal=1.0) for seed in range(10)]
-    assert winners.count(None) >= 8, winners
+    runs = [run_experiment(100 + seed, weak_signal=1.0) for seed in range(10)]
+    assert sum(sig for _, sig in runs) <= 2, runs

@@ -202,6 +202,9 @@ def test_served_features_train_a_ranker_that_serves(tmp_path: Path) -> None:
     assert summary["version"].startswith("ltr-") and summary["rows"] > 0 and (out / "model.txt").is_file()
     again = CliRunner().invoke(app, ["train", "ranker", "--config", str(config), "--out", str(out)])
     assert again.exit_code == 2 and "not empty" in again.output
+    gate = ["train", "ranker", "--config", str(config), "--out", str(tmp_path / "gated"), "--min-gain", "1"]
+    gated = CliRunner().invoke(app, gate)
+    assert gated.exit_code == 1 and "not written" in gated.output and not (tmp_path / "gated").exists()
 
     served = local_backend(AppConfig.model_validate(_app(tmp_path, out)), Settings())
     try:
@@ -238,4 +241,5 @@ def test_served_features_train_a_ranker_that_serves(tmp_path: Path) -> None:
     assert report.exit_code == 0, report.output
     result = json.loads(report.output)
     assert result["impressions"] == 1 and result["ties"] == 1 and result["winner"] is None
+    assert not result["significant"] and result["confidence"] == 0.0
     assert result["rankers"]["b"] == summary["version"]

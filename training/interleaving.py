@@ -26,7 +26,9 @@ class InterleavingResult(BaseModel):
     ties: int = Field(description="Impressions with no clicks or equal clicks for both.")
     delta: float = Field(description="(wins_b - wins_a) / impressions: > 0 means b is preferred.")
     p_value: float = Field(description="Two-sided sign test over the impressions with a winner.")
-    winner: Literal["a", "b"] | None = Field(description="The preferred ranker at the alpha asked; None if unsure.")
+    winner: Literal["a", "b"] | None = Field(description="The ranker that won more impressions (None: as many).")
+    confidence: float = Field(description="1 - p_value: how sure the log is that the winner is not chance.")
+    significant: bool = Field(description="p_value < alpha: the winner can be acted on.")
     rankers: dict[str, str] = Field(default_factory=dict, description="What a and b were (from the impressions).")
 
 
@@ -56,9 +58,10 @@ def interleaving_result(
     decided = wins[TEAM_A] + wins[TEAM_B]
     p = float(binomtest(wins[TEAM_B], decided, 0.5).pvalue) if decided else 1.0
     winner: Literal["a", "b"] | None = None
-    if p < alpha:
+    if wins[TEAM_A] != wins[TEAM_B]:
         winner = "b" if wins[TEAM_B] > wins[TEAM_A] else "a"
     return InterleavingResult(
         impressions=n, wins_a=wins[TEAM_A], wins_b=wins[TEAM_B], ties=ties,
-        delta=(wins[TEAM_B] - wins[TEAM_A]) / n if n else 0.0, p_value=p, winner=winner, rankers=rankers,
+        delta=(wins[TEAM_B] - wins[TEAM_A]) / n if n else 0.0, p_value=p, winner=winner, confidence=1.0 - p,
+        significant=winner is not None and p < alpha, rankers=rankers,
     )  # fmt: skip

@@ -50,6 +50,11 @@ class RankerTrainConfig(BaseModel):
     early_stopping: int = Field(default=50, ge=1, description="Stop when held-out nDCG@10 has not improved this long.")
     min_data_in_leaf: int = Field(default=20, ge=1, description="LightGBM min_data_in_leaf.")
     seed: int = Field(default=0, description="Seeds the query split and LightGBM.")
+    min_gain: float = Field(
+        default=0.005,
+        description="Gate: the learnt order must beat the served order on held-out train queries (click-model "
+        "labels, nDCG@10) by this much to be written; otherwise serving keeps the order it has.",
+    )
     base_weight: float = Field(
         default=2.0,
         ge=0.0,
@@ -159,6 +164,15 @@ def mean_ndcg(data: RankerData, rows: np.ndarray, scores: np.ndarray) -> float:
     vals = [ndcg_at(data.y[rows[idx]], scores[idx]) for idx in per.values()]
     vals = [v for v in vals if not math.isnan(v)]
     return float(np.mean(vals)) if vals else math.nan
+
+
+def gain(meta: RankerMeta) -> float:
+    """Held-out nDCG@10 of the learnt order minus the served order's (click-model labels, train queries)."""
+    return meta.metrics["heldout_ndcg10_ltr"] - meta.metrics["heldout_ndcg10_fused"]
+
+
+def passes_gate(meta: RankerMeta, cfg: RankerTrainConfig) -> bool:
+    return gain(meta) >= cfg.min_gain
 
 
 def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerMeta]:
