@@ -9,9 +9,11 @@ LightGBM treats as missing rather than as a value.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -72,16 +74,18 @@ class CandidateDoc(Protocol):
     def published_at(self) -> datetime | None: ...
 
 
-def stems(text: str) -> set[str]:
-    """Distinct Snowball stems of the lower-cased words of `text`."""
-    return set(_stemmer.stemWords(list(set(_WORD.findall(text.lower())))))
+@functools.lru_cache(maxsize=8192)
+def stems(text: str) -> frozenset[str]:
+    """Distinct Snowball stems of the lower-cased words of `text` (cached: popular documents come back often,
+    and stemming a body is most of a row's cost)."""
+    return frozenset(_stemmer.stemWords(list(set(_WORD.findall(text.lower())))))
 
 
 def _opt(x: float | int | None) -> float:
     return math.nan if x is None else float(x)
 
 
-def _coverage(query: set[str], text: set[str]) -> float:
+def _coverage(query: AbstractSet[str], text: AbstractSet[str]) -> float:
     return len(query & text) / len(query) if query else math.nan
 
 

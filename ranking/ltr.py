@@ -74,6 +74,7 @@ class LTROutcome:
     order: list[str]
     scores: dict[str, float]
     contributions: dict[str, list[tuple[str, float]]]
+    features: dict[str, np.ndarray]  # the rows the booster scored, reused for the impression log
 
 
 class LTRRanker:
@@ -120,12 +121,13 @@ class LTRRanker:
         candidates: Sequence[Candidate],
         docs: Mapping[str, CandidateDoc | None],
         rerank: Mapping[str, float] | None = None,
+        ranks: Sequence[int] | None = None,
     ) -> LTROutcome:
         """The candidates re-ordered by the booster, with each one's score and its top contributions."""
         self.warm_up()
         if not candidates:
-            return LTROutcome([], {}, {})
-        x = feature_matrix(query_terms, candidates, docs, priors=self.priors, rerank=rerank)
+            return LTROutcome([], {}, {}, {})
+        x = feature_matrix(query_terms, candidates, docs, priors=self.priors, rerank=rerank, ranks=ranks)
         contrib = np.asarray(self._booster.predict(x, pred_contrib=True))  # per feature, then the bias column
         base = base_scores(x, self.meta.base_weight if self.meta else 0.0)
         scores = contrib.sum(axis=1) + base
@@ -139,7 +141,7 @@ class LTRRanker:
                 idx = np.argsort(-np.abs(row))[:top]
                 explain[c.id] = [(names[j], round(float(row[j]), 4)) for j in idx if row[j] != 0]
         order = sorted(out_scores, key=lambda d: (-out_scores[d], d))
-        return LTROutcome(order, out_scores, explain)
+        return LTROutcome(order, out_scores, explain, {c.id: row for c, row in zip(candidates, x, strict=True)})
 
 
 def base_scores(x: np.ndarray, weight: float) -> np.ndarray:

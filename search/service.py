@@ -215,7 +215,7 @@ class SearchService:
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
         key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
-        ordered, learnt, teams = self._learnt_order(req, ordered, rerank_scores, stages, key)
+        ordered, learnt, teams = self._learnt_order(req, fused, ordered, rerank_scores, stages, key)
         explored = False
         if req.offset == 0 and self.config.exploration.rate > 0 and teams is None:
             ordered, explored = explore(ordered, self.config.exploration, key)
@@ -223,7 +223,7 @@ class SearchService:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
         results = [self._result(req, r, rerank_scores.get(r.id), stages, learnt) for r in page]
-        features = self._page_features(req, fused, page, rerank_scores) if self.config.log_features else None
+        features = self._page_features(req, fused, page, rerank_scores, learnt) if self.config.log_features else None
         return SearchResponse(
             request_id=uuid.uuid4().hex,
             query=req.query,
@@ -241,7 +241,13 @@ class SearchService:
         )
 
     def _learnt_order(
-        self, req: SearchRequest, ordered: list[Retrieved], rerank: dict[str, float], stages: list[str], key: str | None
+        self,
+        req: SearchRequest,
+        fused: list[Retrieved],
+        ordered: list[Retrieved],
+        rerank: dict[str, float],
+        stages: list[str],
+        key: str | None,
     ) -> tuple[list[Retrieved], LTROutcome | None, list[str] | None]:
         """The learnt ranker's order of the head (or, interleaving, the head team-drafted from the order without
         it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved."""
@@ -249,7 +255,9 @@ class SearchService:
             return ordered, None, None
         t = time.perf_counter()
         head = ordered[: self.ltr.config.top_n]
-        learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank)
+        fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}
+        ranks = [fused_rank.get(r.id, len(fused) + 1) for r in head]
+        learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank, ranks)
         by_id = {r.id: r for r in head}
         teams = None
         if self.ltr.config.interleave and req.offset == 0:
@@ -264,17 +272,27 @@ class SearchService:
         return out, learnt, teams
 
     def _page_features(
-        self, req: SearchRequest, fused: Sequence[Retrieved], page: Sequence[Retrieved], rerank: dict[str, float]
+        self,
+        req: SearchRequest,
+        fused: Sequence[Retrieved],
+        page: Sequence[Retrieved],
+        rerank: dict[str, float],
+        learnt: LTROutcome | None,
     ) -> dict[str, list[float | None]]:
-        """The shown results' features, ranked as the fused list ranked them (what a learnt ranker sees)."""
+        """The shown results' features, ranked as the fused list ranked them (what a learnt ranker sees); rows
+        the learnt stage already computed are reused."""
+        known = learnt.features if learnt is not None else {}
+        rest = [r for r in page if r.id not in known]
         rank = {r.id: i for i, r in enumerate(fused, start=1)}
         priors = self.ltr.priors if self.ltr is not None else None
-        x = feature_matrix(
-            query_terms(req.query), page, {r.id: r.doc for r in page}, priors=priors, rerank=rerank,
-            ranks=[rank.get(r.id, len(fused) + 1) for r in page],
-        )  # fmt: skip
-        rows = zip(page, x, strict=True)
-        return {r.id: [None if np.isnan(v) else round(float(v), 6) for v in row] for r, row in rows}
+        rows = dict(known)
+        if rest:
+            x = feature_matrix(
+                query_terms(req.query), rest, {r.id: r.doc for r in rest}, priors=priors, rerank=rerank,
+                ranks=[rank.get(r.id, len(fused) + 1) for r in rest],
+            )  # fmt: skip
+            rows.update({r.id: row for r, row in zip(rest, x, strict=True)})
+        return {r.id: [None if np.isnan(v) else round(float(v), 6) for v in rows[r.id]] for r in page}
 
     def _result(
         self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str], learnt: LTROutcome | None
