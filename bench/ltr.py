@@ -90,7 +90,10 @@ def evaluate(backend: Any, data: BeirData, ltr: LTRRanker | None) -> float:
                 out[qid] = {r.id: 10.0 - i for i, r in enumerate(resp.results)}
         return out
 
-    runs = asyncio.run(run())
+    try:
+        runs = asyncio.run(run())
+    finally:
+        service.retriever.close()
     return mean_metrics({"ndcg@10": per_query_metrics(data.qrels, runs, ["ndcg@10"])["ndcg@10"]})["ndcg@10"]
 
 

@@ -10,6 +10,7 @@ document priors learnt from clicks, metrics, the training-data hash). `training/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -155,8 +156,6 @@ def load_meta(path: Path) -> RankerMeta:
 
 
 def hash_rows(x: np.ndarray, y: np.ndarray, groups: Sequence[int]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for part in (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(y, dtype=np.float64)):
         h.update(part.tobytes())

@@ -215,7 +215,8 @@ class SearchService:
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
         key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
-        ordered, learnt, teams = self._learnt_order(req, fused, ordered, rerank_scores, stages, key)
+        fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}  # the rank features see, as in training
+        ordered, learnt, teams = self._learnt_order(req, fused_rank, ordered, rerank_scores, stages, key)
         explored = False
         if req.offset == 0 and self.config.exploration.rate > 0 and teams is None:
             ordered, explored = explore(ordered, self.config.exploration, key)
@@ -223,7 +224,9 @@ class SearchService:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
         results = [self._result(req, r, rerank_scores.get(r.id), stages, learnt) for r in page]
-        features = self._page_features(req, fused, page, rerank_scores, learnt) if self.config.log_features else None
+        features = None
+        if self.config.log_features:
+            features = self._page_features(req, fused_rank, page, rerank_scores, learnt)
         return SearchResponse(
             request_id=uuid.uuid4().hex,
             query=req.query,
@@ -243,7 +246,7 @@ class SearchService:
     def _learnt_order(
         self,
         req: SearchRequest,
-        fused: list[Retrieved],
+        fused_rank: dict[str, int],
         ordered: list[Retrieved],
         rerank: dict[str, float],
         stages: list[str],
@@ -255,8 +258,7 @@ class SearchService:
             return ordered, None, None
         t = time.perf_counter()
         head = ordered[: self.ltr.config.top_n]
-        fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}
-        ranks = [fused_rank.get(r.id, len(fused) + 1) for r in head]
+        ranks = [fused_rank.get(r.id, len(fused_rank) + 1) for r in head]
         learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank, ranks)
         by_id = {r.id: r for r in head}
         teams = None
@@ -274,7 +276,7 @@ class SearchService:
     def _page_features(
         self,
         req: SearchRequest,
-        fused: Sequence[Retrieved],
+        fused_rank: dict[str, int],
         page: Sequence[Retrieved],
         rerank: dict[str, float],
         learnt: LTROutcome | None,
@@ -283,13 +285,12 @@ class SearchService:
         the learnt stage already computed are reused."""
         known = learnt.features if learnt is not None else {}
         rest = [r for r in page if r.id not in known]
-        rank = {r.id: i for i, r in enumerate(fused, start=1)}
         priors = self.ltr.priors if self.ltr is not None else None
         rows = dict(known)
         if rest:
             x = feature_matrix(
                 query_terms(req.query), rest, {r.id: r.doc for r in rest}, priors=priors, rerank=rerank,
-                ranks=[rank.get(r.id, len(fused) + 1) for r in rest],
+                ranks=[fused_rank.get(r.id, len(fused_rank) + 1) for r in rest],
             )  # fmt: skip
             rows.update({r.id: row for r, row in zip(rest, x, strict=True)})
         return {r.id: [None if np.isnan(v) else round(float(v), 6) for v in rows[r.id]] for r in page}
