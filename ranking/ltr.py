@@ -32,7 +32,14 @@ class LTRConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str | None = Field(default=None, description="Folder of a trained ranker (sift train ranker); none: off.")
+    model: str | None = Field(
+        default=None,
+        description="Folder of a trained ranker (sift train ranker), or `registry:ranker` (the live version, "
+        "followed: a promoted version is swapped in without a restart) / `registry:ranker@VERSION`; none: off.",
+    )
+    watch_s: float = Field(
+        default=2.0, ge=0, description="With `registry:ranker`, how often the live pointer is checked (0: never)."
+    )
     top_n: int = Field(
         default=10,
         ge=2,
@@ -143,6 +150,13 @@ class LTRRanker:
                 explain[c.id] = [(names[j], round(float(row[j]), 4)) for j in idx if row[j] != 0]
         order = sorted(out_scores, key=lambda d: (-out_scores[d], d))
         return LTROutcome(order, out_scores, explain, {c.id: row for c, row in zip(candidates, x, strict=True)})
+
+
+def load_ranker(config: LTRConfig, path: str) -> LTRRanker:
+    """A warmed ranker from `path` with `config`'s other settings (what a registry reference loads)."""
+    ranker = LTRRanker(config.model_copy(update={"model": path}))
+    ranker.warm_up()
+    return ranker
 
 
 def base_scores(x: np.ndarray, weight: float) -> np.ndarray:

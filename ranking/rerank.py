@@ -9,20 +9,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field
 
 from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
 from ranking.fusion import Hit
+from ranking.live import LiveModel
 
-RerankFn = Callable[[str, list[str]], Awaitable[list[float]]]
+
+@dataclass(frozen=True)
+class RerankScores:
+    """Scores with the model version that computed them (None: no live version, so no scores)."""
+
+    scores: list[float]
+    version: str | None
+
+
+RerankFn = Callable[[str, list[str]], Awaitable["list[float] | RerankScores"]]
 H = TypeVar("H", bound=Hit)
 
 
 class RerankerConfig(CrossEncoderConfig):
     top_n: int = Field(default=20, ge=1, le=200, description="How many fused results get rescored.")
     deadline_ms: int = Field(default=500, ge=1, description="Past this, results keep the fused order.")
+    watch_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="With `model: registry:reranker`, how often the registry's live pointer is checked; a newly "
+        "promoted version is loaded and swapped in without a restart (0: load at start only).",
+    )
 
 
 @runtime_checkable
@@ -43,10 +60,46 @@ class CrossEncoderReranker(CrossEncoderModel):
         super().__init__(config)
 
 
+class LiveReranker:
+    """The reranker of a server: a fixed model, or the registry's live version followed (`registry:reranker`).
+
+    `score_many` reads the (version, model) pair once per call, so a batch is scored by one version and says
+    which."""
+
+    def __init__(self, config: RerankerConfig, registry_root: Path | str | None = None) -> None:
+        if not config.model:
+            raise ValueError("a reranker needs config.model")
+        self.config = config
+        self.live: LiveModel[CrossEncoderReranker] = LiveModel(config.model, self._load, registry_root, config.watch_s)
+
+    def _load(self, path: str) -> CrossEncoderReranker:
+        model = CrossEncoderReranker(self.config.model_copy(update={"model": path}))
+        model.warm_up()
+        model.rerank("warm up", ["warm up"])
+        return model
+
+    def warm_up(self) -> None:
+        self.live.warm_up()
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> RerankScores:
+        self.warm_up()
+        version, model = self.live.current
+        if model is None:
+            return RerankScores([], None)
+        return RerankScores(model.rerank_many(pairs), version)
+
+    def rerank_versioned(self, query: str, texts: Sequence[str]) -> RerankScores:
+        return self.score_many([(query, t) for t in texts])
+
+    def close(self) -> None:
+        self.live.close()
+
+
 @dataclass(frozen=True)
 class RerankOutcome:
     scores: dict[str, float]
     note: str | None
+    version: str | None = None
 
 
 class RerankStage:
@@ -64,10 +117,13 @@ class RerankStage:
     async def run(self, query: str, head: Sequence[H], texts: Sequence[str]) -> RerankOutcome:
         """Scores of `head` (ids → score), or none and the reason when the deadline passed."""
         try:
-            scores = await asyncio.wait_for(self.score(query, list(texts)), timeout=self.deadline_ms / 1000)
+            got = await asyncio.wait_for(self.score(query, list(texts)), timeout=self.deadline_ms / 1000)
         except TimeoutError:
             return RerankOutcome({}, f"reranker passed its {self.deadline_ms} ms deadline; fused order kept")
-        return RerankOutcome({h.id: s for h, s in zip(head, scores, strict=True)}, None)
+        scores, version = (got.scores, got.version) if isinstance(got, RerankScores) else (got, None)
+        if isinstance(got, RerankScores) and got.version is None:
+            return RerankOutcome({}, "no live reranker version in the model registry; fused order kept")
+        return RerankOutcome({h.id: s for h, s in zip(head, scores, strict=True)}, None, version)
 
 
 def apply_rerank(fused: list[H], scores: dict[str, float]) -> list[H]:

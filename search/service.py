@@ -118,6 +118,11 @@ class SearchResponse(BaseModel):
     teams: list[str] | None = Field(
         default=None, exclude=True, description="Interleaving team of each shown result (logged, never sent)."
     )
+    model_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="The model versions that served this response (embedder, and reranker / ranker when they "
+        "ran): during a hot reload two responses may name different versions.",
+    )
     summary_url: str | None = Field(
         default=None,
         description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
@@ -148,11 +153,13 @@ class SearchService:
         config: SearchConfig | None = None,
         timer: StageTimer | None = None,
         ltr: LTRRanker | None = None,
+        encoder_version: str | None = None,
     ) -> None:
         self.store = store
         self.encode = encode
         self.rerank = rerank
-        self.ltr = ltr
+        self.ltr = ltr  # may be swapped while serving (hot reload): a search reads it once
+        self.encoder_version = encoder_version
         self.config = config or SearchConfig()
         self.retriever = HybridRetriever(store, None, self.config.retrieval)
         self._timer = timer
@@ -190,9 +197,11 @@ class SearchService:
             self._time("encode", t)
             stages.append("encode")
         t = time.perf_counter()
+        ltr = self.ltr
+        versions = {"embedder": self.encoder_version} if vector is not None and self.encoder_version else {}
         want_rerank = req.rerank and self.rerank is not None
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
-        window = max(window, self.ltr.config.top_n if self.ltr is not None else 0)
+        window = max(window, ltr.config.top_n if ltr is not None else 0)
         fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
         self._time("retrieve", t)
         stages.extend(
@@ -212,11 +221,15 @@ class SearchService:
             rerank_scores, note = outcome.scores, outcome.note
             if rerank_scores:
                 stages.append("rerank")
+                if outcome.version:
+                    versions["reranker"] = outcome.version
             self._time("rerank", t)
         ordered = apply_rerank(fused, rerank_scores)
         key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
         fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}  # the rank features see, as in training
-        ordered, learnt, teams = self._learnt_order(req, fused_rank, ordered, rerank_scores, stages, key)
+        ordered, learnt, teams = self._learnt_order(ltr, req, fused_rank, ordered, rerank_scores, stages, key)
+        if learnt is not None and ltr is not None:
+            versions["ranker"] = ltr.version
         explored = False
         if req.offset == 0 and self.config.exploration.rate > 0 and teams is None:
             ordered, explored = explore(ordered, self.config.exploration, key)
@@ -226,7 +239,7 @@ class SearchService:
         results = [self._result(req, r, rerank_scores.get(r.id), stages, learnt) for r in page]
         features = None
         if self.config.log_features:
-            features = self._page_features(req, fused_rank, page, rerank_scores, learnt)
+            features = self._page_features(ltr, req, fused_rank, page, rerank_scores, learnt)
         return SearchResponse(
             request_id=uuid.uuid4().hex,
             query=req.query,
@@ -241,10 +254,12 @@ class SearchService:
             explored=explored,
             features=features,
             teams=teams,
+            model_versions=versions,
         )
 
     def _learnt_order(
         self,
+        ltr: LTRRanker | None,
         req: SearchRequest,
         fused_rank: dict[str, int],
         ordered: list[Retrieved],
@@ -254,15 +269,15 @@ class SearchService:
     ) -> tuple[list[Retrieved], LTROutcome | None, list[str] | None]:
         """The learnt ranker's order of the head (or, interleaving, the head team-drafted from the order without
         it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved."""
-        if self.ltr is None or not ordered:
+        if ltr is None or not ordered:
             return ordered, None, None
         t = time.perf_counter()
-        head = ordered[: self.ltr.config.top_n]
+        head = ordered[: ltr.config.top_n]
         ranks = [fused_rank.get(r.id, len(fused_rank) + 1) for r in head]
-        learnt = self.ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank, ranks)
+        learnt = ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank, ranks)
         by_id = {r.id: r for r in head}
         teams = None
-        if self.ltr.config.interleave and req.offset == 0:
+        if ltr.config.interleave and req.offset == 0:
             mixed, all_teams = team_draft([r.id for r in head], learnt.order, len(head), key)
             out = [by_id[d] for d in mixed] + ordered[len(head) :]
             teams = all_teams[: req.limit]
@@ -275,6 +290,7 @@ class SearchService:
 
     def _page_features(
         self,
+        ltr: LTRRanker | None,
         req: SearchRequest,
         fused_rank: dict[str, int],
         page: Sequence[Retrieved],
@@ -285,7 +301,7 @@ class SearchService:
         the learnt stage already computed are reused."""
         known = learnt.features if learnt is not None else {}
         rest = [r for r in page if r.id not in known]
-        priors = self.ltr.priors if self.ltr is not None else None
+        priors = ltr.priors if ltr is not None else None
         rows = dict(known)
         if rest:
             x = feature_matrix(

@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".data"), description="Embedded store data and dead-letter files.")
     cache_dir: Path = Field(default_factory=_default_cache_dir, description="Models, ES distribution, embedding cache.")
     device: str | None = Field(default=None, description="Force a torch device (cpu, cuda, cuda:1, mps).")
+    registry_dir: Path | None = Field(
+        default=None, description="Model registry root (models.registry); default: <data_dir>/registry."
+    )
+
+    def registry_root(self) -> Path:
+        return self.registry_dir or self.data_dir / "registry"
 
     def es_url(self) -> str:
         return self.elasticsearch_url or f"http://127.0.0.1:{self.es_port}"

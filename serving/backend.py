@@ -8,10 +8,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from ranking.ltr import LTRRanker
+from ranking.live import LiveModel
+from ranking.ltr import LTRRanker, load_ranker
 from ranking.rerank import RerankFn
 from search.clicklog import make_click_log
 from search.events import EventRecorder, impression_for
@@ -91,9 +93,13 @@ class AppBackend:
         data_dir = config.data_dir or settings.data_dir
         self.suggest = SuggestRuntime(config, self.store, models.complete, data_dir)
         self.events = _event_recorder(config, self.store, self.suggest, data_dir)
-        ltr = LTRRanker(config.ranker) if config.ranker.model else None
-        if ltr is not None:
-            ltr.warm_up()  # a missing or mismatched ranker fails the start, not the first search
+        self.ranker: LiveModel[LTRRanker] | None = None
+        ltr = None
+        if config.ranker.model:
+            load = partial(load_ranker, config.ranker)
+            self.ranker = LiveModel(config.ranker.model, load, settings.registry_root(), config.ranker.watch_s)
+            self.ranker.warm_up()  # a missing or mismatched ranker fails the start, not the first search
+            ltr = self.ranker.current[1]
         self.versions = serving_versions(config, ltr)
         self.service = build_service(
             self.store,
@@ -103,8 +109,16 @@ class AppBackend:
             rerank_config=config.reranker,
             timer=self.metrics.observe_stage,
             ltr=ltr,
+            encoder_version=config.embedder.model if config.search.retrieval.mode != "bm25" else None,
         )
+        if self.ranker is not None:
+            self.ranker.add_listener(self._ranker_swapped)
         self._ready_checks = models.ready_checks
+
+    def _ranker_swapped(self, version: str | None, ranker: LTRRanker | None) -> None:
+        """A promoted (or rolled back) ranker: the next search uses it; searches in flight keep theirs."""
+        self.service.ltr = ranker
+        self.versions = serving_versions(self.config, ranker)
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"store": await asyncio.to_thread(self.store.ping)}
@@ -122,7 +136,7 @@ async def logged_search(backend: Backend, req: SearchRequest) -> SearchResponse:
     runtime = backend.suggest
     if runtime is not None:
         try:
-            runtime.record(impression_for(req, resp, backend.versions))
+            runtime.record(impression_for(req, resp, {**backend.versions, **resp.model_versions}))
         except Exception as exc:  # logging must never fail a search that succeeded
             log.warning("recording the search failed: %s", exc)
     return resp

@@ -53,11 +53,12 @@ def query_encoder(config: AppConfig) -> Application | None:
     return serve.deployment(**_options(res, "query_encoder", config))(QueryEncoderServer).bind(config.embedder, res)
 
 
-def reranker(config: AppConfig) -> Application | None:
+def reranker(config: AppConfig, settings: Settings) -> Application | None:
     if not config.reranker.model:
         return None
     res = config.reranker_resources
-    return serve.deployment(**_options(res, "reranker", config))(RerankerServer).bind(config.reranker, res)
+    root = str(settings.registry_root().resolve())
+    return serve.deployment(**_options(res, "reranker", config))(RerankerServer).bind(config.reranker, res, root)
 
 
 def suggest_lm(config: AppConfig) -> Application | None:
@@ -78,12 +79,13 @@ def summarizer(config: AppConfig, settings: Settings) -> Application | None:
 
 def build_app(config: AppConfig, settings: Settings) -> Application:
     """The Serve application for `config` (pass it to `serve.run`); `settings` are the process settings."""
+    config, _ = config.pin_encoder(settings.registry_root())
     ingress_cls = serve.ingress()(SearchIngress)
     return serve.deployment(**_options(config.ingress, "ingress", config))(ingress_cls).bind(
         config,
         settings,
         query_encoder(config),
-        reranker(config),
+        reranker(config, settings),
         suggest_lm(config),
         summarizer(config, settings),
     )

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.embedder import EmbedderConfig
+from models.registry import REF_PREFIX, Registry
 from ranking.ltr import LTRConfig
 from ranking.rerank import RerankerConfig
 from search.clicklog import ClickLogConfig
@@ -103,3 +104,13 @@ class AppConfig(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> AppConfig:
         return load_config(path, cls)
+
+    def pin_encoder(self, registry_root: Path) -> tuple[AppConfig, str]:
+        """This config with a `registry:encoder[@V]` embedder pinned to that version's folder, and the name
+        responses report. The encoder is read at start and never followed: its vectors must match the index's,
+        so a new encoder arrives with a reindex (new version, alias swap) and a restart, not a hot swap."""
+        model = self.embedder.model
+        if not model.startswith(REF_PREFIX):
+            return self, model
+        path = Registry(registry_root).resolve(model)
+        return self.model_copy(update={"embedder": self.embedder.model_copy(update={"model": str(path)})}), path.name

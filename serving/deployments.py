@@ -22,7 +22,7 @@ from models.embedder import (
     EmbeddingCache,
     SentenceTransformerEmbedder,
 )
-from ranking.rerank import CrossEncoderReranker, RerankerConfig
+from ranking.rerank import LiveReranker, RerankerConfig, RerankScores
 from search.documents import Document
 from search.settings import Settings
 from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
@@ -55,23 +55,30 @@ class QueryEncoderServer:
 
 
 class RerankerServer:
-    def __init__(self, config: RerankerConfig, resources: Resources) -> None:
+    """The cross-encoder; with `model: registry:reranker` it follows the registry's live version (hot reload),
+    and every answer names the version that scored it."""
+
+    def __init__(self, config: RerankerConfig, resources: Resources, registry_root: str | None = None) -> None:
         limit_threads(resources.torch_threads)
-        self.reranker = CrossEncoderReranker(config)
+        self.reranker = LiveReranker(config, registry_root)
         self.reranker.warm_up()
-        self.reranker.rerank("warm up", ["warm up"])
         self.rerank.set_max_batch_size(resources.max_batch_size)  # type: ignore[attr-defined]
         self.rerank.set_batch_wait_timeout_s(resources.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
     @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.002)
-    async def rerank(self, requests: list[tuple[str, list[str]]]) -> list[list[float]]:
+    async def rerank(self, requests: list[tuple[str, list[str]]]) -> list[RerankScores]:
         pairs = [(q, t) for q, texts in requests for t in texts]
-        scores = await asyncio.to_thread(self.reranker.rerank_many, pairs)
+        scored = await asyncio.to_thread(self.reranker.score_many, pairs)
+        if scored.version is None:
+            return [scored for _ in requests]
         out, i = [], 0
         for _, texts in requests:
-            out.append(scores[i : i + len(texts)])
+            out.append(RerankScores(scored.scores[i : i + len(texts)], scored.version))
             i += len(texts)
         return out
+
+    async def live_version(self) -> str | None:
+        return self.reranker.live.current[0]
 
     async def ready(self) -> bool:
         return True
@@ -199,7 +206,7 @@ def handle_models(
         models.ready_checks["query_encoder"] = _loaded
     if reranker is not None:
 
-        async def rerank(q: str, texts: list[str]) -> list[float]:
+        async def rerank(q: str, texts: list[str]) -> list[float] | RerankScores:
             return await reranker.rerank.remote((q, texts))  # type: ignore[no-any-return]
 
         models.reranker = rerank

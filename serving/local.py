@@ -5,7 +5,7 @@ Nothing here (or below it) imports Ray."""
 from __future__ import annotations
 
 from models.embedder import SentenceTransformerEmbedder
-from ranking.rerank import CrossEncoderReranker
+from ranking.rerank import LiveReranker
 from search.settings import Settings
 from search.suggest.lm_completer import Completion, LMCompleter, Task
 from search.suggest.schemas import CompleteFn
@@ -16,7 +16,7 @@ from serving.config import AppConfig
 from serving.summary_clients import LocalSummaryClient
 
 
-def local_models(config: AppConfig) -> Models:
+def local_models(config: AppConfig, settings: Settings | None = None) -> Models:
     """Encoder and reranker loaded and warmed now; the suggestion LM and the summarizer's LM load on first use
     (on a suggester worker thread, on the stream's worker thread): requests never wait for them."""
     models = Models()
@@ -26,7 +26,7 @@ def local_models(config: AppConfig) -> Models:
         embedder.warm_up()
         models.encoder = thread_encoder(embedder)
     if config.reranker.model:
-        reranker = CrossEncoderReranker(config.reranker)
+        reranker = LiveReranker(config.reranker, (settings or Settings()).registry_root())
         reranker.warm_up()
         models.reranker = thread_reranker(reranker)
     if config.suggest.lm.enabled:
@@ -46,4 +46,5 @@ def _completer(lm: LMCompleter) -> CompleteFn:
 
 def local_backend(config: AppConfig, settings: Settings) -> AppBackend:
     """The backend of `sift serve --no-ray` and the in-process tests."""
-    return AppBackend(config, settings, local_models(config))
+    config, _ = config.pin_encoder(settings.registry_root())
+    return AppBackend(config, settings, local_models(config, settings))
