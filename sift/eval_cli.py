@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 # The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
 # (a test keeps them equal).
-SYSTEM_NAMES = ("bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank", "hybrid-linear+ltr")
+SYSTEM_NAMES = (
+    "bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank", "hybrid-linear+ltr",
+    "hybrid-linear+encoder", "hybrid-linear+rerank", "full",
+)  # fmt: skip
 
 
 def eval_cmd(
@@ -31,10 +34,16 @@ def eval_cmd(
         Path | None, typer.Option("--out", help="Output folder (default bench/results/eval/<dataset>-<store>).")
     ] = None,
     reranker: Annotated[
-        str | None, typer.Option("--reranker", help="CrossEncoder HF id or path, for hybrid+rerank.")
+        str | None,
+        typer.Option("--reranker", help="CrossEncoder HF id, path or registry:reranker[@V], for the +rerank systems."),
     ] = None,
     ranker: Annotated[
-        Path | None, typer.Option("--ranker", help="`sift train ranker` folder, for hybrid-linear+ltr.")
+        str | None,
+        typer.Option("--ranker", help="`sift train ranker` folder or registry:ranker[@V], for the +ltr systems."),
+    ] = None,
+    encoder: Annotated[
+        str | None,
+        typer.Option("--encoder", help="Trained encoder folder or registry:encoder[@V], for +encoder and full."),
     ] = None,
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Only the first N judged queries (quick runs).")
@@ -81,13 +90,30 @@ def eval_cmd(
         reranker=reranker,
         reuse_index=reuse_index,
     )
-    cfg = cfg.model_copy(update={"ranker": ranker})
     try:
+        ranker_path = _model_ref(ranker)
+        cfg = cfg.model_copy(
+            update={
+                "ranker": Path(ranker_path) if ranker_path else None,
+                "encoder": _model_ref(encoder),
+                "reranker": _model_ref(reranker),
+            }
+        )
         result = run_evaluation(cfg)
     except (StoreError, FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc), 1) from exc
     paths = write_outputs(result, out or default_out_dir(dataset, store))
     _print_summary(result, paths)
+
+
+def _model_ref(ref: str | None) -> str | None:
+    """A `registry:KIND[@VERSION]` reference as its folder (under Settings' registry root); others unchanged."""
+    if ref is None or not ref.startswith("registry:"):
+        return ref
+    from models.registry import Registry
+    from search.settings import Settings
+
+    return str(Registry(Settings().registry_root()).resolve(ref))
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -168,6 +168,9 @@ def test_end_to_end_embedded_writes_outputs_and_reuses_the_cache(
         "hybrid-linear",
         "hybrid+rerank",
         "hybrid-linear+ltr",
+        "hybrid-linear+encoder",
+        "hybrid-linear+rerank",
+        "full",
     ]
     assert by["hybrid-linear+ltr"].status == "not run"  # no ranker given
     # Every judged query has its relevant document as the only exact lexical match.
@@ -269,6 +272,46 @@ def test_ltr_system_runs_the_learnt_stage(
     base, ltr = res.system("hybrid-linear"), res.system("hybrid-linear+ltr")
     assert base.status == ltr.status == "ok" and ltr.fusion == "linear"
     assert ltr.metrics["ndcg@10"] < base.metrics["ndcg@10"], (ltr.metrics, base.metrics)
+
+
+def test_pipeline_systems_need_their_models_and_use_them(
+    tiny_beir: Path, tmp_path: Path, tiny_embedder_path: Path, tiny_embedder
+) -> None:  # type: ignore[no-untyped-def]
+    """+encoder searches its own index built with the trained encoder; +rerank and full name what they lack."""
+    import numpy as np
+
+    from ranking.features import FEATURES
+    from ranking.ltr import save_ranker
+    from search.settings import Settings
+    from search.stores.embedded import EmbeddedStore
+    from tests.tiny_models import build_tiny_cross_encoder
+    from training.evaluation import NO_ENCODER
+    from training.ltr import RankerData, RankerTrainConfig, train_ranker
+
+    rng = np.random.default_rng(0)
+    x = rng.random((1000, len(FEATURES)))
+    y = (x[:, FEATURES.index("title_coverage")] > 0.5).astype(float) * 4
+    booster, meta = train_ranker(
+        RankerData(x, y, [f"q{i // 10:03d}" for i in range(1000)], [], {}), RankerTrainConfig()
+    )
+    ranker = save_ranker(booster, meta, tmp_path / "ranker")
+    settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
+    systems = ["hybrid-linear", "hybrid-linear+encoder", "hybrid-linear+rerank", "full"]
+    cfg = _config(tiny_beir, tmp_path, tiny_embedder_path, store="embedded", systems=systems)
+    res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
+    assert res.system("hybrid-linear+encoder").reason == NO_ENCODER
+    assert res.system("hybrid-linear+rerank").reason == NO_RERANKER and res.system("full").reason == NO_RANKER
+    ce = build_tiny_cross_encoder(tmp_path / "ce")
+    cfg = cfg.model_copy(update={"encoder": str(tiny_embedder_path), "reranker": str(ce), "ranker": ranker})
+    res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
+    assert all(s.status == "ok" for s in res.systems), [(s.name, s.reason) for s in res.systems]
+    store = EmbeddedStore(tmp_path / "data" / "indices")
+    assert store.current_version(f"{res.index}-encoder") is not None  # the trained encoder's own index
+    store.close()
+    # the "trained" encoder here is the same tiny model, so its index must rank exactly as the first one does
+    enc = res.system("hybrid-linear+encoder")
+    assert enc.per_query == res.system("hybrid-linear").per_query
+    assert res.system("full").reranked_queries == res.system("hybrid-linear+rerank").reranked_queries == 4
 
 
 def test_cli_names_the_same_systems() -> None:

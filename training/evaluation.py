@@ -21,10 +21,8 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline, IndexReport
 from models.embedder import (
@@ -37,15 +35,26 @@ from models.embedder import (
 )
 from ranking.ltr import LTRConfig, LTRRanker
 from ranking.rerank import CrossEncoderReranker, RerankerConfig
-from search.retrieval import RetrievalConfig
 from search.service import MAX_LIMIT, MAX_QUERY_CHARS, SearchConfig, SearchRequest, SearchService
 from search.settings import Settings
 from search.stores.base import IndexStore
 from search.stores.factory import make_store
 from search.wiring import build_service
 from training.beir import load_beir
+from training.eval_types import (
+    BASELINE,
+    NO_ENCODER,
+    NO_RANKER,
+    NO_RERANKER,
+    SYSTEMS,
+    BuildStats,
+    EvalConfig,
+    EvalResult,
+    QueryEncodingStats,
+    SystemResult,
+    SystemSpec,
+)
 from training.metrics import (
-    DeltaSummary,
     fit_query,
     mean_metrics,
     per_query_deltas,
@@ -55,34 +64,12 @@ from training.metrics import (
 )
 from training.reference import ReferenceBM25
 
+__all__ = [
+    "BASELINE", "NO_RANKER", "NO_RERANKER", "SYSTEMS", "BuildStats", "EvalConfig", "EvalResult", "Evaluator",
+    "QueryEncodingStats", "SystemResult", "SystemSpec", "default_index_name", "default_out_dir", "run_evaluation",
+]  # fmt: skip
+
 log = logging.getLogger("sift.eval")
-
-BASELINE = "bm25"
-NO_RERANKER = "no cross-encoder configured"
-
-
-class SystemSpec(BaseModel):
-    """How one evaluated system maps onto a search request."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    mode: Literal["bm25", "dense", "hybrid"]
-    fusion: Literal["rrf", "linear"] | None = Field(default=None, description="None: the RetrievalConfig default.")
-    rerank: bool = False
-    ltr: bool = Field(default=False, description="The learnt ranker (EvalConfig.ranker) re-orders the head.")
-    reference: bool = Field(default=False, description="Not the service: bm25s over the corpus (training.reference).")
-
-
-SYSTEMS: dict[str, SystemSpec] = {
-    "bm25": SystemSpec(mode="bm25"),
-    "bm25-reference": SystemSpec(mode="bm25", reference=True),
-    "dense": SystemSpec(mode="dense"),
-    "hybrid-rrf": SystemSpec(mode="hybrid", fusion="rrf"),
-    "hybrid-linear": SystemSpec(mode="hybrid", fusion="linear"),
-    "hybrid+rerank": SystemSpec(mode="hybrid", rerank=True),
-    "hybrid-linear+ltr": SystemSpec(mode="hybrid", fusion="linear", ltr=True),
-}
-NO_RANKER = "no learnt ranker given (EvalConfig.ranker / sift eval --ranker)"
 
 
 # -- timing wrapper -----------------------------------------------------------------------------------------
@@ -102,98 +89,6 @@ class TimedEmbedder(EmbedderWrapper):
             self.seconds += time.perf_counter() - t
             self.texts += len(texts)
         return out
-
-
-# -- configuration and results ------------------------------------------------------------------------------
-class EvalConfig(BaseModel):
-    """One evaluation run: a dataset, a store, the systems to compare and how the index is built."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: Path = Field(description="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv).")
-    store: Literal["es", "embedded"] = Field(default="es", description="Index store backend.")
-    systems: list[str] = Field(default_factory=lambda: list(SYSTEMS), description="Systems to run, by name.")
-    split: str = Field(default="test", description="Qrels split (qrels/<split>.tsv).")
-    qrels: Path | None = Field(default=None, description="Judgments to score against instead (e.g. from clicks).")
-    index: str | None = Field(default=None, description="Index name; default eval-<dataset folder name>.")
-    out: Path | None = Field(default=None, description="Output folder; default bench/results/eval/<dataset>-<store>.")
-    limit_queries: int | None = Field(default=None, ge=1, description="Evaluate only the first N judged queries.")
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Document and query encoder.")
-    max_chunks: int = Field(
-        default=1,
-        ge=1,
-        description="Chunks embedded per document. 1 = truncation to the model window, as the BEIR/MTEB figures do.",
-    )
-    chunk_overlap: int = Field(default=32, ge=0, description="Tokens shared by consecutive chunks.")
-    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="rrf_k, alpha, depth.")
-    reranker: str | None = Field(default=None, description="CrossEncoder id/path for hybrid+rerank; None: not run.")
-    rerank_top_n: int = Field(default=20, ge=1, le=200, description="Fused results the reranker rescores.")
-    ranker: Path | None = Field(default=None, description="`sift train ranker` folder for the +ltr system.")
-    concurrency: int = Field(default=4, ge=1, le=64, description="Search requests in flight at once.")
-    batch_size: int = Field(default=256, ge=1, description="Documents per indexing batch.")
-    cache_path: Path | None = Field(default=None, description="Embedding cache; default <cache_dir>/embeddings.sqlite.")
-    data_dir: Path | None = Field(default=None, description="Embedded store data dir; default SIFT_DATA_DIR.")
-    rebuild: bool = Field(default=True, description="Build a fresh index version (vectors come from the cache).")
-
-
-class BuildStats(BaseModel):
-    rebuilt: bool
-    seconds: float = Field(description="Wall time of the whole build (read, chunk, encode, write, swap).")
-    encode_seconds: float = Field(description="Of which spent inside the model encoding chunks.")
-    read: int = 0
-    indexed: int = 0
-    chunks: int = 0
-    encoded: int = Field(default=0, description="Chunks encoded by the model (the rest came from the cache).")
-    cache_hits: int = 0
-    max_chunks: int
-
-
-class QueryEncodingStats(BaseModel):
-    seconds: float = Field(description="Model time encoding queries (0 when all came from the cache).")
-    encoded: int
-    cache_hits: int
-
-
-class SystemResult(BaseModel):
-    name: str
-    mode: str
-    fusion: str | None
-    rerank: bool
-    status: Literal["ok", "not run"]
-    reason: str | None = None
-    n_queries: int = 0
-    metrics: dict[str, float] = Field(default_factory=dict)
-    search_seconds: float = 0.0
-    ms_per_query: float = 0.0
-    reranked_queries: int = Field(default=0, description="Queries whose response says the reranker ran.")
-    per_query: dict[str, dict[str, float]] = Field(default_factory=dict, description="metric → query id → value.")
-    delta_vs_bm25: dict[str, float] = Field(default_factory=dict, description="Per-query nDCG@10 minus BM25's.")
-    delta_summary: DeltaSummary | None = None
-
-
-class EvalResult(BaseModel):
-    dataset: str
-    dataset_path: str
-    split: str
-    store: str
-    index: str
-    model: str
-    started_at: str
-    seconds: float = Field(description="Wall time of the whole evaluation.")
-    n_queries: int
-    queries_without_qrels: int
-    truncated_queries: int = Field(description=f"Queries cut to the API's {MAX_QUERY_CHARS}-character limit.")
-    retrieval: RetrievalConfig
-    rerank_top_n: int
-    build: BuildStats
-    query_encoding: QueryEncodingStats
-    systems: list[SystemResult]
-
-    def system(self, name: str) -> SystemResult:
-        for s in self.systems:
-            if s.name == name:
-                return s
-        raise KeyError(name)
 
 
 def default_index_name(dataset: Path) -> str:
@@ -226,6 +121,7 @@ class Evaluator:
         self._store = store
         self._own_store = store is None
         self._embedder = embedder
+        self._reranker: CrossEncoderReranker | None = None
 
     def _make_store(self) -> IndexStore:
         if self._store is None:
@@ -263,22 +159,33 @@ class Evaluator:
                 encoded=cached.misses - misses_before,
                 cache_hits=cached.hits - hits_before,
             )
-            service = self._service(store, cached if need_dense else None)
-            learnt = self._service(store, cached if need_dense else None, ltr=True) if cfg.ranker else None
+            trained = None
+            if cfg.encoder and any(SYSTEMS[s].encoder for s in cfg.systems):
+                trained = await asyncio.to_thread(self._trained_encoder, store, cache, index, list(queries.values()))
+            services: dict[tuple[bool, bool], SearchService] = {}
+
+            def service_for(spec: SystemSpec) -> SearchService | None:
+                key = (spec.encoder, spec.ltr)
+                if key not in services:
+                    embedder = trained if spec.encoder else (cached if need_dense else None)
+                    services[key] = self._service(store, embedder, ltr=spec.ltr)
+                return services[key]
+
             results: list[SystemResult] = []
             try:
                 for name in cfg.systems:
-                    if SYSTEMS[name].reference:  # the collection's own query text, not cut to the API's limit
+                    spec = SYSTEMS[name]
+                    if spec.reference:  # the collection's own query text, not cut to the API's limit
                         full = {q: data.queries[q] for q in qids}
                         results.append(await self._run_reference(name, full, qrels))
-                    elif SYSTEMS[name].ltr:
-                        results.append(await self._run_system(learnt, name, index, queries, qrels))
-                    else:
-                        results.append(await self._run_system(service, name, index, queries, qrels))
+                        continue
+                    missing = self._missing(spec)
+                    target = f"{index}-encoder" if spec.encoder else index
+                    svc = None if missing else service_for(spec)
+                    results.append(await self._run_system(svc, name, target, queries, qrels, missing))
             finally:
-                service.retriever.close()
-                if learnt is not None:
-                    learnt.retriever.close()
+                for svc in services.values():
+                    svc.retriever.close()
         finally:
             if self._own_store:
                 store.close()
@@ -308,14 +215,21 @@ class Evaluator:
             systems=results,
         )
 
-    def _build(self, store: IndexStore, cached: CachedEmbedder, timed: TimedEmbedder, index: str) -> BuildStats:
+    def _build(
+        self,
+        store: IndexStore,
+        cached: CachedEmbedder,
+        timed: TimedEmbedder,
+        index: str,
+        embedder: EmbedderConfig | None = None,
+    ) -> BuildStats:
         cfg = self.config
         store.warm_up()
         if not cfg.rebuild and store.current_version(index) is not None:
             log.info("reusing index %s (%s)", index, store.current_version(index))
             return BuildStats(rebuilt=False, seconds=0.0, encode_seconds=0.0, max_chunks=cfg.max_chunks)
         icfg = IndexingConfig(
-            embedder=cfg.embedder,
+            embedder=embedder or cfg.embedder,
             max_chunks=cfg.max_chunks,
             chunk_overlap=cfg.chunk_overlap,
             batch_size=cfg.batch_size,
@@ -346,16 +260,37 @@ class Evaluator:
             max_chunks=cfg.max_chunks,
         )
 
-    def _service(self, store: IndexStore, embedder: CachedEmbedder | None, ltr: bool = False) -> SearchService:
+    def _missing(self, spec: SystemSpec) -> str | None:
+        """Why a system cannot run with this config (a model it needs was not given), else None."""
+        cfg = self.config
+        if spec.ltr and cfg.ranker is None:
+            return NO_RANKER
+        if spec.encoder and not cfg.encoder:
+            return NO_ENCODER
+        if spec.rerank and not cfg.reranker:
+            return NO_RERANKER
+        return None
+
+    def _trained_encoder(self, store: IndexStore, cache: EmbeddingCache, index: str, queries: list[str]) -> Embedder:
+        """The corpus indexed again with the trained encoder (`<index>-encoder`): a new encoder means a new index."""
+        cfg = self.config
+        enc_cfg = cfg.embedder.model_copy(update={"model": str(cfg.encoder)})
+        timed = TimedEmbedder(SentenceTransformerEmbedder(enc_cfg))
+        cached = CachedEmbedder(timed, cache)
+        self._build(store, cached, timed, f"{index}-encoder", enc_cfg)
+        cached.embed(queries)
+        return cached
+
+    def _service(self, store: IndexStore, embedder: Embedder | None, ltr: bool = False) -> SearchService:
         """The service wired like `serving/local.py`: local models called in a thread; with `ltr`, the learnt
         ranker of `EvalConfig.ranker` re-orders the head as the ingress does."""
         cfg = self.config
-        reranker = None
         # Offline we measure quality, not latency: a deadline long enough that the reranker always finishes.
         rerank_cfg = RerankerConfig(model=cfg.reranker, top_n=cfg.rerank_top_n, deadline_ms=3_600_000)
-        if cfg.reranker:
-            reranker = CrossEncoderReranker(rerank_cfg)
-            reranker.warm_up()
+        if cfg.reranker and self._reranker is None:
+            self._reranker = CrossEncoderReranker(rerank_cfg)
+            self._reranker.warm_up()
+        reranker = self._reranker
         search_cfg = SearchConfig(retrieval=cfg.retrieval, default_index="docs", log_features=False)
         ranker = None
         if ltr and cfg.ranker is not None:
@@ -372,15 +307,13 @@ class Evaluator:
         index: str,
         queries: Mapping[str, str],
         qrels: Mapping[str, Mapping[str, int]],
+        missing: str | None = None,
     ) -> SystemResult:
         spec = SYSTEMS[name]
         fusion = spec.fusion or (self.config.retrieval.fusion if spec.mode == "hybrid" else None)
         res = SystemResult(name=name, mode=spec.mode, fusion=fusion, rerank=spec.rerank, status="ok")
-        if service is None:
-            res.status, res.reason = "not run", NO_RANKER
-            return res
-        if spec.rerank and service.rerank is None:
-            res.status, res.reason = "not run", NO_RERANKER
+        if service is None or missing:
+            res.status, res.reason = "not run", missing or "no service"
             return res
         if spec.mode != "bm25" and service.encode is None:
             res.status, res.reason = "not run", "no query encoder"
