@@ -39,7 +39,8 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 class ModelCard(BaseModel):
     """What a version is and how it was made; written beside its weights."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN metrics (e.g. nothing held out) must read back: JSON null would not validate as a float
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
 
     kind: str = Field(description="encoder, reranker, ranker or lm.")
     version: str = Field(description="Unique within the kind: a data-hash prefix and the training time.")
@@ -110,7 +111,14 @@ class Registry:
         d = self._kind_dir(kind)
         if not d.is_dir():
             return []
-        cards = [ModelCard.model_validate_json((p / CARD).read_text()) for p in d.iterdir() if (p / CARD).is_file()]
+        cards = []
+        for p in d.iterdir():
+            if p.name.startswith(".") or not (p / CARD).is_file():
+                continue  # a registration in progress, or the pointer
+            try:
+                cards.append(ModelCard.model_validate_json((p / CARD).read_text()))
+            except ValueError as exc:
+                raise RegistryError(f"unreadable model card {p / CARD}: {exc}") from exc
         return sorted(cards, key=lambda c: (c.created, c.version))
 
     def pointer(self, kind: str) -> LivePointer:
@@ -153,7 +161,14 @@ class Registry:
             write(tmp)
             (tmp / CARD).write_text(card.model_dump_json(indent=2))
             (tmp / "README.md").write_text(model_card_text(card))
-            os.replace(tmp, final)
+            _fsync_tree(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError as exc:  # another process registered the same version meanwhile
+                if final.exists():
+                    raise RegistryError(f"{card.kind} version {card.version} already exists") from exc
+                raise
+            _fsync_dir(kind_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -164,8 +179,12 @@ class Registry:
         d.mkdir(parents=True, exist_ok=True)
         ptr.updated = datetime.now(UTC).isoformat(timespec="seconds")
         tmp = d / f".{LIVE}.{uuid.uuid4().hex[:6]}"
-        tmp.write_text(ptr.model_dump_json(indent=2))
+        with open(tmp, "w") as f:
+            f.write(ptr.model_dump_json(indent=2))
+            f.flush()
+            os.fsync(f.fileno())  # after a crash the pointer is the old one or the new one, never empty
         os.replace(tmp, d / LIVE)
+        _fsync_dir(d)
 
     def set_live(self, kind: str, version: str, reason: str) -> None:
         """Point `kind` at `version` (no gate: `promote` is the gated way in)."""
@@ -209,10 +228,31 @@ class Registry:
         if ptr.live is None:
             raise RegistryError(f"no live {kind} to roll back")
         prev = ptr.history[-1] if ptr.history else None
+        if prev is not None:
+            self.path(kind, prev)  # never point at a folder that is gone
         self._write_pointer(
             kind, LivePointer(live=prev, history=ptr.history[:-1], reason=f"rolled back from {ptr.live}")
         )
         return prev
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Weights and card on disk before the rename makes them a version."""
+    for p in sorted(root.rglob("*"), reverse=True):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        elif p.is_dir():
+            _fsync_dir(p)
+    _fsync_dir(root)
 
 
 def math_nan() -> float:
