@@ -298,6 +298,7 @@ def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
     from sift.clicks_cli import clicks_app
     from sift.eval_cli import eval_cmd
+    from sift.models_cli import models_app
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
     from sift.train_cli import train_app
@@ -307,6 +308,7 @@ def _register_commands() -> None:
     app.command("summarize")(summarize_cmd)
     app.add_typer(clicks_app, name="clicks")
     app.add_typer(train_app, name="train")
+    app.add_typer(models_app, name="models")
 
 
 _register_commands()

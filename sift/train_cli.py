@@ -1,43 +1,118 @@
-"""`sift train ranker`: a LambdaMART ranker from the click log (issue: learning to rank from clicks)."""
+"""`sift train ranker|encoder|reranker`: models learnt from the click log, written into the model registry.
+
+Training registers a new version and makes nothing live: `sift models promote` is the gated way in.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from sift.clicks_cli import ConfigOpt, _fail, read_logs
+from sift.clicks_cli import ConfigOpt, _app_config, _fail, read_logs
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models from the logs.")
+
+IndexOpt = Annotated[str | None, typer.Option("--index", help="Only this index's searches (and its documents).")]
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", help="Model registry root (default: SIFT_REGISTRY_DIR, else <data_dir>/registry)."),
+]
+BaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--base", help="Start from these weights: HF id, folder or registry:KIND[@VERSION] (default: see help)."
+    ),
+]
+EpochsOpt = Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the examples.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=2, help="Examples per step.")]
+StepsOpt = Annotated[int | None, typer.Option("--max-steps", min=1, help="Stop after this many steps.")]
+LrOpt = Annotated[float, typer.Option("--learning-rate", min=0.0, help="Peak learning rate.")]
+SeqOpt = Annotated[int, typer.Option("--max-seq-length", min=16, help="Tokens per input (reranker: per pair).")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seeds initialisation and batch order (not the split).")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads (default: every core).")]
+ShuffleOpt = Annotated[
+    bool,
+    typer.Option("--shuffle-labels", help="Swap clicked documents between queries: a deliberately worse model."),
+]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="The trainer's progress bar.")]
+
+
+def open_registry(root: Path | None) -> Any:
+    from models.registry import Registry
+    from search.settings import Settings
+
+    return Registry(root or Settings().registry_root())
+
+
+def click_sessions(config: Path | None, index: str | None) -> tuple[list[Any], list[Any]]:
+    """Impressions and their sessions, or a clear failure when there are too few to learn from."""
+    from training.click_logs import sessions_from_logs
+
+    imps, clicks = read_logs(config, index)
+    sessions = sessions_from_logs(imps, clicks, index=index)
+    if len(sessions) < 10:
+        raise _fail(f"only {len(sessions)} search impression(s) in the logs: nothing to learn from", 1)
+    return imps, sessions
+
+
+@contextmanager
+def open_store(config: Path | None, index: str | None) -> Iterator[tuple[Any, str, Any]]:
+    """The store the app config names, the index to read documents from, and the app config."""
+    from search.settings import Settings
+    from search.stores.factory import make_store
+
+    cfg = _app_config(config)
+    settings = Settings()
+    if cfg.elasticsearch_url:
+        settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
+    store = make_store(cfg.store, settings, data_dir=cfg.data_dir)
+    try:
+        yield store, index or cfg.search.default_index, cfg
+    finally:
+        store.close()
+
+
+def resolve_base(base: str, registry: Any) -> str:
+    from models.registry import REF_PREFIX, RegistryError
+
+    if not base.startswith(REF_PREFIX):
+        return base
+    try:
+        return str(registry.resolve(base))
+    except RegistryError as exc:
+        raise _fail(str(exc)) from exc
 
 
 @train_app.command("ranker")
 def ranker_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Model folder to write (model.txt, meta.json).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write this folder instead of registering a version.")
+    ] = None,
     config: ConfigOpt = None,
-    index: Annotated[str | None, typer.Option("--index", help="Only this index's searches.")] = None,
+    index: IndexOpt = None,
     click_model: Annotated[str, typer.Option("--click-model", help="pbm or dbn: who labels the rows.")] = "pbm",
     seed: Annotated[int, typer.Option("--seed", help="Seeds the held-out split and LightGBM.")] = 0,
     min_gain: Annotated[
         float, typer.Option("--min-gain", help="Write only if held-out nDCG@10 beats the served order by this.")
     ] = 0.005,
+    registry: RegistryOpt = None,
 ) -> None:
     """Fit LightGBM lambdarank on served features labelled by a click model; print held-out nDCG@10 of the
-    learnt order against the fused order (both on held-out *train* queries)."""
-    from training.click_logs import sessions_from_logs
+    learnt order against the fused order (both on held-out *train* queries). Registers a `ranker` version
+    (model.txt + meta.json) unless --out names a folder."""
     from training.ltr import RankerTrainConfig, gain, passes_gate, ranker_data, train_ranker
 
     if click_model not in ("pbm", "dbn"):
         raise _fail(f"--click-model must be pbm or dbn, not {click_model!r}")
-    if out.exists() and any(out.iterdir()):
+    if out is not None and out.exists() and any(out.iterdir()):
         raise _fail(f"{out} exists and is not empty: a model folder is written once")
     cfg = RankerTrainConfig(click_model=click_model, seed=seed, min_gain=min_gain)  # type: ignore[arg-type]
-    imps, clicks = read_logs(config, index)
-    sessions = sessions_from_logs(imps, clicks, index=index)
-    if len(sessions) < 10:
-        raise _fail(f"only {len(sessions)} search impression(s) in the logs: nothing to learn from", 1)
+    imps, sessions = click_sessions(config, index)
     try:
         data, _ = ranker_data(imps, sessions, cfg)
         booster, meta = train_ranker(data, cfg)
@@ -52,5 +127,101 @@ def ranker_cmd(
             f"served order, below the {cfg.min_gain} margin (more clicks, or --min-gain)",
             1,
         )
-    save_ranker(booster, meta, out)
-    typer.echo(f"wrote {out}; serve it with `ranker: {{model: {out}}}` in the app YAML", err=True)
+    if out is not None:
+        save_ranker(booster, meta, out)
+        typer.echo(f"wrote {out}; serve it with `ranker: {{model: {out}}}` in the app YAML", err=True)
+        return
+    from models.registry import ModelCard, RegistryError
+
+    card = ModelCard(
+        kind="ranker", version=meta.version, data_hash=meta.data_hash, metrics=meta.metrics,
+        config={"train": cfg.model_dump(), "params": meta.params},
+        notes="LightGBM LambdaMART on logged features (`sift train ranker`).",
+    )  # fmt: skip
+    reg = open_registry(registry)
+    try:
+        path = reg.register(card, lambda d: save_ranker(booster, meta, d))
+    except RegistryError as exc:
+        raise _fail(str(exc), 1) from exc
+    typer.echo(f"registered {path}; make it live with `sift models promote ranker {meta.version}`", err=True)
+
+
+def _neural_cmd(kind: str, options: dict[str, Any]) -> None:
+    """`sift train encoder|reranker`: examples from the logs, a library trainer, a new registry version."""
+    from models.references import DEFAULT_EMBEDDER
+    from models.registry import RegistryError
+    from search.stores.base import IndexNotFound, StoreError
+    from training.neural import EncoderTrainConfig, RerankerTrainConfig, train_encoder, train_reranker
+    from training.neural_data import NeuralDataConfig, build_neural_data, data_hash, shuffled, store_texts
+
+    reg = open_registry(options.pop("registry"))
+    config, index, shuffle = options.pop("config"), options.pop("index"), options.pop("shuffle_labels")
+    _, sessions = click_sessions(config, index)
+    data_cfg = NeuralDataConfig()
+    with open_store(config, index) as (store, target, app_cfg):
+        default_base = app_cfg.embedder.model if kind == "encoder" else DEFAULT_EMBEDDER
+        options["base"] = resolve_base(options["base"] or default_base, reg)
+        try:
+            data = build_neural_data(sessions, store_texts(store, target, data_cfg.max_chars), data_cfg)
+        except IndexNotFound as exc:
+            raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
+        except (StoreError, ValueError) as exc:
+            raise _fail(str(exc), 1) from exc
+    if shuffle:
+        data.examples = shuffled(data.examples, options["seed"])
+        data.data_hash = data_hash(data.examples, data.texts)
+        data.stats["shuffled_labels"] = 1
+    try:
+        if kind == "encoder":
+            trained = train_encoder(data, EncoderTrainConfig(**options), reg)
+        else:
+            trained = train_reranker(data, RerankerTrainConfig(**options), reg)
+    except (RegistryError, ValueError, OSError) as exc:
+        raise _fail(f"training failed, nothing registered: {exc}", 1) from exc
+    card = trained.card
+    typer.echo(json.dumps({"kind": kind, "version": card.version, "path": str(trained.path), **card.metrics}))
+    typer.echo(f"registered; make it live with `sift models promote {kind} {card.version}`", err=True)
+
+
+@train_app.command("encoder")
+def encoder_cmd(
+    config: ConfigOpt = None,
+    index: IndexOpt = None,
+    base: BaseOpt = None,
+    epochs: EpochsOpt = 1.0,
+    batch_size: BatchOpt = 16,
+    max_steps: StepsOpt = None,
+    learning_rate: LrOpt = 2e-5,
+    max_seq_length: SeqOpt = 256,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    registry: RegistryOpt = None,
+    shuffle_labels: ShuffleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Fine-tune the bi-encoder (default: the app config's embedder) with MultipleNegativesRanking loss on
+    (query, clicked document, skipped-above document) from the logs; register an `encoder` version and print its
+    held-out nDCG@10 beside the starting model's. A new encoder needs a reindex before it serves."""
+    _neural_cmd("encoder", dict(locals()))
+
+
+@train_app.command("reranker")
+def reranker_cmd(
+    config: ConfigOpt = None,
+    index: IndexOpt = None,
+    base: BaseOpt = None,
+    epochs: EpochsOpt = 1.0,
+    batch_size: BatchOpt = 16,
+    max_steps: StepsOpt = None,
+    learning_rate: LrOpt = 2e-5,
+    max_seq_length: SeqOpt = 256,
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    registry: RegistryOpt = None,
+    shuffle_labels: ShuffleOpt = False,
+    progress: ProgressOpt = True,
+) -> None:
+    """Fine-tune a cross-encoder (default: the offline MiniLM with a fresh 1-logit head) with binary
+    cross-entropy on clicked and skipped documents; register a `reranker` version and print its held-out
+    nDCG@10 beside the served order's, and the p50 latency of reranking 20 documents."""
+    _neural_cmd("reranker", dict(locals()))
