@@ -25,7 +25,9 @@ RegistryOpt = Annotated[
 BaseOpt = Annotated[
     str | None,
     typer.Option(
-        "--base", help="Start from these weights: HF id, folder or registry:KIND[@VERSION] (default: see help)."
+        "--base",
+        help="Start from these weights: HF id, folder or registry:KIND[@VERSION] (default: the app's embedder for "
+        "an encoder, the offline MiniLM with a fresh head for a reranker).",
     ),
 ]
 EpochsOpt = Annotated[float, typer.Option("--epochs", min=0.01, help="Passes over the examples.")]
