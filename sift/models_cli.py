@@ -98,10 +98,12 @@ def _neural_evaluation(
             raise _fail(str(exc)) from exc
         except StoreError as exc:
             raise _fail(str(exc), 1) from exc
-        default = app_cfg.embedder.model
     if not evalset.queries:
         raise _fail(f"the evaluation set ({evalset.source}) has no query with a relevant candidate", 1)
-    evaluate = encoder_evaluator(evalset, default) if kind == "encoder" else reranker_evaluator(evalset)
+    if kind == "encoder":
+        evaluate = encoder_evaluator(evalset, app_cfg.embedder.model)
+    else:
+        evaluate = reranker_evaluator(evalset, app_cfg.reranker)
     return evaluate, describe(evalset)
 
 

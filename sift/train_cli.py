@@ -177,7 +177,7 @@ def _neural_cmd(kind: str, options: dict[str, Any]) -> None:
         if kind == "encoder":
             trained = train_encoder(data, EncoderTrainConfig(**options), reg)
         else:
-            trained = train_reranker(data, RerankerTrainConfig(**options), reg)
+            trained = train_reranker(data, RerankerTrainConfig(**options), reg, serve=app_cfg.reranker)
     except (RegistryError, ValueError, OSError) as exc:
         raise _fail(f"training failed, nothing registered: {exc}", 1) from exc
     card = trained.card
@@ -216,7 +216,7 @@ def reranker_cmd(
     batch_size: BatchOpt = 16,
     max_steps: StepsOpt = None,
     learning_rate: LrOpt = 2e-5,
-    max_seq_length: SeqOpt = 256,
+    max_seq_length: SeqOpt = 128,
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
     registry: RegistryOpt = None,

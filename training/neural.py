@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import sys
 import tempfile
 import time
@@ -27,10 +28,19 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.cross_encoder import CrossEncoderConfig
 from models.device import limit_threads, resolve_device
 from models.references import DEFAULT_EMBEDDER, resolve_model_path
 from models.registry import ModelCard, Registry, version_stamp
-from training.neural_data import EvalSet, Example, NeuralData, embedding_ndcg, pair_ndcg, served_ndcg
+from training.neural_data import (
+    EvalSet,
+    Example,
+    NeuralData,
+    embedding_ndcg,
+    pair_ndcg,
+    served_cross_encoder,
+    served_ndcg,
+)
 
 
 class NeuralTrainConfig(BaseModel):
@@ -58,6 +68,9 @@ class EncoderTrainConfig(NeuralTrainConfig):
 
 
 class RerankerTrainConfig(NeuralTrainConfig):
+    max_seq_length: int = Field(
+        default=128, ge=16, le=4096, description="Tokens per (query, document) pair: the served reranker's window."
+    )
     negatives: int = Field(default=3, ge=1, le=50, description="Hard negatives per positive pair.")
     balance: bool = Field(default=True, description="Weight positives by negatives per positive in the loss.")
     latency_queries: int = Field(
@@ -200,8 +213,12 @@ def rerank_latency_ms(score: Callable[[list[tuple[str, str]]], Any], evalset: Ev
     return float(np.median(times))
 
 
-def train_reranker(data: NeuralData, cfg: RerankerTrainConfig, registry: Registry) -> Trained:
-    """Fine-tune a cross-encoder on clicked (1) and hard-negative (0) pairs; register a new `reranker` version."""
+def train_reranker(
+    data: NeuralData, cfg: RerankerTrainConfig, registry: Registry, serve: CrossEncoderConfig | None = None
+) -> Trained:
+    """Fine-tune a cross-encoder on clicked (1) and hard-negative (0) pairs; register a new `reranker` version
+    whose held-out nDCG@10 and latency are measured on the saved weights loaded as `serve` says the app serves
+    them (default: the served reranker defaults, int8 on CPU)."""
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
@@ -209,10 +226,6 @@ def train_reranker(data: NeuralData, cfg: RerankerTrainConfig, registry: Registr
 
     device = _prepare(cfg)
     model = CrossEncoder(resolve_model_path(cfg.base), num_labels=1, max_length=cfg.max_seq_length, device=device)
-
-    def score(pairs: list[tuple[str, str]]) -> np.ndarray:
-        return np.asarray(model.predict([list(p) for p in pairs], batch_size=32, show_progress_bar=False))
-
     rows = labelled_pairs(data.examples, data.texts, cfg.negatives)
     positives = sum(1 for label in rows["label"] if label > 0)
     weight = (len(rows["label"]) - positives) / positives if cfg.balance and positives else 1.0
@@ -225,15 +238,25 @@ def train_reranker(data: NeuralData, cfg: RerankerTrainConfig, registry: Registr
             trainer.train()
     seconds = time.perf_counter() - t0
     metrics = {"train_s": round(seconds, 2), "train_pairs": float(len(rows["label"]))}
-    if data.heldout.queries:
-        metrics |= {
-            "heldout_ndcg10": _metric(pair_ndcg(data.heldout, score)),
-            "heldout_ndcg10_served": _metric(served_ndcg(data.heldout)),
-        }
-        latency = rerank_latency_ms(score, data.heldout, cfg.latency_queries)
-        if not math.isnan(latency):
-            metrics["rerank20_p50_ms"] = round(latency, 1)
-    card = _card("reranker", "rer", data, cfg, metrics)
-    card.config["device"] = device
-    path = registry.register(card, lambda d: model.save(str(d), create_model_card=False))
+    with tempfile.TemporaryDirectory(prefix="sift-reranker-out-") as out:
+        model.save(out, create_model_card=False)
+        served = served_cross_encoder(out, serve)
+        if data.heldout.queries:
+            metrics |= {
+                "heldout_ndcg10": _metric(pair_ndcg(data.heldout, served.predict)),
+                "heldout_ndcg10_served": _metric(served_ndcg(data.heldout)),
+            }
+            latency = rerank_latency_ms(served.predict, data.heldout, cfg.latency_queries)
+            if not math.isnan(latency):
+                metrics["rerank20_p50_ms"] = round(latency, 1)
+        card = _card("reranker", "rer", data, cfg, metrics)
+        card.config["measured_as"] = {
+            "device": resolve_device(served.config.device), "max_length": served.config.max_length,
+            "quantize": served.config.quantize, "threads": torch.get_num_threads(),
+        }  # fmt: skip
+
+        def write(folder: Path) -> None:
+            shutil.copytree(out, folder, dirs_exist_ok=True)
+
+        path = registry.register(card, write)
     return Trained(path, card)

@@ -21,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,9 @@ from search.stores.base import IndexStore
 from training.click_data import Session
 from training.click_models import ClickModel, DBNModel, PBMModel
 from training.ltr import ndcg_at
+
+if TYPE_CHECKING:
+    from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
 
 TextFetch = Callable[[Sequence[str]], dict[str, str]]
 Embed = Callable[[list[str]], np.ndarray]
@@ -249,11 +252,20 @@ def build_neural_data(sessions: Sequence[Session], fetch: TextFetch, cfg: Neural
 
 
 def shuffled(examples: Sequence[Example], seed: int) -> list[Example]:
-    """The same examples with positives swapped between queries: a deliberately worse training set, to check
-    that the promotion gate refuses what it yields."""
+    """The same pages with the click moved at random: one of each example's negatives becomes its positive and
+    the clicked document takes its place (no negative: another query's click). A deliberately worse training set,
+    to check that the promotion gate refuses what it yields."""
     rng = np.random.default_rng(seed)
-    positives = [examples[int(i)].positive for i in rng.permutation(len(examples))]
-    return [Example(e.query, p, e.negatives, e.skip_above) for e, p in zip(examples, positives, strict=True)]
+    pool = [e.positive for e in examples]
+    out = []
+    for e in examples:
+        if e.negatives:
+            k = int(rng.integers(len(e.negatives)))
+            negatives = (*e.negatives[:k], e.positive, *e.negatives[k + 1 :])
+            out.append(Example(e.query, e.negatives[k], negatives, 0))
+        else:
+            out.append(Example(e.query, pool[int(rng.integers(len(pool)))], (), 0))
+    return out
 
 
 # -- scoring an evaluation set ------------------------------------------------------------------------------
@@ -302,14 +314,21 @@ def evaluate_encoder(evalset: EvalSet, model: Path | str | None, default: str) -
     return embedding_ndcg(evalset, emb.embed)
 
 
-def evaluate_reranker(evalset: EvalSet, model: Path | str | None) -> float:
-    """Mean nDCG@10 of a cross-encoder folder's order (None: the served order, i.e. no reranker)."""
+def served_cross_encoder(model: Path | str, serve: CrossEncoderConfig | None = None) -> CrossEncoderModel:
+    """A cross-encoder folder loaded as the app serves it (`serve`: the app's reranker settings, default the
+    served defaults: token window, int8 on CPU), so figures measured here are the ones users get."""
+    from models.cross_encoder import CrossEncoderModel
+    from ranking.rerank import RerankerConfig
+
+    return CrossEncoderModel((serve or RerankerConfig()).model_copy(update={"model": str(model), "batch_size": 32}))
+
+
+def evaluate_reranker(evalset: EvalSet, model: Path | str | None, serve: CrossEncoderConfig | None = None) -> float:
+    """Mean nDCG@10 of a cross-encoder folder's order, served as `serve` says (None: the served order, i.e. no
+    reranker)."""
     if model is None:
         return served_ndcg(evalset)
-    from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
-
-    ce = CrossEncoderModel(CrossEncoderConfig(model=str(model), batch_size=32))
-    return pair_ndcg(evalset, ce.predict)
+    return pair_ndcg(evalset, served_cross_encoder(model, serve).predict)
 
 
 def describe(evalset: EvalSet) -> dict[str, Any]:

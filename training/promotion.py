@@ -4,7 +4,7 @@ Each evaluator takes a version folder, or None for the baseline (no model of tha
 nDCG@10 on one evaluation built once, so both figures of a promotion are measured on the same queries:
 
 - encoder: cosine re-ordering of the evaluation set's candidates; baseline: the configured embedder;
-- reranker: the cross-encoder's order of them; baseline: the served order;
+- reranker: the cross-encoder's order of them, loaded as the app serves it; baseline: the served order;
 - ranker: LambdaMART on the features logged with the impressions of the click log's held-out share of queries
   (`training/neural_data.is_held_out`), graded as `training/ltr.py` grades; baseline: the fused (served) order.
   `sift train ranker` cross-fits on every train query, so these queries are in both rankers' training data: the
@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from models.cross_encoder import CrossEncoderConfig
 from ranking.features import FEATURES
 from ranking.ltr import MODEL_FILE, base_scores, load_meta
 from search.querylog import QueryEvent
@@ -34,8 +35,9 @@ def encoder_evaluator(evalset: EvalSet, default_model: str) -> Evaluate:
     return lambda path: evaluate_encoder(evalset, path, default_model)
 
 
-def reranker_evaluator(evalset: EvalSet) -> Evaluate:
-    return lambda path: evaluate_reranker(evalset, path)
+def reranker_evaluator(evalset: EvalSet, serve: CrossEncoderConfig | None = None) -> Evaluate:
+    """Each version scored as the app would serve it (`serve`: its reranker settings)."""
+    return lambda path: evaluate_reranker(evalset, path, serve)
 
 
 def ranker_evaluator(
