@@ -102,10 +102,16 @@ def ranker_cmd(
     min_gain: Annotated[
         float, typer.Option("--min-gain", help="Write only if held-out nDCG@10 beats the served order by this.")
     ] = 0.005,
+    confidence: Annotated[
+        float,
+        typer.Option(
+            "--confidence", min=0.0, max=0.99, help="...and its bootstrap bound at this level is above 0 (0: off)."
+        ),
+    ] = 0.9,
     registry: RegistryOpt = None,
 ) -> None:
-    """Fit LightGBM lambdarank on served features labelled by a click model; print held-out nDCG@10 of the
-    learnt order against the fused order (both on held-out *train* queries). Registers a `ranker` version
+    """Fit LightGBM lambdarank on served features labelled by a click model, cross-fitted over folds of the train
+    queries; print out-of-fold nDCG@10 of the learnt order against the fused order. Registers a `ranker` version
     (model.txt + meta.json) unless --out names a folder."""
     from training.ltr import RankerTrainConfig, gain, passes_gate, ranker_data, train_ranker
 
@@ -113,7 +119,12 @@ def ranker_cmd(
         raise _fail(f"--click-model must be pbm or dbn, not {click_model!r}")
     if out is not None and out.exists() and any(out.iterdir()):
         raise _fail(f"{out} exists and is not empty: a model folder is written once")
-    cfg = RankerTrainConfig(click_model=click_model, seed=seed, min_gain=min_gain)  # type: ignore[arg-type]
+    cfg = RankerTrainConfig(
+        click_model=click_model,  # type: ignore[arg-type]
+        seed=seed,
+        min_gain=min_gain,
+        confidence=confidence,
+    )
     imps, sessions = click_sessions(config, index)
     try:
         data, _ = ranker_data(imps, sessions, cfg)
@@ -124,9 +135,11 @@ def ranker_cmd(
 
     typer.echo(json.dumps({"version": meta.version, **meta.metrics}))
     if not passes_gate(meta, cfg):
+        lcb = meta.metrics.get("heldout_gain_lcb")
         raise _fail(
-            f"not written: on held-out train queries the learnt order gains {gain(meta):+.4f} nDCG@10 over the "
-            f"served order, below the {cfg.min_gain} margin (more clicks, or --min-gain)",
+            f"not written: out of fold the learnt order gains {gain(meta):+.4f} nDCG@10 over the served order "
+            f"({cfg.confidence:.0%} lower bound {lcb:+.4f}); it needs >= {cfg.min_gain} with a bound above 0 "
+            "(more clicks, or --min-gain / --confidence)",
             1,
         )
     if out is not None:
