@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 clean-data es-start es-stop
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-neural clean-data es-start es-stop
 
 setup: system-packages $(VENV)/.installed
 
@@ -71,6 +71,11 @@ bench-bm25: setup
 # Learning to rank from simulated SciFact-train clicks: fused vs +LTR on SciFact test at 1k/5k/20k sessions.
 bench-ltr: setup
 	$(PY) bench/ltr.py
+
+# Encoder, reranker and ranker trained on simulated SciFact-train clicks, then hybrid-linear / +LTR / +encoder /
+# +reranker / full on SciFact test, and rerank latency (bench/results/neural.json). WORK: a bench/ltr.py folder.
+bench-neural: setup
+	$(PY) bench/neural.py --work $(or $(WORK),.data/bench-neural)
 
 es-start: setup
 	$(SIFT) es start
