@@ -162,30 +162,9 @@ class Evaluator:
             trained = None
             if cfg.encoder and any(SYSTEMS[s].encoder for s in cfg.systems):
                 trained = await asyncio.to_thread(self._trained_encoder, store, cache, index, list(queries.values()))
-            services: dict[tuple[bool, bool], SearchService] = {}
-
-            def service_for(spec: SystemSpec) -> SearchService | None:
-                key = (spec.encoder, spec.ltr)
-                if key not in services:
-                    embedder = trained if spec.encoder else (cached if need_dense else None)
-                    services[key] = self._service(store, embedder, ltr=spec.ltr)
-                return services[key]
-
-            results: list[SystemResult] = []
-            try:
-                for name in cfg.systems:
-                    spec = SYSTEMS[name]
-                    if spec.reference:  # the collection's own query text, not cut to the API's limit
-                        full = {q: data.queries[q] for q in qids}
-                        results.append(await self._run_reference(name, full, qrels))
-                        continue
-                    missing = self._missing(spec)
-                    target = f"{index}-encoder" if spec.encoder else index
-                    svc = None if missing else service_for(spec)
-                    results.append(await self._run_system(svc, name, target, queries, qrels, missing))
-            finally:
-                for svc in services.values():
-                    svc.retriever.close()
+            full = {q: data.queries[q] for q in qids}  # the collection's own text, for the reference
+            embedders = {False: cached if need_dense else None, True: trained}
+            results = await self._run_systems(store, embedders, index, queries, full, qrels)
         finally:
             if self._own_store:
                 store.close()
@@ -259,6 +238,36 @@ class Evaluator:
             cache_hits=report.cache_hits,
             max_chunks=cfg.max_chunks,
         )
+
+    async def _run_systems(
+        self,
+        store: IndexStore,
+        embedders: Mapping[bool, Embedder | None],
+        index: str,
+        queries: Mapping[str, str],
+        full: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int]],
+    ) -> list[SystemResult]:
+        """Every configured system in order; one service per (trained encoder?, learnt ranker?) pair."""
+        services: dict[tuple[bool, bool], SearchService] = {}
+        results: list[SystemResult] = []
+        try:
+            for name in self.config.systems:
+                spec = SYSTEMS[name]
+                if spec.reference:  # the collection's own query text, not cut to the API's limit
+                    results.append(await self._run_reference(name, full, qrels))
+                    continue
+                missing = self._missing(spec)
+                key = (spec.encoder, spec.ltr)
+                if not missing and key not in services:
+                    services[key] = self._service(store, embedders[spec.encoder], ltr=spec.ltr)
+                target = f"{index}-encoder" if spec.encoder else index
+                svc = None if missing else services[key]
+                results.append(await self._run_system(svc, name, target, queries, qrels, missing))
+        finally:
+            for svc in services.values():
+                svc.retriever.close()
+        return results
 
     def _missing(self, spec: SystemSpec) -> str | None:
         """Why a system cannot run with this config (a model it needs was not given), else None."""
