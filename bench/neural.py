@@ -13,7 +13,10 @@
    it), +reranker (top 20) and the full pipeline on the SciFact *test* split, once, side by side.
 4. Rerank latency: p50 of scoring 20 (query, abstract) pairs on CPU, one torch thread, as served (128 tokens,
    int8) and as trained (fp32, 256 tokens), over test queries' BM25 top 20.
-Results: bench/results/neural.json.
+`--split-queries` (Cranfield, CISI): clicks on one half of the test queries by id, the other half scored.
+Each trained model goes through `Registry.promote` against the baseline on held-out train queries (what
+`sift models promote` does); the full pipeline serves only what was promoted, and a refused stage is "not run".
+Results: bench/results/neural-<dataset>.json.
 """
 
 from __future__ import annotations
@@ -72,10 +75,16 @@ def main() -> None:
     ap.add_argument("--reranker-steps", type=int, default=250)
     ap.add_argument("--latency-queries", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-queries", action="store_true", help="No train split: halves of the test queries.")
+    ap.add_argument("--margin", type=float, default=0.005, help="Promotion margin (held-out train nDCG@10).")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.work
-    train_split, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
+    if args.split_queries:
+        test_all = load_beir(args.dataset, "test")
+        train_split, test = ltr_bench.half(test_all, 0), ltr_bench.half(test_all, 1)
+    else:
+        train_split, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
     print(f"{args.dataset.name}: work {work}; load average {os.getloadavg()[0]:.2f}", flush=True)
     backend = local_backend(ltr_bench.app_config(work, "hybrid"), Settings())
     imps = [e for e in backend.suggest.query_log.read() if e.type == "search"]
@@ -99,6 +108,19 @@ def main() -> None:
         data, RerankerTrainConfig(max_steps=args.reranker_steps, progress=False, seed=args.seed), registry
     )
     print(f"reranker {rr.card.version}: {rr.card.metrics}", flush=True)
+    # The gated way in, as `sift models promote` does: each candidate against the baseline on held-out train
+    # queries; the full pipeline serves only what was promoted.
+    from models.references import DEFAULT_EMBEDDER
+    from training.promotion import encoder_evaluator, reranker_evaluator
+
+    enc_eval = encoder_evaluator(data.heldout, DEFAULT_EMBEDDER)
+    gates = {
+        "encoder": registry.promote("encoder", enc.card.version, enc_eval, args.margin),
+        "reranker": registry.promote("reranker", rr.card.version, reranker_evaluator(data.heldout), args.margin),
+    }
+    for kind, g in gates.items():
+        print(f"promote {kind}: {'PROMOTED' if g.promoted else 'refused'} ({g.reason})", flush=True)
+    out["gates"] = {k: {"promoted": g.promoted, "reason": g.reason} for k, g in gates.items()}
     tcfg = RankerTrainConfig(seed=args.seed)
     rows, _ = ranker_data(imps, sessions, tcfg)
     booster, meta = train_ranker(rows, tcfg)
@@ -110,13 +132,22 @@ def main() -> None:
 
     from training.evaluation import EvalConfig, Evaluator
 
+    qrels = None
+    if args.split_queries:  # score the other half only
+        qrels = work / "qrels-scored-half.tsv"
+        rows_out = [f"{q}\t{d}\t{g}" for q, docs in test.qrels.items() for d, g in docs.items()]
+        qrels.write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows_out) + "\n")
+    live = {k: registry.live_path(k) for k in ("encoder", "reranker")}
     cfg = EvalConfig(
-        dataset=args.dataset, store="embedded", systems=SYSTEMS, data_dir=work / "eval", index="eval-scifact",
-        encoder=str(enc.path), reranker=str(rr.path), ranker=ranker if passes_gate(meta, tcfg) else None,
+        dataset=args.dataset, store="embedded", systems=SYSTEMS, data_dir=work / "eval", qrels=qrels,
+        index=f"eval-{args.dataset.name}", encoder=str(live["encoder"]) if live["encoder"] else None,
+        reranker=str(live["reranker"]) if live["reranker"] else None,
+        ranker=ranker if passes_gate(meta, tcfg) else None,
     )  # fmt: skip
     res = Evaluator(cfg, settings=Settings(data_dir=work / "eval")).run()
     base = res.system("hybrid-linear").metrics["ndcg@10"]
-    print(f"\n{'system':<24} {'nDCG@10':>8} {'delta':>8}  (SciFact test, {res.n_queries} queries)")
+    print(f"\n{'system':<24} {'nDCG@10':>8} {'delta':>8}  ({args.dataset.name}, {res.n_queries} scored queries)")
+    print("(a stage refused by its gate is not run: the full pipeline serves only promoted models)")
     for s in res.systems:
         v = s.metrics.get("ndcg@10")
         print(f"{s.name:<24} {v:>8.4f} {v - base:>+8.4f}" if v is not None else f"{s.name:<24} not run: {s.reason}")
@@ -124,6 +155,11 @@ def main() -> None:
 
     from search.stores.embedded import EmbeddedStore
 
+    if args.latency_queries == 0:
+        dest = REPO / "bench" / "results" / f"neural-{args.dataset.name}.json"
+        dest.write_text(json.dumps(out, indent=2, default=str))
+        print(f"wrote {dest}")
+        return
     store = EmbeddedStore(work / "indices")
     qs = [test.queries[q] for q in list(test.qrels)[: args.latency_queries]]
     heads = []
@@ -137,7 +173,7 @@ def main() -> None:
     }
     print(f"rerank 20 pairs, p50 ms on 1 CPU thread: {json.dumps({k: round(v, 1) for k, v in lat.items()})}")
     out["rerank20_p50_ms"] = lat
-    dest = REPO / "bench" / "results" / "neural.json"
+    dest = REPO / "bench" / "results" / f"neural-{args.dataset.name}.json"
     dest.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {dest}")
 

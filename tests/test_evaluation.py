@@ -301,6 +301,10 @@ def test_pipeline_systems_need_their_models_and_use_them(
     res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
     assert res.system("hybrid-linear+encoder").reason == NO_ENCODER
     assert res.system("hybrid-linear+rerank").reason == NO_RERANKER and res.system("full").reason == NO_RANKER
+    # full serves what it is given: with the encoder alone it is hybrid-linear+encoder
+    only = Evaluator(cfg.model_copy(update={"encoder": str(tiny_embedder_path)}), settings=settings).run()
+    assert only.system("full").status == "ok" and only.system("full").reranked_queries == 0
+    assert only.system("full").per_query == only.system("hybrid-linear+encoder").per_query
     ce = build_tiny_cross_encoder(tmp_path / "ce")
     cfg = cfg.model_copy(update={"encoder": str(tiny_embedder_path), "reranker": str(ce), "ranker": ranker})
     res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()

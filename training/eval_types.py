@@ -27,6 +27,9 @@ class SystemSpec(BaseModel):
     rerank: bool = False
     ltr: bool = Field(default=False, description="The learnt ranker (EvalConfig.ranker) re-orders the head.")
     encoder: bool = Field(default=False, description="Over the corpus indexed with EvalConfig.encoder (trained).")
+    optional: bool = Field(
+        default=False, description="Stages whose model was not given are skipped (not run only if none was)."
+    )
     reference: bool = Field(default=False, description="Not the service: bm25s over the corpus (training.reference).")
 
 
@@ -40,7 +43,8 @@ SYSTEMS: dict[str, SystemSpec] = {
     "hybrid-linear+ltr": SystemSpec(mode="hybrid", fusion="linear", ltr=True),
     "hybrid-linear+encoder": SystemSpec(mode="hybrid", fusion="linear", encoder=True),
     "hybrid-linear+rerank": SystemSpec(mode="hybrid", fusion="linear", rerank=True),
-    "full": SystemSpec(mode="hybrid", fusion="linear", encoder=True, rerank=True, ltr=True),
+    # every trained stage that was given (a stage its gate refused is simply not served)
+    "full": SystemSpec(mode="hybrid", fusion="linear", encoder=True, rerank=True, ltr=True, optional=True),
 }
 NO_RANKER = "no learnt ranker given (EvalConfig.ranker / sift eval --ranker)"
 NO_ENCODER = "no trained encoder given (EvalConfig.encoder / sift eval --encoder)"

@@ -257,13 +257,18 @@ class Evaluator:
                 if spec.reference:  # the collection's own query text, not cut to the API's limit
                     results.append(await self._run_reference(name, full, qrels))
                     continue
+                if spec.optional:
+                    cfg = self.config
+                    given = {"encoder": bool(cfg.encoder), "rerank": bool(cfg.reranker), "ltr": cfg.ranker is not None}
+                    if any(given.values()):
+                        spec = spec.model_copy(update={k: getattr(spec, k) and v for k, v in given.items()})
                 missing = self._missing(spec)
                 key = (spec.encoder, spec.ltr)
                 if not missing and key not in services:
                     services[key] = self._service(store, embedders[spec.encoder], ltr=spec.ltr)
                 target = f"{index}-encoder" if spec.encoder else index
                 svc = None if missing else services[key]
-                results.append(await self._run_system(svc, name, target, queries, qrels, missing))
+                results.append(await self._run_system(svc, name, target, queries, qrels, missing, spec))
         finally:
             for svc in services.values():
                 svc.retriever.close()
@@ -317,8 +322,9 @@ class Evaluator:
         queries: Mapping[str, str],
         qrels: Mapping[str, Mapping[str, int]],
         missing: str | None = None,
+        spec: SystemSpec | None = None,
     ) -> SystemResult:
-        spec = SYSTEMS[name]
+        spec = spec or SYSTEMS[name]
         fusion = spec.fusion or (self.config.retrieval.fusion if spec.mode == "hybrid" else None)
         res = SystemResult(name=name, mode=spec.mode, fusion=fusion, rerank=spec.rerank, status="ok")
         if service is None or missing:
