@@ -13,9 +13,11 @@ from fastapi.responses import JSONResponse
 
 from search.service import RequestError
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
+from serving.auth import BodyCapMiddleware, Guard
 from serving.backend import Backend
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
+from serving.security import SecurityConfig
 
 RETRY_AFTER_S = 5
 
@@ -46,8 +48,24 @@ async def _value_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=400, content={"detail": str(exc)})
 
 
-def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: list[str] | None = None) -> FastAPI:
+def _security(backend: Backend, security: SecurityConfig | None) -> SecurityConfig:
+    """The given security config, else the backend's app config's (`AppBackend`), else open defaults."""
+    if security is not None:
+        return security
+    found = getattr(getattr(backend, "config", None), "security", None)
+    return found if isinstance(found, SecurityConfig) else SecurityConfig()
+
+
+def create_api(
+    backend: Backend,
+    metrics: Metrics | None = None,
+    cors_origins: list[str] | None = None,
+    security: SecurityConfig | None = None,
+) -> FastAPI:
+    """The app: routes, error mapping, metrics, CORS, the body cap, and keys and quotas (`security`, by
+    default the backend's `AppConfig.security`)."""
     metrics = metrics or Metrics()
+    security = _security(backend, security)
     api = FastAPI(
         title="Sift search API",
         version="1.0",
@@ -56,6 +74,8 @@ def create_api(backend: Backend, metrics: Metrics | None = None, cors_origins: l
     api.state.backend = backend
     api.state.metrics = metrics
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
+    api.state.guard = Guard(security)
+    api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
     if cors_origins:
         api.add_middleware(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]

@@ -17,6 +17,7 @@ from search.querylog import QueryLogConfig
 from search.service import SearchConfig
 from search.suggest.schemas import SuggestConfig
 from search.summarize.config import SummarizerConfig
+from serving.security import SecurityConfig
 
 
 class Resources(BaseModel):
@@ -100,6 +101,10 @@ class AppConfig(BaseModel):
         "each line costs CPU in three processes, and /metrics plus the query log already record every search.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig,
+        description="API keys (scopes, indices), quotas and the body cap; without keys the API binds to loopback only.",
+    )
 
     @classmethod
     def load(cls, path: Path | str) -> AppConfig:

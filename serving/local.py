@@ -13,6 +13,7 @@ from search.summarize.summarizer import Summarizer
 from search.wiring import thread_encoder, thread_reranker
 from serving.backend import AppBackend, Models
 from serving.config import AppConfig
+from serving.security import check_bind
 from serving.summary_clients import LocalSummaryClient
 
 
@@ -45,6 +46,7 @@ def _completer(lm: LMCompleter) -> CompleteFn:
 
 
 def local_backend(config: AppConfig, settings: Settings) -> AppBackend:
-    """The backend of `sift serve --no-ray` and the in-process tests."""
+    """The backend of `sift serve --no-ray` and the in-process tests; refuses an open API off loopback."""
+    check_bind(config.host, config.security)
     config, _ = config.pin_encoder(settings.registry_root())
     return AppBackend(config, settings, local_models(config, settings))

@@ -8,6 +8,7 @@ import os
 
 from search.settings import Settings
 from serving.config import AppConfig
+from serving.security import check_bind
 
 # Process environment for the Ray processes Sift starts (the Serve proxy reads it at start): the proxy talks
 # to the ingress over gRPC instead of Ray actor calls (suggestions at 50 req/s: p50 9.7 → 7.3 ms, p99 20 →
@@ -28,6 +29,7 @@ def run_local(config: AppConfig, settings: Settings, *, blocking: bool = False) 
 
     from serving.builder import build_app, serve_logging
 
+    check_bind(config.host, config.security)  # before Ray starts: an open API stays on loopback
     prepare_ray_env()
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from search.events import EventsAccepted, EventsBatch, EventsRejected
+from serving.auth import EventsAuth
 from serving.dependencies import BackendDep
 
 router = APIRouter()
@@ -62,7 +63,7 @@ async def _read_capped(request: Request, cap: int) -> bytes | None:
         501: {"description": "This server has no click log (query_log or click_log backend: none)"},
     },
 )
-async def events(request: Request, backend: BackendDep) -> Any:
+async def events(request: Request, backend: BackendDep, _: EventsAuth) -> Any:
     """Store a batch of 1 to 1,000 events, all or nothing. Each event refers to a response by `query_id`
     and to what it showed by `object_ids` and 1-based `positions`; `event_id` makes a retried batch safe."""
     recorder = backend.events

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from serving.auth import AdminAuth
 from serving.dependencies import BackendDep, MetricsDep
 
 READINESS_TIMEOUT_S = 5
@@ -41,5 +42,6 @@ async def readyz(backend: BackendDep) -> JSONResponse:
 
 
 @router.get("/metrics", response_class=Response)
-async def prometheus(metrics: MetricsDep) -> Response:
+async def prometheus(metrics: MetricsDep, _: AdminAuth) -> Response:
+    """Prometheus metrics: an admin key where keys are configured (open without keys, on loopback only)."""
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 
 from search.events import suggest_impression
 from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
+from serving.auth import SuggestAuth
 from serving.dependencies import BackendDep
 
 log = logging.getLogger("sift.api")
@@ -20,6 +21,7 @@ router = APIRouter()
 @router.get("/v1/suggest", response_model=SuggestResponse)
 async def suggest(
     backend: BackendDep,
+    principal: SuggestAuth,
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="What the user typed so far.")] = "",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Suggestions wanted.")] = 8,
     session_id: Annotated[str | None, Query(max_length=200, description="Opaque session id.")] = None,
@@ -28,6 +30,7 @@ async def suggest(
     """Query completions from past searches and the language model; blank `q` gives none. Served within
     the LM deadline: `partial` says LM candidates were still being generated. The response's `query_id`
     names it in the impression log, for click events on a suggestion."""
+    principal.check_index(backend.service.config.default_index)  # suggestions come from its searches
     runtime = backend.suggest
     query_id = uuid.uuid4().hex
     if runtime is None or runtime.suggester is None or not q.strip():
@@ -47,10 +50,12 @@ async def suggest(
 @router.get("/v1/related", response_model=RelatedResponse)
 async def related(
     backend: BackendDep,
+    principal: SuggestAuth,
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="A complete query.")] = "",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Related searches wanted.")] = 8,
 ) -> RelatedResponse:
     """Searches that co-occur with `q` in sessions, and LM rewrites that return results."""
+    principal.check_index(backend.service.config.default_index)
     runtime = backend.suggest
     if runtime is None or runtime.suggester is None or not q.strip():
         return RelatedResponse(query=q, related=[])

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from search.documents import Document
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError
+from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
 from serving.metrics import SummaryMetrics
@@ -119,13 +120,14 @@ def _fetch(service: SearchService, index: str, ids: Sequence[str]) -> tuple[list
 
 
 async def _run(
-    request: Request, body: SummarizeRequest, backend: Backend, metrics: SummaryMetrics
+    request: Request, body: SummarizeRequest, backend: Backend, metrics: SummaryMetrics, principal: Principal
 ) -> StreamingResponse | JSONResponse:
     started = time.perf_counter()
     client = backend.summary_client
     if client is None:
         return _error(503, "summaries are not enabled on this server")
     service = backend.service
+    principal.check_index((body.search.index if body.search else body.index) or service.config.default_index)
     k = body.k or backend.summary_top_k
     try:
         if body.search is not None:
@@ -153,10 +155,10 @@ async def _run(
 
 @router.post(SUMMARIZE_PATH, response_class=StreamingResponse, responses=_STREAM_RESPONSES)
 async def summarize_post(
-    body: SummarizeRequest, request: Request, backend: BackendDep, metrics: SummaryMetricsDep
+    body: SummarizeRequest, request: Request, backend: BackendDep, metrics: SummaryMetricsDep, principal: SummarizeAuth
 ) -> Any:
     """Stream a cited summary of the given results (or of a search's top results) as Server-Sent Events."""
-    return await _run(request, body, backend, metrics)
+    return await _run(request, body, backend, metrics, principal)
 
 
 @router.get(SUMMARIZE_PATH, response_class=StreamingResponse, responses=_STREAM_RESPONSES)
@@ -164,6 +166,7 @@ async def summarize_get(
     request: Request,
     backend: BackendDep,
     metrics: SummaryMetricsDep,
+    principal: SummarizeAuth,
     query: str = Query(max_length=MAX_QUERY_CHARS),
     ids: list[str] = Query(description="Result ids, repeated (ids=a&ids=b) or comma-separated."),
     index: str | None = None,
@@ -178,7 +181,7 @@ async def summarize_get(
         raise RequestValidationError(
             [{**e, "loc": ("query", *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
         ) from exc
-    return await _run(request, body, backend, metrics)
+    return await _run(request, body, backend, metrics, principal)
 
 
 async def _events(

@@ -1,0 +1,172 @@
+"""Authentication, scopes and quotas as typed FastAPI dependencies, and the request body cap.
+
+A route declares the scope it needs (`SearchAuth`, `SummarizeAuth`, ...) and receives the caller's `Principal`;
+routes that read an index also call `principal.check_index`. With no keys configured every caller is the open
+principal (the server then listens on loopback only, see `serving.security.check_bind`). Quotas are counted
+per key and per client address with the `limits` library (moving windows in memory, per ingress replica), where
+keys are configured: an open server listens on loopback only, and its local clients get no quota.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.security import KeyRing, SecurityConfig
+from serving.security import Scope as KeyScope
+
+_bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key (same keys as Bearer).")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key's name, scopes and indices; `name` None is the open principal (no keys)."""
+
+    name: str | None
+    scopes: frozenset[str]
+    indices: frozenset[str] | None
+
+    def check_index(self, index: str) -> None:
+        """403 when the key is restricted to other indices."""
+        if self.indices is not None and index not in self.indices:
+            raise HTTPException(403, f"this API key may not read index {index!r}")
+
+
+OPEN = Principal(name=None, scopes=frozenset(), indices=None)
+
+
+class Guard:
+    """The key ring and the rate limiter of one app (`app.state.guard`)."""
+
+    def __init__(self, config: SecurityConfig) -> None:
+        self.config = config
+        self.keys = KeyRing(config)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())
+        limits = config.rate_limits
+        self.per_key = parse_many(limits.per_key) if limits else []
+        self.per_client = parse_many(limits.per_client) if limits else []
+        self.summarize = parse_many(limits.summarize) if limits else []
+
+    def authenticate(self, key: str | None, scope: KeyScope) -> Principal:
+        if not self.keys.enabled:
+            return OPEN
+        if not key:
+            raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
+        entry = self.keys.lookup(key)
+        if entry is None:
+            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        scopes = frozenset(entry.scopes)
+        if scope not in scopes and "admin" not in scopes:
+            raise HTTPException(403, f"this API key lacks the {scope!r} scope")
+        return Principal(entry.name, scopes, frozenset(entry.indices) if entry.indices is not None else None)
+
+    def charge(self, items: list[RateLimitItem], *identifiers: str) -> None:
+        """Count one request against each limit; 429 with Retry-After at the first one exhausted."""
+        for item in items:
+            if not self.limiter.hit(item, *identifiers):
+                reset = self.limiter.get_window_stats(item, *identifiers).reset_time
+                retry = max(1, math.ceil(reset - time.time()))
+                raise HTTPException(
+                    429, f"rate limit exceeded ({item}); retry later", headers={"Retry-After": str(retry)}
+                )
+
+
+def get_guard(request: Request) -> Guard:
+    return request.app.state.guard  # type: ignore[no-any-return]
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def require(scope: KeyScope) -> object:
+    """The dependency of a route that needs `scope`: authenticates, checks the scope, charges the quotas."""
+
+    async def dependency(
+        request: Request,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        api_key: Annotated[str | None, Depends(_api_key)],
+    ) -> Principal:
+        guard = get_guard(request)
+        principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope)
+        if principal.name is None:  # open: loopback only, where quotas would only distort benchmarks
+            return principal
+        client = _client(request)
+        guard.charge(guard.per_key, "key", principal.name)
+        guard.charge(guard.per_client, "client", client)
+        if scope == "summarize":
+            guard.charge(guard.summarize, "summarize", principal.name)
+        return principal
+
+    return Depends(dependency)
+
+
+SearchAuth = Annotated[Principal, require("search")]
+SuggestAuth = Annotated[Principal, require("suggest")]
+SummarizeAuth = Annotated[Principal, require("summarize")]
+EventsAuth = Annotated[Principal, require("events")]
+AdminAuth = Annotated[Principal, require("admin")]
+
+
+class BodyTooLarge(HTTPException):
+    """Raised while a body is read: an HTTPException, so FastAPI's body parser lets it through as a 413."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(413, f"the request body is larger than {cap} bytes")
+
+
+class BodyCapMiddleware:
+    """413 for a request body over `cap` bytes, before any route parses it: the declared Content-Length is
+    checked first, and a chunked body is counted as it arrives."""
+
+    def __init__(self, app: ASGIApp, cap: int) -> None:
+        self.app = app
+        self.cap = cap
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.cap:
+            await self._reject(send)
+            return
+        seen = 0
+        started = False
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.cap:
+                    raise BodyTooLarge(self.cap)
+            return message
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, tracked)
+        except BodyTooLarge:
+            if started:
+                raise
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = f'{{"detail":"the request body is larger than {self.cap} bytes"}}'.encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,172 @@
+"""API keys, scopes and quotas: the `security:` section of AppConfig, the key ring and the bind check.
+
+Keys are stored as SHA-256 digests only (config, key file, memory), so a config dump or a log line never holds
+one that works. A key is random and long (`python -m serving.security new`), so a plain digest is enough: there
+is nothing to brute-force as there would be for a password. Without any key the API is open, and then it may
+only listen on loopback: `check_bind` refuses any other address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import secrets
+import sys
+from pathlib import Path
+from typing import Literal
+
+from limits import parse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from search.configfile import load_config
+
+log = logging.getLogger("sift.security")
+
+Scope = Literal["search", "suggest", "summarize", "events", "admin"]
+SCOPES: tuple[Scope, ...] = ("search", "suggest", "summarize", "events", "admin")
+KEY_PREFIX = "sk_"
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
+
+
+def hash_key(key: str) -> str:
+    """The digest a key is stored and looked up by."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ApiKey(BaseModel):
+    """One key: who holds it, its digest, what it may do and on which indices."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="Who holds the key (logs name it, never the key).")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="SHA-256 hex digest of the key (`python -m serving.security new`)."
+    )
+    scopes: list[Scope] = Field(
+        min_length=1,
+        description="What the key may call: search, suggest (and related), summarize, events, admin (everything, "
+        "/metrics included). A key for a web page (the widget) gets search, suggest and events only.",
+    )
+    indices: list[str] | None = Field(
+        default=None, description="Index names (aliases) the key may read; null: every index."
+    )
+
+
+class KeyFile(BaseModel):
+    """A key file (`security.key_file`): the same entries as `security.keys`, kept out of the app config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKey] = Field(default_factory=list, description="API keys, by digest.")
+
+
+class RateLimits(BaseModel):
+    """Moving-window limits (the `limits` library's notation: "600/minute", "10/second;300/minute")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_key: str = Field(default="1200/minute", description="Requests per API key, all routes together.")
+    per_client: str = Field(default="600/minute", description="Requests per client address, all routes together.")
+    summarize: str = Field(
+        default="20/minute", description="Summaries (an LM generation each) per key, on top of per_key."
+    )
+
+    @field_validator("per_key", "per_client", "summarize")
+    @classmethod
+    def _parses(cls, v: str) -> str:
+        parse(v)  # raises ValueError on a malformed limit
+        return v
+
+
+class SecurityConfig(BaseModel):
+    """Who may call what, how often, and how large a request body may be."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKey] = Field(
+        default_factory=list, description="API keys by SHA-256 digest; none (and no key file): open, loopback only."
+    )
+    key_file: Path | None = Field(default=None, description="YAML file with more keys (`keys: [...]`), read at start.")
+    rate_limits: RateLimits | None = Field(
+        default_factory=RateLimits,
+        description="Quotas per key and per client address (429), applied where keys are configured; null disables.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Request bodies larger than this get 413 before they are parsed."
+    )
+
+
+class KeyRing:
+    """The configured keys by digest, read once at start (config keys plus the key file's)."""
+
+    def __init__(self, config: SecurityConfig) -> None:
+        keys = list(config.keys)
+        if config.key_file is not None:
+            keys += load_config(config.key_file, KeyFile).keys
+        self.by_digest = {k.sha256: k for k in keys}
+        if len(self.by_digest) < len(keys):
+            raise ValueError("two API keys share a digest; give each holder its own key")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.by_digest)
+
+    def lookup(self, key: str) -> ApiKey | None:
+        return self.by_digest.get(hash_key(key))
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class InsecureBind(RuntimeError):
+    """The server would be reachable from other machines with no API key to check."""
+
+
+def check_bind(host: str, config: SecurityConfig) -> None:
+    """Refuse to serve an open API beyond this machine; say so when it is open on loopback."""
+    if KeyRing(config).enabled:
+        return
+    if not is_loopback(host):
+        raise InsecureBind(
+            f"refusing to listen on {host!r} without API keys: configure security.keys or security.key_file "
+            "(python -m serving.security new --scopes search), or bind to 127.0.0.1"
+        )
+    log.warning("no API keys configured: the API is open to local clients and listens on %s only", host)
+
+
+def new_key(scopes: list[Scope], name: str, indices: list[str] | None = None) -> tuple[str, ApiKey]:
+    """A fresh random key and its config entry (the only time the plaintext exists)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return key, ApiKey(name=name, sha256=hash_key(key), scopes=scopes, indices=indices)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m serving.security new [--scopes search,suggest] [--name NAME] [--indices a,b]`."""
+    import argparse
+
+    import yaml
+
+    p = argparse.ArgumentParser(prog="python -m serving.security")
+    p.add_argument("command", choices=["new"])
+    p.add_argument("--scopes", default="search", help=f"comma-separated, of {', '.join(SCOPES)}")
+    p.add_argument("--name", default="default")
+    p.add_argument("--indices", default=None, help="comma-separated index names (default: all)")
+    args = p.parse_args(argv)
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    indices = [i.strip() for i in args.indices.split(",")] if args.indices else None
+    key, entry = new_key(scopes, args.name, indices)  # type: ignore[arg-type]  # validated by ApiKey
+    print(f"key (give it to the client; it is not stored): {key}")
+    print("config entry (security.keys or the key file):")
+    print(yaml.safe_dump([entry.model_dump(exclude_none=True)], sort_keys=False), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
