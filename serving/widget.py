@@ -1,7 +1,8 @@
 """The browser side: the autocomplete widget under /widget/ and a demo search page at /.
 
 The widget is a plain ES module, so it is served as static files next to the API that answers it;
-other sites load it from here too (with the API's `cors_origins` listing them).
+other sites load it from here too (with the API's `cors_origins` listing them). Where the API has keys, the
+widget's `apiKey` option carries a public one (scopes search, suggest and events only: a page shows it to all).
 """
 
 from __future__ import annotations

@@ -19,17 +19,20 @@
  *     events: true,        // send click events (POST /v1/events via navigator.sendBeacon) for picked
  *                          // suggestions and clicked results, with their query_id and 1-based position
  *     sessionId: undefined, userToken: undefined, // sent with suggest/search requests and events
+ *     apiKey: undefined,   // a public API key (scopes search, suggest, events only: it is visible in the
+ *                          // page), sent as X-API-Key; servers without keys need none
  *   });
  *   await ac.search("text");  // runs a search as Enter would; resolves to the response (null if failed/superseded)
  *   ac.close();               // closes the suggestion list
  *   ac.destroy();             // removes the listbox, listeners and ARIA attributes
  *
  * Also exported: renderResults(container, response), safeHighlight(html), matchSpan(text, typed),
- * explanationText(explanation), sendEvent(endpoint, event), for pages that render results themselves
+ * explanationText(explanation), sendEvent(endpoint, event, apiKey), for pages that render results themselves
  * (rendered results carry data-position and their list data-query-id, what a click event needs).
  *
  * Click events never block the page: sendBeacon queues them (it survives a click that navigates away) and
- * sends a text/plain body, which needs no CORS preflight; fetch with keepalive is the fallback.
+ * sends a text/plain body, which needs no CORS preflight; fetch with keepalive is the fallback, and the only way
+ * with an API key (a beacon cannot carry headers).
  *
  * Behaviour: suggestions are fetched after `debounceMs` of quiet; a newer keystroke aborts the request
  * in flight (AbortController) and a response for anything but the current input is dropped, so the list
@@ -58,6 +61,7 @@ const DEFAULTS = {
   events: true,
   sessionId: undefined,
   userToken: undefined,
+  apiKey: undefined,
 };
 
 let instances = 0;
@@ -146,15 +150,16 @@ export function explanationText(ex) {
 }
 
 /** Send one click / conversion / view event to `${endpoint}/v1/events` without blocking; true if queued. */
-export function sendEvent(endpoint, event) {
+export function sendEvent(endpoint, event, apiKey) {
   const url = `${String(endpoint || "").replace(/\/+$/, "")}/v1/events`;
   const body = JSON.stringify({ events: [{ timestamp: Date.now(), ...event }] });
   try {
-    if (navigator.sendBeacon && navigator.sendBeacon(url, body)) return true;
+    if (!apiKey && navigator.sendBeacon && navigator.sendBeacon(url, body)) return true;
   } catch (_) {
     // fall through to fetch
   }
-  fetch(url, { method: "POST", body, keepalive: true, headers: { "Content-Type": "text/plain" } }).catch(() => {});
+  const headers = { "Content-Type": "text/plain", ...(apiKey ? { "X-API-Key": apiKey } : {}) };
+  fetch(url, { method: "POST", body, keepalive: true, headers }).catch(() => {});
   return true;
 }
 
@@ -227,6 +232,7 @@ export function attachAutocomplete(input, options = {}) {
   if (!(input instanceof HTMLInputElement)) throw new TypeError("attachAutocomplete needs an <input> element");
   const opts = { ...DEFAULTS, ...options };
   const base = String(opts.endpoint || "").replace(/\/+$/, "");
+  const auth = opts.apiKey ? { "X-API-Key": String(opts.apiKey) } : {};
   if (opts.styles) linkStyles();
 
   const uid = `sift-ac-${++instances}`;
@@ -354,7 +360,7 @@ export function attachAutocomplete(input, options = {}) {
     const params = new URLSearchParams({ q: typed, k: String(opts.k), ...identity() });
     const url = `${base}/v1/suggest?${params}`;
     try {
-      const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "application/json" } });
+      const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "application/json", ...auth } });
       if (!resp.ok) throw new Error(await errorMessage(resp));
       const body = await resp.json();
       // A newer keystroke (or a search) superseded this request: drop it.
@@ -400,7 +406,7 @@ export function attachAutocomplete(input, options = {}) {
       sendEvent(base, {
         type: "click", event_name: "Suggestion clicked", query_id: suggestQueryId,
         object_ids: [text], positions: [i + 1], ...identity(),
-      });
+      }, opts.apiKey);
     }
     input.value = String(s.text ?? "");
     search(input.value);
@@ -414,7 +420,7 @@ export function attachAutocomplete(input, options = {}) {
     sendEvent(base, {
       type: "click", event_name: "Result clicked", query_id: list.dataset.queryId,
       object_ids: [item.dataset.id], positions: [Number(item.dataset.position)], ...identity(),
-    });
+    }, opts.apiKey);
   }
 
   async function search(query) {
@@ -438,7 +444,7 @@ export function attachAutocomplete(input, options = {}) {
       const resp = await fetch(`${base}/v1/search`, {
         method: "POST",
         signal: ctl.signal,
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        headers: { "Content-Type": "application/json", Accept: "application/json", ...auth },
         body: JSON.stringify(body),
       });
       if (!resp.ok) throw new Error(await errorMessage(resp));
