@@ -1,5 +1,7 @@
 """Property-based API testing from the OpenAPI schema: no generated request may produce a 5xx.
 
+The app has an admin API key (every route, quotas included) and every request carries it.
+
 Runs the real FastAPI app in-process (ASGI) over the embedded store with tiny models and a tiny
 cross-encoder, so every stage (encode, BM25, kNN, fusion, rerank, highlight) is exercised.
 """
@@ -17,6 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from indexing.pipeline import IndexingConfig, IndexingPipeline
 from search.schema import IndexSchema
 from search.stores.embedded import EmbeddedStore
+from serving.security import hash_key
+
+ADMIN_KEY = "sk_schemathesis_admin"
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +66,7 @@ def api_schema(
             "embedder": {"model": str(tiny_embedder_path), "device": "cpu"},
             "reranker": {"model": str(tiny_reranker_path), "device": "cpu"},
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "security": {"keys": [{"name": "admin", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]}]},
             "summarizer": {
                 "lm": {"model": str(tiny_chat_lm_path), "device": "cpu"},
                 "max_new_tokens": 4,
@@ -81,7 +87,7 @@ def test_no_server_errors(api_schema: Any) -> None:
         @given(case=op.as_strategy())
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: Any) -> None:
-            response = case.call()
+            response = case.call(headers={"X-API-Key": ADMIN_KEY})
             assert response.status_code < 500, (
                 f"{case.method} {case.path} {case.body!r} -> {response.status_code} {response.text}"
             )
