@@ -1,51 +1,21 @@
 """The HTTP API (FastAPI), independent of how models are hosted.
 
 `create_api(backend)` assembles the same routes whether the backend calls Ray Serve deployment handles
-(production) or in-process models (tests, `--no-ray`). Errors map to status codes callers can act on:
-422 for bad input, 404 for an unknown index, 503 with Retry-After when the store is unreachable.
+(production) or in-process models (tests, `--no-ray`). Errors map to status codes callers can act on
+(`serving/errors.py`); keys, scopes, quotas and the body cap are `serving/auth.py`'s.
 """
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
-from search.service import RequestError
-from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
 from serving.auth import BodyCapMiddleware, Guard
 from serving.backend import Backend
+from serving.errors import install_error_handlers
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
 from serving.security import SecurityConfig
-
-RETRY_AFTER_S = 5
-
-
-async def _request_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestError)
-    loc = ["body", *exc.field.split(".")]
-    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]})
-
-
-async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(
-        status_code=503,
-        headers={"Retry-After": str(RETRY_AFTER_S)},
-        content={"detail": f"the index store is unreachable; retry later ({exc})"},
-    )
-
-
-async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": str(exc.args[0]) if exc.args else "index not found"})
-
-
-async def _store_error(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": str(exc)})
-
-
-async def _value_error(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=400, content={"detail": str(exc)})
 
 
 def _security(backend: Backend, security: SecurityConfig | None) -> SecurityConfig:
@@ -82,11 +52,7 @@ def create_api(
         )
     api.add_middleware(ObserveMiddleware, metrics=metrics)
 
-    api.add_exception_handler(RequestError, _request_error)
-    api.add_exception_handler(StoreUnavailable, _unavailable)
-    api.add_exception_handler(IndexNotFound, _not_found)
-    api.add_exception_handler(StoreError, _store_error)
-    api.add_exception_handler(ValueError, _value_error)
+    install_error_handlers(api)
 
     api.include_router(search.router)
     api.include_router(suggest.router)

@@ -10,17 +10,20 @@ keys are configured: an open server listens on loopback only, and its local clie
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from search.naming import version_alias
 from serving.security import KeyRing, SecurityConfig
 from serving.security import Scope as KeyScope
 
@@ -28,21 +31,30 @@ _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <API k
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API key (same keys as Bearer).")
 
 
+INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+
+
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: a key's name, scopes and indices; `name` None is the open principal (no keys)."""
+    """Who is calling: a key's name, scopes and indices (`name` None: no keys configured), and the indices the
+    server serves (`security.indices`)."""
 
     name: str | None
     scopes: frozenset[str]
     indices: frozenset[str] | None
+    served: frozenset[str] | None = None
 
-    def check_index(self, index: str) -> None:
-        """403 when the key is restricted to other indices."""
-        if self.indices is not None and index not in self.indices:
+    def check_index(self, index: str, loc: tuple[str, ...] = ("body", "index")) -> None:
+        """422 for a name that is no single index (`.`, `..`, paths, wildcards, lists); 404 for one the server
+        does not serve (as if it did not exist); 403 when the key is restricted to other indices."""
+        if not INDEX_NAME.match(index):
+            msg = "an index name is 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+            raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
+        alias = version_alias(index) or index
+        if self.served is not None and index not in self.served and alias not in self.served:
+            raise HTTPException(404, f"index {index!r} not found")
+        if self.indices is not None and index not in self.indices and alias not in self.indices:
             raise HTTPException(403, f"this API key may not read index {index!r}")
-
-
-OPEN = Principal(name=None, scopes=frozenset(), indices=None)
 
 
 class Guard:
@@ -51,6 +63,7 @@ class Guard:
     def __init__(self, config: SecurityConfig) -> None:
         self.config = config
         self.keys = KeyRing(config)
+        self.served = frozenset(config.indices) if config.indices is not None else None
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
         limits = config.rate_limits
         self.per_key = parse_many(limits.per_key) if limits else []
@@ -59,7 +72,7 @@ class Guard:
 
     def authenticate(self, key: str | None, scope: KeyScope) -> Principal:
         if not self.keys.enabled:
-            return OPEN
+            return Principal(None, frozenset(), None, self.served)
         if not key:
             raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
         entry = self.keys.lookup(key)
@@ -68,7 +81,8 @@ class Guard:
         scopes = frozenset(entry.scopes)
         if scope not in scopes and "admin" not in scopes:
             raise HTTPException(403, f"this API key lacks the {scope!r} scope")
-        return Principal(entry.name, scopes, frozenset(entry.indices) if entry.indices is not None else None)
+        indices = frozenset(entry.indices) if entry.indices is not None else None
+        return Principal(entry.name, scopes, indices, self.served)
 
     def charge(self, items: list[RateLimitItem], *identifiers: str) -> None:
         """Count one request against each limit; 429 with Retry-After at the first one exhausted."""

@@ -92,6 +92,10 @@ class SecurityConfig(BaseModel):
         default_factory=RateLimits,
         description="Quotas per key and per client address (429), applied where keys are configured; null disables.",
     )
+    indices: list[str] | None = Field(
+        default=None,
+        description="The indices (aliases, with their versions) this API serves; others answer 404. null: any.",
+    )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Request bodies larger than this get 413 before they are parsed."
     )

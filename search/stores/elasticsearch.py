@@ -76,6 +76,10 @@ def _es_guard(fn: Callable[[], T]) -> T:
         raise ValueError(f"Elasticsearch rejected the request: {exc}") from exc
     except TransportError as exc:
         raise StoreUnavailable(f"Elasticsearch transport error: {exc}") from exc
+    except ApiError as exc:  # 429 (queue full, circuit breaker) and 5xx: overloaded or failing, retry later
+        if exc.status_code == 429 or exc.status_code >= 500:
+            raise StoreUnavailable(f"Elasticsearch answered {exc.status_code}: {exc.message}") from exc
+        raise
 
 
 class ElasticsearchStore:

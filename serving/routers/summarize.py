@@ -123,11 +123,14 @@ async def _run(
     request: Request, body: SummarizeRequest, backend: Backend, metrics: SummaryMetrics, principal: Principal
 ) -> StreamingResponse | JSONResponse:
     started = time.perf_counter()
+    service = backend.service
+    if body.search is not None:
+        principal.check_index(body.search.index or service.config.default_index, ("body", "search", "index"))
+    else:
+        principal.check_index(body.index or service.config.default_index, ("body", "index"))
     client = backend.summary_client
     if client is None:
         return _error(503, "summaries are not enabled on this server")
-    service = backend.service
-    principal.check_index((body.search.index if body.search else body.index) or service.config.default_index)
     k = body.k or backend.summary_top_k
     try:
         if body.search is not None:
@@ -142,7 +145,8 @@ async def _run(
     except IndexNotFound as exc:
         return _error(404, str(exc.args[0]) if exc.args else "index not found")
     except StoreError as exc:
-        return _error(503, f"the index store is unreachable; retry later ({exc})", {"Retry-After": "5"})
+        log.warning("summarize: the store failed: %s", exc)
+        return _error(503, "the index store is unreachable or overloaded; retry later", {"Retry-After": "5"})
     if missing:
         return _error(404, {"message": "unknown result ids", "index": index, "ids": missing})
     stream = client.stream(query, docs, body.max_new_tokens)
@@ -210,7 +214,7 @@ async def _events(
     except Exception as exc:
         log.exception("summary stream failed")
         outcome = "error"
-        yield sse("error", {"detail": f"{type(exc).__name__}: {exc}"})
+        yield sse("error", {"detail": f"the summary failed ({type(exc).__name__}); see the server log"})
     finally:
         stream.cancel()  # no-op when finished; otherwise the client left: stop generating
         metrics.outcomes.labels(outcome=outcome).inc()
