@@ -66,6 +66,25 @@ def rerank_latency(model: str, queries: list[str], docs: list[list[str]], quanti
     return float(np.percentile(ms, 50))
 
 
+def latency(model: str, test: Any, work: Path, n: int) -> dict[str, float]:
+    """p50 ms of reranking each of `n` test queries' BM25 top 20, as served and as trained (one thread)."""
+    from search.stores.embedded import EmbeddedStore
+
+    store = EmbeddedStore(work / "indices")
+    qs = [test.queries[q] for q in list(test.qrels)[:n]]
+    heads = []
+    for q in qs:
+        hits = store.bm25_search(ltr_bench.INDEX, q, 20)
+        heads.append([f"{h.doc.title} {h.doc.body}" for h in hits if h.doc is not None])
+    store.close()
+    lat = {
+        "served_int8_128": round(rerank_latency(model, qs, heads, "int8", 128), 1),
+        "fp32_256": round(rerank_latency(model, qs, heads, "none", 256), 1),
+    }
+    print(f"rerank 20 pairs, p50 ms on 1 CPU thread (load average {os.getloadavg()[0]:.2f}): {lat}", flush=True)
+    return lat
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
@@ -77,6 +96,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--split-queries", action="store_true", help="No train split: halves of the test queries.")
     ap.add_argument("--margin", type=float, default=0.005, help="Promotion margin (held-out train nDCG@10).")
+    ap.add_argument(
+        "--latency-only", action="store_true", help="Only the rerank latency of DIR's newest reranker (idle machine)."
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = args.work
@@ -86,6 +108,10 @@ def main() -> None:
     else:
         train_split, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
     print(f"{args.dataset.name}: work {work}; load average {os.getloadavg()[0]:.2f}", flush=True)
+    if args.latency_only:
+        reg = Registry(work / "registry")
+        latency(str(reg.path("reranker", reg.versions("reranker")[-1].version)), test, work, args.latency_queries)
+        return
     backend = local_backend(ltr_bench.app_config(work, "hybrid"), Settings())
     imps = [e for e in backend.suggest.query_log.read() if e.type == "search"]
     if len(imps) < args.sessions:
@@ -153,26 +179,8 @@ def main() -> None:
         print(f"{s.name:<24} {v:>8.4f} {v - base:>+8.4f}" if v is not None else f"{s.name:<24} not run: {s.reason}")
     out["eval"] = {s.name: s.metrics for s in res.systems}
 
-    from search.stores.embedded import EmbeddedStore
-
-    if args.latency_queries == 0:
-        dest = REPO / "bench" / "results" / f"neural-{args.dataset.name}.json"
-        dest.write_text(json.dumps(out, indent=2, default=str))
-        print(f"wrote {dest}")
-        return
-    store = EmbeddedStore(work / "indices")
-    qs = [test.queries[q] for q in list(test.qrels)[: args.latency_queries]]
-    heads = []
-    for q in qs:
-        hits = store.bm25_search(ltr_bench.INDEX, q, 20)
-        heads.append([f"{h.doc.title} {h.doc.body}" for h in hits if h.doc is not None])
-    store.close()
-    lat = {
-        "served_int8_128": rerank_latency(str(rr.path), qs, heads, "int8", 128),
-        "fp32_256": rerank_latency(str(rr.path), qs, heads, "none", 256),
-    }
-    print(f"rerank 20 pairs, p50 ms on 1 CPU thread: {json.dumps({k: round(v, 1) for k, v in lat.items()})}")
-    out["rerank20_p50_ms"] = lat
+    if args.latency_queries > 0:
+        out["rerank20_p50_ms"] = latency(str(rr.path), test, work, args.latency_queries)
     dest = REPO / "bench" / "results" / f"neural-{args.dataset.name}.json"
     dest.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {dest}")
