@@ -15,13 +15,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.querylog import to_utc
+from search.querylog import RETENTION_DAYS, prune_day_files, purge_es_log, to_utc
 
 log = logging.getLogger("sift.clicklog")
 
@@ -76,14 +76,24 @@ class ClickLogConfig(BaseModel):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger POST /v1/events bodies get 413.")
     max_clock_skew_s: float = Field(default=60.0, ge=0, description="Timestamps further in the future: 422.")
     max_event_age_days: float = Field(default=4.0, gt=0, description="Older timestamps: 422 (as Algolia Insights).")
+    retention_days: float = Field(
+        default=RETENTION_DAYS,
+        gt=0,
+        description="Events older than this are deleted: JSONL day files at the first write of each day, "
+        "Elasticsearch documents at start.",
+    )
 
 
 class JsonlClickLog:
     """`clicklog-YYYY-MM-DD.jsonl` by day received. Appends take an exclusive `flock` on a lock file, read what
     other processes appended since (to learn their event ids), skip duplicates, write, fsync, unlock."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, retention_days: float | None = None) -> None:
+        """`retention_days`: day files older than this are deleted, checked once a day (None: kept; the app's
+        log, from `make_click_log`, always has one)."""
         self.directory = Path(directory)
+        self.retention_days = retention_days
+        self._pruned_day = ""
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing one descriptor
         self._ids: set[str] = set()
         self._offsets: dict[str, int] = {}
@@ -118,6 +128,7 @@ class JsonlClickLog:
                     if r.event_id not in self._ids:
                         self._ids.add(r.event_id)
                         fresh.append(r)
+                self._prune()
                 by_day: dict[Path, list[str]] = {}
                 for r in fresh:
                     by_day.setdefault(self.path_for(r.received_at), []).append(r.model_dump_json(exclude_none=True))
@@ -126,6 +137,14 @@ class JsonlClickLog:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return len(fresh), len(records) - len(fresh)
+
+    def _prune(self) -> None:
+        """Drop day files past the retention, once a day (under the append lock)."""
+        today = f"{datetime.now(UTC):%Y-%m-%d}"
+        if self.retention_days is not None and today != self._pruned_day:
+            for path in prune_day_files(self.directory, "clicklog", self.retention_days):
+                self._offsets.pop(path.name, None)
+            self._pruned_day = today
 
     def _write(self, path: Path, lines: list[str]) -> None:
         size = path.stat().st_size if path.exists() else 0
@@ -293,9 +312,13 @@ def make_click_log(
     if backend == "es":
         if es_client is None:
             raise ValueError("the Elasticsearch click log needs an Elasticsearch client")
+        try:
+            purge_es_log(es_client, config.es_index, config.retention_days, field="received_at")
+        except Exception as exc:  # an unreachable cluster must not keep the API down; the next start retries
+            log.warning("retention: purging %s failed: %s", config.es_index, type(exc).__name__)
         return EsClickLog(es_client, config.es_index)
     if config.directory is not None:
-        return JsonlClickLog(config.directory)
+        return JsonlClickLog(config.directory, config.retention_days)
     if data_dir is None:
         raise ValueError("the JSONL click log needs a directory or a data_dir")
-    return JsonlClickLog(data_dir / "clicklog")
+    return JsonlClickLog(data_dir / "clicklog", config.retention_days)

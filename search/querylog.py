@@ -8,6 +8,7 @@ Elasticsearch setup. Every event carries a `type` so click events can join later
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -15,11 +16,31 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger("sift.querylog")
 
 DEFAULT_ES_INDEX = "sift-querylog"
+RETENTION_DAYS = 90.0
+
+_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+# digit groups joined by spaces, dots, dashes, slashes or brackets: phone and card numbers as people type them
+_NUMBER = re.compile(r"\+?\(?\d(?:[ .\-/()]{0,2}\d)+\)?")
+_LONG_RUN = re.compile(r"\d{6,}")
+PLACEHOLDERS = ("<email>", "<number>")
+
+
+def scrub_pii(text: str) -> str:
+    """The query with e-mail addresses, phone and card numbers (9+ digits in one group) and long digit runs (6+)
+    replaced by placeholders: what is logged, learnt from and suggested to others never holds them. Years, zip
+    codes and short numbers stay."""
+    text = _EMAIL.sub(PLACEHOLDERS[0], text)
+
+    def number(m: re.Match[str]) -> str:
+        digits = sum(c.isdigit() for c in m.group(0))
+        return PLACEHOLDERS[1] if digits >= 9 or _LONG_RUN.search(m.group(0)) else m.group(0)
+
+    return _NUMBER.sub(number, text)
 
 
 class QueryEvent(BaseModel):
@@ -49,6 +70,11 @@ class QueryEvent(BaseModel):
     features: dict[str, list[float | None]] | None = Field(
         default=None, description="Ranking features per shown doc id (ranking.features.FEATURES order), as served."
     )
+
+    @field_validator("query")
+    @classmethod
+    def _scrubbed(cls, v: str) -> str:
+        return scrub_pii(v)
 
 
 @runtime_checkable
@@ -93,10 +119,46 @@ class QueryLogConfig(BaseModel):
         default=2.0, gt=0, description="Clicks may refer to impressions this recent; older query ids are unknown."
     )
     impression_cache: int = Field(default=200_000, ge=1, description="Impressions kept in memory for event checks.")
+    retention_days: float = Field(
+        default=RETENTION_DAYS,
+        gt=0,
+        description="Logged events older than this are deleted: JSONL day files at start and each new day, "
+        "Elasticsearch log documents at start.",
+    )
 
 
 def to_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def prune_day_files(directory: Path, prefix: str, retention_days: float, now: datetime | None = None) -> list[Path]:
+    """Delete `PREFIX-YYYY-MM-DD.jsonl` files whose whole day is older than the retention; the deleted paths."""
+    cutoff = f"{prefix}-{to_utc(now or datetime.now(UTC)) - timedelta(days=retention_days):%Y-%m-%d}.jsonl"
+    gone = [p for p in sorted(directory.glob(f"{prefix}-*.jsonl")) if p.name < cutoff]
+    for path in gone:
+        path.unlink(missing_ok=True)
+        log.info("retention: deleted %s", path)
+    return gone
+
+
+def purge_es_log(client: Any, index: str, retention_days: float, now: datetime | None = None, field: str = "ts") -> int:
+    """Delete the documents of an Elasticsearch log index whose `field` is older than the retention; how many."""
+    cutoff = to_utc(now or datetime.now(UTC)) - timedelta(days=retention_days)
+    if not client.indices.exists(index=index):
+        return 0
+    # Search and bulk-delete rather than _delete_by_query: that needs the reindex module, absent from some
+    # distributions (the integration-test one among them).
+    deleted = 0
+    while True:
+        hits = client.search(
+            index=index, query={"range": {field: {"lt": cutoff.isoformat()}}}, size=1000, source=False
+        )["hits"]["hits"]
+        if not hits:
+            return deleted
+        ops = [{"delete": {"_index": index, "_id": h["_id"]}} for h in hits]
+        if client.bulk(operations=ops, refresh=True).get("errors"):  # never loop on what will not go
+            raise RuntimeError(f"retention: some documents of {index} could not be deleted")
+        deleted += len(hits)
 
 
 def _ends_mid_line(path: Path) -> bool:
@@ -137,8 +199,19 @@ class JsonlQueryLog:
 
     lookup_retry_s = 0.0  # a line is in the file before the search returns: every replica can read it at once
 
-    def __init__(self, directory: Path | str, impression_days: float = 2.0, impression_cache: int = 200_000) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        impression_days: float = 2.0,
+        impression_cache: int = 200_000,
+        retention_days: float | None = None,
+    ) -> None:
+        """`retention_days`: day files older than this are deleted now and at each new day (None: kept; the
+        app's log, from `make_query_log`, always has one)."""
         self.directory = Path(directory)
+        self.retention_days = retention_days
+        if retention_days is not None:
+            prune_day_files(self.directory, "querylog", retention_days)
         self._lock = threading.Lock()
         self._day: str | None = None
         self._fh: Any = None
@@ -157,6 +230,8 @@ class JsonlQueryLog:
                 if self._fh is not None:
                     self._fh.close()
                 self.directory.mkdir(parents=True, exist_ok=True)
+                if self._day is not None and self.retention_days is not None:  # a new day: the oldest may go
+                    prune_day_files(self.directory, "querylog", self.retention_days)
                 path = self.path_for(event.ts)
                 torn = _ends_mid_line(path)
                 self._fh = open(path, "a", encoding="utf-8")  # kept open between appends
@@ -264,10 +339,14 @@ def make_query_log(
             raise ValueError("the Elasticsearch query log needs an Elasticsearch client")
         from search.querylog_es import EsQueryLog
 
+        try:
+            purge_es_log(es_client, config.es_index, config.retention_days)
+        except Exception as exc:  # an unreachable cluster must not keep the API down; the next start retries
+            log.warning("retention: purging %s failed: %s", config.es_index, exc)
         return EsQueryLog(
             es_client, config.es_index, config.es_flush_interval_s, config.es_buffer, config.impression_cache
         )
     if config.directory is None and data_dir is None:
         raise ValueError("the JSONL query log needs a directory or a data_dir")
     directory = config.directory if config.directory is not None else data_dir / "querylog"  # type: ignore[operator]
-    return JsonlQueryLog(directory, config.impression_days, config.impression_cache)
+    return JsonlQueryLog(directory, config.impression_days, config.impression_cache, config.retention_days)

@@ -36,6 +36,18 @@ class Resources(BaseModel):
     max_ongoing_requests: int = Field(default=64, ge=1, description="Concurrent requests per replica.")
 
 
+class ServedSuggestConfig(SuggestConfig):
+    """The API's suggestions: a past query is shown to others only after 3 distinct sessions issued it."""
+
+    min_sessions: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Distinct sessions (or user tokens) that must have issued a query on the served index before "
+        "it is suggested or shown as related to anyone; 1 shows every logged query (a privacy risk).",
+    )
+
+
 class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -66,7 +78,9 @@ class AppConfig(BaseModel):
         "(about 9 ms of CPU and 7 ms of latency per search on 2 CPUs), for CPU-only machines.",
     )
     reranker_resources: Resources = Field(default_factory=lambda: Resources(num_cpus=0.4, max_batch_size=4))
-    suggest: SuggestConfig = Field(default_factory=SuggestConfig, description="Autocomplete and related searches.")
+    suggest: ServedSuggestConfig = Field(
+        default_factory=ServedSuggestConfig, description="Autocomplete and related searches."
+    )
     query_log: QueryLogConfig = Field(default_factory=QueryLogConfig, description="Where searches are logged.")
     click_log: ClickLogConfig = Field(
         default_factory=ClickLogConfig, description="Where POST /v1/events stores clicks, conversions and views."

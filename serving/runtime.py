@@ -28,7 +28,9 @@ class SuggestRuntime:
             return
         index = config.suggest.check_index or config.search.default_index
         check = store_has_results(store, index, config.suggest.min_term_coverage)
-        self.suggester = Suggester(config.suggest, complete=complete, has_results=check)
+        self.suggester = Suggester(
+            config.suggest, complete=complete, has_results=check, index=config.search.default_index
+        )
         since = datetime.now(UTC) - timedelta(days=config.query_log.replay_days)
         try:
             n = self.suggester.load(self.query_log.read(since))

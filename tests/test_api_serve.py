@@ -118,7 +118,7 @@ def app_config(
             "encoder_resources": Resources(**small).model_dump(),
             "encoder_placement": placement,
             "reranker_resources": Resources(**small).model_dump(),
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0, "min_sessions": 1},
             "summarizer": summarizer,
             "summarizer_resources": Resources(**small).model_dump(),
         }

@@ -38,7 +38,7 @@ def app_config(data_dir: Path, **extra: Any) -> Any:
             "data_dir": str(data_dir),
             "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}},
             "reranker": {"model": None},
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0, "min_sessions": 1},
             "summarizer": None,
             **extra,
         }

@@ -44,6 +44,7 @@ def config_dict(tiny_lm: Path, **extra: Any) -> dict[str, Any]:
         "reranker": {"model": None},
         "cors_origins": [ORIGIN],
         "suggest": {
+            "min_sessions": 1,  # one session's searches are suggested here (the k-sessions rule: test_log_privacy)
             "deadline_ms": 30,
             "prefetch_top": 0,
             "blocklist": ["amyloidosis"],

@@ -116,7 +116,7 @@ def app_url(
             "embedder": {"model": str(tiny_embedder_path), "device": "cpu"},
             "reranker": {"model": str(tiny_reranker_path), "device": "cpu"},
             # Suggestions from the query log only: the widget is under test here, not the LM.
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0, "min_sessions": 1},
             "summarizer": None,
         }
     )

@@ -162,3 +162,34 @@ class SessionIndex:
             row = dict(self._pairs.get(query, {}))
         best = heapq.nsmallest(k, row.items(), key=lambda kv: (-kv[1], kv[0]))
         return [(q, 2.0 ** (w - now / self.half_life_s)) for q, w in best]
+
+
+class IssuerCounter:
+    """Which queries enough distinct sessions issued to be shown to others (k-anonymity of suggestions).
+
+    A query typed by one person (a name, an address, a case number) must never surface in another person's
+    autocomplete. Each (index, query) collects the distinct session ids (or user tokens) that issued it, up to
+    `k`; from then on it is shown and its set is dropped. Events with neither id never count: their issuers
+    cannot be told apart. With `index` set, only searches on that index count (the index suggestions serve)."""
+
+    def __init__(self, k: int, index: str | None = None) -> None:
+        self.k = k
+        self.index = index
+        self._pending: dict[str, set[str]] = {}
+        self._shown: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, query: str, issuer: str | None, index: str | None) -> None:
+        if self.k <= 1 or not issuer or (self.index is not None and index not in (None, self.index)):
+            return
+        with self._lock:
+            if query in self._shown:
+                return
+            issuers = self._pending.setdefault(query, set())
+            issuers.add(issuer)
+            if len(issuers) >= self.k:
+                self._shown.add(query)
+                del self._pending[query]
+
+    def shown(self, query: str) -> bool:
+        return self.k <= 1 or query in self._shown

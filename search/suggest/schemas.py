@@ -55,6 +55,13 @@ class SuggestConfig(BaseModel):
     deadline_ms: float = Field(default=30.0, gt=0, le=10_000, description="Longest a request waits for the LM.")
     half_life_days: float = Field(default=7.0, gt=0, description="A past search counts half after this long.")
     min_result_count: int = Field(default=1, ge=0, description="Only searches with this many results are learnt.")
+    min_sessions: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="A past query is suggested (or shown as related) only once this many distinct sessions (or "
+        "user tokens) issued it on the served index. 1 here (offline evaluation); the API's default is 3.",
+    )
     blocklist: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BLOCKLIST), description="Words/phrases never suggested (`word*`)."
     )

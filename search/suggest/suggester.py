@@ -29,9 +29,9 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
-from search.querylog import QueryEvent
+from search.querylog import PLACEHOLDERS, QueryEvent
 from search.suggest.cache import TTLCache
-from search.suggest.indices import PrefixIndex, SessionIndex
+from search.suggest.indices import IssuerCounter, PrefixIndex, SessionIndex
 from search.suggest.lm_completer import Task
 from search.suggest.safety import SafetyFilter
 from search.suggest.schemas import (
@@ -61,7 +61,9 @@ class Suggester:
         complete: CompleteFn | None = None,
         has_results: HasResultsFn | None = None,
         clock: Callable[[], float] = time.time,
+        index: str | None = None,
     ) -> None:
+        """`index`: the index suggestions are served for; with `min_sessions` > 1 only its searches count."""
         self.config = cfg = config or SuggestConfig()
         self._complete = complete if cfg.lm.enabled else None
         self._has_results = has_results if cfg.check_results else None
@@ -69,6 +71,7 @@ class Suggester:
         half_life = cfg.half_life_days * DAY_S
         self.prefixes = PrefixIndex(half_life, cfg.precompute_chars)
         self.sessions = SessionIndex(cfg.session_window_s, half_life)
+        self.issuers = IssuerCounter(cfg.min_sessions, index)
         entries = list(cfg.blocklist)
         if cfg.blocklist_file is not None:
             entries += [ln.strip() for ln in cfg.blocklist_file.read_text().splitlines() if ln.strip()]
@@ -93,10 +96,12 @@ class Suggester:
         if event.type != "search" or event.result_count < self.config.min_result_count:
             return False
         q = normalize_query(event.query)
-        if not q or len(q) > MAX_PREFIX_CHARS or not self.safety.allows(q):
+        scrubbed = any(p in event.query for p in PLACEHOLDERS)  # had PII: no use, and no right, to suggest it
+        if not q or len(q) > MAX_PREFIX_CHARS or scrubbed or not self.safety.allows(q):
             self.stats["rejected"] += 1
             return False
         ts = event.ts.timestamp()
+        self.issuers.add(q, event.session_id or event.user_token, event.index)
         self.prefixes.add(q, ts)
         if event.session_id:
             self.sessions.add(event.session_id, q, ts)
@@ -242,7 +247,7 @@ class Suggester:
         prefix = normalize_prefix(q[:MAX_PREFIX_CHARS])
         if not prefix:
             return SuggestResponse(query=q, suggestions=[], partial=False, took_ms=_ms(t0))
-        log_c = self.prefixes.top(prefix, k, self.clock())
+        log_c = self._shown(self.prefixes.top(prefix, self._wider(k), self.clock()), k)
         lm_c: list[tuple[str, float]] = []
         partial = False
         if self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
@@ -263,7 +268,7 @@ class Suggester:
             return RelatedResponse(query=q, related=[])
         cfg = self.config
         scores: dict[str, tuple[float, Literal["session", "lm"]]] = {}
-        for t, w in self.sessions.related(query, k, self.clock()):
+        for t, w in self._shown(self.sessions.related(query, self._wider(k), self.clock()), k):
             scores[t] = (cfg.log_weight * w / (w + 1.0), "session")
         if self._complete is not None:
             lm_c = self.lm_cache.get(("related", query))
@@ -277,6 +282,13 @@ class Suggester:
             query=q, related=[RelatedQuery(text=t, source=src, score=round(s, 6)) for t, (s, src) in items]
         )
 
+    def _wider(self, k: int) -> int:
+        """Candidates to ask the indices for: more than k when some may not be shown yet."""
+        return k if self.config.min_sessions <= 1 else max(4 * k, self.prefixes.top_n)
+
+    def _shown(self, candidates: list[tuple[str, float]], k: int) -> list[tuple[str, float]]:
+        return [c for c in candidates if self.issuers.shown(c[0])][:k]
+
     def suggest_blocking(self, q: str, k: int = 8) -> SuggestResponse:
         """No deadline: waits for the LM (offline evaluation measures what a warm cache serves)."""
         prefix = normalize_prefix(q[:MAX_PREFIX_CHARS])
@@ -286,7 +298,7 @@ class Suggester:
         lm_c: list[tuple[str, float]] = []
         if self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
             lm_c = self.lm_cache.get(("complete", prefix)) or self.lm_candidates(prefix, "complete")
-        log_c = self.prefixes.top(prefix, k, self.clock())
+        log_c = self._shown(self.prefixes.top(prefix, self._wider(k), self.clock()), k)
         return SuggestResponse(query=q, suggestions=self._blend(log_c, lm_c, k), partial=False, took_ms=_ms(t0))
 
     # -- prefetch ---------------------------------------------------------------------------------------------
