@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from pydantic import Field
 from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
 from ranking.fusion import Hit
 from ranking.live import LiveModel
+
+log = logging.getLogger("sift.rerank")
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,15 @@ class RerankStage:
             got = await asyncio.wait_for(self.score(query, list(texts)), timeout=self.deadline_ms / 1000)
         except TimeoutError:
             return RerankOutcome({}, f"reranker passed its {self.deadline_ms} ms deadline; fused order kept")
+        except Exception as exc:  # a replica that died or a model that raised: the fused order still answers
+            log.warning("the reranker failed (%s: %s); fused order kept", type(exc).__name__, exc)
+            return RerankOutcome({}, f"reranker failed ({type(exc).__name__}); fused order kept")
         scores, version = (got.scores, got.version) if isinstance(got, RerankScores) else (got, None)
         if isinstance(got, RerankScores) and got.version is None:
             return RerankOutcome({}, "no live reranker version in the model registry; fused order kept")
+        if len(scores) != len(head):
+            log.warning("the reranker returned %d scores for %d results; fused order kept", len(scores), len(head))
+            return RerankOutcome({}, "reranker returned a wrong number of scores; fused order kept")
         return RerankOutcome({h.id: s for h, s in zip(head, scores, strict=True)}, None, version)
 
 

@@ -8,6 +8,7 @@ they are deployment handles, elsewhere local models run in a thread.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,6 +27,8 @@ from search.highlight import highlight
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore
 from search.text import query_terms
+
+log = logging.getLogger("sift.search")
 
 EncodeFn = Callable[[str], Awaitable[Sequence[float]]]
 StageTimer = Callable[[str, float], None]
@@ -110,6 +113,9 @@ class SearchResponse(BaseModel):
     stages: list[str] = Field(description="Stages that ran, in order.")
     reranked: bool
     rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
+    retrieval_note: str | None = Field(
+        default=None, description="Why retrieval fell back to BM25 only (the query encoder failed), when it did."
+    )
     took_ms: float
     explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
     features: dict[str, list[float | None]] | None = Field(
@@ -178,6 +184,23 @@ class SearchService:
             except KeyError as exc:
                 raise RequestError(f"filters.{i}.field", str(exc.args[0])) from exc
 
+    async def _encode(
+        self, query: str, cfg: RetrievalConfig, stages: list[str]
+    ) -> tuple[RetrievalConfig, np.ndarray | None, str | None]:
+        """The query vector; when the encoder raises, BM25 only and why: a search answers without dense."""
+        if cfg.mode == "bm25":
+            return cfg, None, None
+        assert self.encode is not None
+        t = time.perf_counter()
+        try:
+            vector = np.asarray(await self.encode(query), dtype=np.float32)
+        except Exception as exc:  # a failed replica or model; never the query in the log line
+            log.warning("the query encoder failed (%s: %s); BM25 only", type(exc).__name__, exc)
+            return cfg.model_copy(update={"mode": "bm25"}), None, f"query encoder failed ({type(exc).__name__})"
+        self._time("encode", t)
+        stages.append("encode")
+        return cfg, vector, None
+
     async def search(self, req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
         index = req.index or self.config.default_index
@@ -189,13 +212,7 @@ class SearchService:
         if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
             await asyncio.to_thread(self._validate, req, index)
         stages: list[str] = []
-        vector = None
-        if cfg.mode != "bm25":
-            assert self.encode is not None
-            t = time.perf_counter()
-            vector = np.asarray(await self.encode(req.query), dtype=np.float32)
-            self._time("encode", t)
-            stages.append("encode")
+        cfg, vector, retrieval_note = await self._encode(req.query, cfg, stages)
         t = time.perf_counter()
         ltr = self.ltr
         versions = {"embedder": self.encoder_version} if vector is not None and self.encoder_version else {}
@@ -250,6 +267,7 @@ class SearchService:
             stages=stages,
             reranked=bool(rerank_scores),
             rerank_note=note,
+            retrieval_note=retrieval_note,
             took_ms=round((time.perf_counter() - t0) * 1000, 2),
             explored=explored,
             features=features,
