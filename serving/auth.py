@@ -69,6 +69,7 @@ class Guard:
         self.per_key = parse_many(limits.per_key) if limits else []
         self.per_client = parse_many(limits.per_client) if limits else []
         self.summarize = parse_many(limits.summarize) if limits else []
+        self.suggest_lm = parse_many(limits.suggest_lm) if limits else []
 
     def authenticate(self, key: str | None, scope: KeyScope) -> Principal:
         if not self.keys.enabled:
@@ -99,6 +100,12 @@ def get_guard(request: Request) -> Guard:
     return request.app.state.guard  # type: ignore[no-any-return]
 
 
+def _suggests_with_lm(request: Request) -> bool:
+    runtime = getattr(request.app.state.backend, "suggest", None)
+    suggester = getattr(runtime, "suggester", None)
+    return suggester is not None and suggester.config.lm.enabled
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -120,6 +127,8 @@ def require(scope: KeyScope) -> object:
         guard.charge(guard.per_client, "client", client)
         if scope == "summarize":
             guard.charge(guard.summarize, "summarize", principal.name)
+        elif scope == "suggest" and _suggests_with_lm(request):
+            guard.charge(guard.suggest_lm, "suggest_lm", principal.name)
         return principal
 
     return Depends(dependency)

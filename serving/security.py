@@ -72,7 +72,13 @@ class RateLimits(BaseModel):
         default="20/minute", description="Summaries (an LM generation each) per key, on top of per_key."
     )
 
-    @field_validator("per_key", "per_client", "summarize")
+    suggest_lm: str = Field(
+        default="300/minute",
+        description="Suggest and related calls per key where an LM completes them (each may start a generation), "
+        "on top of per_key.",
+    )
+
+    @field_validator("per_key", "per_client", "summarize", "suggest_lm")
     @classmethod
     def _parses(cls, v: str) -> str:
         parse(v)  # raises ValueError on a malformed limit

@@ -43,7 +43,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "data"
 
 
-def _client(data_dir: Path, security: dict[str, Any]) -> tuple[Any, TestClient]:
+def _client(data_dir: Path, security: dict[str, Any], lm: bool = False) -> tuple[Any, TestClient]:
+    """`lm`: the suggester has an LM (never called here: blank prefixes get no completion)."""
     from search.settings import Settings
     from serving.api import create_api
     from serving.config import AppConfig
@@ -54,7 +55,7 @@ def _client(data_dir: Path, security: dict[str, Any]) -> tuple[Any, TestClient]:
             "data_dir": str(data_dir),
             "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}},
             "reranker": {"model": None},
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            "suggest": {"lm": {"enabled": lm, "lm": {"model": "no-such-lm"}}, "prefetch_top": 0},
             "summarizer": None,
             "security": security,
         }
@@ -162,6 +163,23 @@ def test_429_with_retry_after(data_dir: Path) -> None:
         assert client.get("/v1/summarize", params=params, headers=bearer("tight")).status_code == 503
         assert client.get("/v1/summarize", params=params, headers=bearer("tight")).status_code == 429
         assert client.get("/metrics", headers=bearer("tight")).status_code == 429  # the address's 2/minute
+    backend.suggest.close()
+    backend.store.close()
+
+
+def test_suggest_with_an_lm_has_its_own_budget(data_dir: Path) -> None:
+    security = {"keys": [_key("web", ["search", "suggest"])], "rate_limits": {"suggest_lm": "2/minute"}}
+    backend, client = _client(data_dir, security)
+    with client:
+        codes = [client.get("/v1/suggest", params={"q": ""}, headers=bearer("web")).status_code for _ in range(3)]
+        assert codes == [200, 200, 200]  # no LM here: only per_key counts
+    backend.suggest.close()
+    backend.store.close()
+    backend, client = _client(data_dir, security, lm=True)
+    with client:
+        codes = [client.get("/v1/related", params={"q": ""}, headers=bearer("web")).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert client.post("/v1/search", json={"query": "sleep"}, headers=bearer("web")).status_code == 200
     backend.suggest.close()
     backend.store.close()
 
