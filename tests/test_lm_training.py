@@ -1,0 +1,187 @@
+"""Fine-tuning the causal LM from the logs: privacy of the examples, their format, training on Ray Train."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from search.clicklog import ClickRecord
+from search.querylog import QueryEvent
+from search.suggest.lm_completer import LMCompleter
+from training.lm_data import LMDataConfig, LMExample, build_lm_data, suggest_examples
+from training.lm_train import collate, encode
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+POPULAR = ["protein folding in cells", "insulin resistance in mice", "zebrafish heart regeneration"]
+RARE = "my neighbour's rare disease"  # issued by 2 sessions: below k = 3
+PII = ["alice.smith@example.com results", "call 0612 345 678 now", "order 12345678 status", "card 4111 1111 1111 1111"]
+
+
+def _log(n_sessions: int = 12) -> tuple[list[QueryEvent], list[ClickRecord]]:
+    """Sessions search a popular query (a failed reformulation first in odd sessions) and click; two sessions
+    also search the rare query, every session a PII query; everything is clicked."""
+    imps: list[QueryEvent] = []
+    clicks: list[ClickRecord] = []
+
+    def search(session: str, query: str, minute: int, click: bool) -> None:
+        qid = f"q{len(imps)}"
+        ts = T0 + timedelta(minutes=minute)
+        imps.append(QueryEvent(type="search", ts=ts, query=query, session_id=session, query_id=qid,
+                               shown=["d1", "d2", "d3"], offset=0, index="docs"))  # fmt: skip
+        if click:
+            clicks.append(ClickRecord(event_id=f"e{qid}", type="click", event_name="click", query_id=qid,
+                                      object_ids=[f"doc-{query[:4]}"], positions=[1], ts=ts, received_at=ts,
+                                      session_id=session, query=query))  # fmt: skip
+
+    for i in range(n_sessions):
+        s, target, minute = f"s{i}", POPULAR[i % len(POPULAR)], i * 60
+        if i % 2:
+            search(s, target.split()[0], minute, click=False)
+        search(s, target, minute + 1, click=True)
+        search(s, PII[i % len(PII)], minute + 2, click=True)
+        if i < 2:
+            search(s, RARE, minute + 3, click=True)
+    return imps, clicks
+
+
+def _all_text(examples: list[LMExample]) -> str:
+    return "\n".join(e.header + e.prompt + e.completion for e in examples)
+
+
+@pytest.mark.parametrize("task", ["suggest", "related", "doc2query"])
+def test_rare_and_personal_queries_never_reach_the_examples(task: str) -> None:
+    imps, clicks = _log(n_sessions=18)
+    fetch = lambda ids: {d: f"text of {d}" for d in ids}  # noqa: E731
+    data = build_lm_data(imps, clicks, LMDataConfig(task=task, split="session"), fetch=fetch)  # type: ignore[arg-type]
+    text = _all_text(data.train + data.heldout)
+    assert data.train or data.heldout, data.stats
+    assert "rare" not in text and "neighbour" not in text
+    for pii in ["alice", "example.com", "345 678", "12345678", "4111", "<email>", "<number>"]:
+        assert pii not in text
+    assert data.stats["allowed_queries"] == 2 * len(POPULAR)  # the popular queries and their first words
+    # k = 2 lets the rare query in: the threshold is what kept it out
+    loose = build_lm_data(imps, clicks, LMDataConfig(task="suggest", min_sessions=2))
+    assert "neighbour" in _all_text(loose.train + loose.heldout)
+
+
+def test_related_pairs_and_splits() -> None:
+    imps, clicks = _log()
+    data = build_lm_data(imps, clicks, LMDataConfig(task="related", heldout_fraction=0.0))
+    assert not data.train  # each reformulated-from query was issued by 2 sessions only
+    by_time = build_lm_data(imps, clicks, LMDataConfig(split="time", heldout_fraction=0.25))
+    assert by_time.train and by_time.heldout and by_time.data_hash != data.data_hash
+    again = build_lm_data(imps, clicks, LMDataConfig(split="time", heldout_fraction=0.25))
+    assert again.data_hash == by_time.data_hash
+
+
+def test_reformulations_become_related_examples() -> None:
+    """A failed query followed in the same session by a clicked one, both issued by k sessions."""
+    imps, clicks = _log(n_sessions=18)
+    data = build_lm_data(imps, clicks, LMDataConfig(task="related", heldout_fraction=0.0))
+    pairs = {(e.prompt, e.completion): e.weight for e in data.train}
+    assert pairs[("protein =>", " protein folding in cells\n")] == 3.0  # sessions 3, 9, 15
+
+
+def test_prefix_examples_follow_the_servers_prompt() -> None:
+    lm = LMCompleter()
+    ex = suggest_examples("protein folding in cells", 4.0, lm)
+    assert [(e.prompt, e.completion) for e in ex] == [
+        ("-", " protein folding in cells\n"),
+        ("- protein", " folding in cells\n"),
+        ("- protein folding", " in cells\n"),
+        ("- protein folding in", " cells\n"),
+    ]
+    header, tail, heal, _ = lm._prompt("protein fol", "complete")
+    assert ex[0].header == header and tail == ex[1].prompt and ex[1].completion.startswith(heal)
+    assert all(e.weight == 4.0 for e in ex)
+
+
+def test_labels_mask_the_prompt_and_keep_eos(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from tests.tiny_lm import build_byte_bpe_tokenizer
+
+    tok = AutoTokenizer.from_pretrained(build_byte_bpe_tokenizer(tmp_path, [*POPULAR, "Search queries:"]))
+    assert tok.pad_token_id == tok.eos_token_id  # as SmolLM2: padding must not be found by its id
+    short, long = (
+        LMExample("Search queries:\n", "-", " protein\n", 1.0),
+        suggest_examples(POPULAR[0], 2.0, LMCompleter())[0],
+    )
+    batch = collate([encode(tok, short, 256), encode(tok, long, 256)], tok.pad_token_id)
+    for row, ex in enumerate([short, long]):
+        n_prompt = len(tok(ex.header)["input_ids"]) + len(tok(ex.prompt, add_special_tokens=False)["input_ids"])
+        n_comp = len(tok(ex.completion, add_special_tokens=False)["input_ids"]) + 1
+        labels, ids = batch["labels"][row].tolist(), batch["input_ids"][row].tolist()
+        assert labels[:n_prompt] == [-100] * n_prompt
+        assert labels[n_prompt : n_prompt + n_comp] == ids[n_prompt : n_prompt + n_comp]
+        assert labels[n_prompt + n_comp - 1] == tok.eos_token_id  # the EOS that ends the completion is learnt
+        assert all(v == -100 for v in labels[n_prompt + n_comp :])  # padding (the same id as EOS) is not
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"][1].sum()
+    cut = encode(tok, LMExample("Search queries:\n" * 20, "-", " protein\n", 1.0), 16)
+    assert len(cut[0]) == 16 and cut[1][-1] == tok.eos_token_id and cut[1][0] == -100
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-base"), ["Search queries:\n- " + q for q in POPULAR])
+
+
+@pytest.mark.slow
+def test_train_on_ray_lowers_heldout_loss_and_registers(local_ray: None, tiny_base: Path, tmp_path: Path) -> None:
+    from models.causal_lm import LMConfig, load_lm
+    from models.registry import Registry
+    from training.lm_train import LMTrainConfig, train_lm
+
+    imps, clicks = _log(n_sessions=24)
+    data = build_lm_data(imps, clicks, LMDataConfig(split="session", heldout_fraction=0.3))
+    assert data.heldout
+    cfg = LMTrainConfig(base=str(tiny_base), lora=False, learning_rate=3e-3, max_steps=40, batch_size=8,
+                        storage_path=str(tmp_path / "runs"))  # fmt: skip
+    reg = Registry(tmp_path / "registry")
+    trained = train_lm(data, cfg, reg)
+    m = trained.metrics
+    assert m["heldout_loss_after"] < 0.7 * m["heldout_loss_before"], m
+    assert m["step"] == 40 and m["tokens_per_s"] > 0 and m["seconds_per_epoch"] > 0
+    card = reg.card("lm", trained.version)
+    assert card.data_hash == data.data_hash and card.metrics["heldout_loss_before"] == m["heldout_loss_before"]
+    model, tok, _ = load_lm(LMConfig(model=str(trained.path), device="cpu"))
+    assert tok.eos_token_id is not None and model.config.vocab_size == len(tok)
+
+
+@pytest.mark.slow
+def test_lora_resume_continues_the_step_count(local_ray: None, tiny_base: Path, tmp_path: Path) -> None:
+    from models.causal_lm import LMConfig, load_lm
+    from training.lm_train import LMTrainConfig, fit_lm
+
+    imps, clicks = _log()
+    data = build_lm_data(imps, clicks, LMDataConfig(split="session"))
+    cfg = LMTrainConfig(base=str(tiny_base), lora=True, lora_r=4, max_steps=2, batch_size=4,
+                        storage_path=str(tmp_path / "runs"))  # fmt: skip
+    first, ckpt = fit_lm(data, cfg)
+    assert first["step"] == 2 and first["start_step"] == 0
+    second, ckpt2 = fit_lm(data, cfg.model_copy(update={"max_steps": 4, "resume_from": ckpt}))
+    assert second["start_step"] == 2 and second["step"] == 4
+    assert second["heldout_loss_before"] == first["heldout_loss_before"]
+    state = json.dumps(sorted(p.name for p in Path(ckpt2).iterdir()))
+    assert "model" in state
+    model, _, _ = load_lm(LMConfig(model=str(Path(ckpt2) / "model"), device="cpu"))
+    assert not any("lora" in n for n, _ in model.named_parameters())  # merged: served as a plain model
