@@ -240,3 +240,82 @@ def reranker_cmd(
     cross-entropy on clicked and skipped documents; register a `reranker` version and print its held-out
     nDCG@10 beside the served order's, and the p50 latency of reranking 20 documents."""
     _neural_cmd("reranker", dict(locals()))
+
+
+@train_app.command("lm")
+def lm_cmd(
+    task: Annotated[str, typer.Option("--task", help="suggest (prefix → query), related or doc2query.")] = "suggest",
+    config: ConfigOpt = None,
+    index: IndexOpt = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            "--base", help="Starting LM: HF id, folder, registry:lm or registry:lm@VERSION (default: the suggester's)."
+        ),
+    ] = None,
+    epochs: EpochsOpt = 1.0,
+    max_steps: StepsOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step and worker.")] = 8,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", min=0.0, help="Peak LR (default 3e-4 LoRA, 5e-5 full).")
+    ] = None,
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (merged) or every weight.")] = True,
+    min_sessions: Annotated[
+        int, typer.Option("--min-sessions", min=1, help="A query is learnt only if this many sessions issued it.")
+    ] = 3,
+    split: Annotated[str, typer.Option("--split", help="Held-out side by time or by session.")] = "time",
+    registry: RegistryOpt = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray Train workers.")] = 1,
+    gpu: Annotated[bool, typer.Option("--gpu/--cpu", help="One GPU per worker.")] = False,
+    storage: Annotated[
+        Path | None, typer.Option("--storage", help="Ray Train run folder (default <data_dir>/lm-train).")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue from this checkpoint folder.")] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Fine-tune the causal LM on the click log in the suggester's prompt format, on Ray Train (TorchTrainer);
+    register an `lm` version and print one JSON line: version, held-out loss before/after, tokens/s."""
+    from pydantic import ValidationError
+
+    from models.registry import RegistryError
+    from search.settings import Settings
+    from search.stores.base import IndexNotFound, StoreError
+    from training.lm_data import LMDataConfig
+    from training.lm_run import lm_examples, run_lm_training
+    from training.lm_train import LMTrainConfig
+    from training.neural_data import store_texts
+
+    reg = open_registry(registry)
+    try:
+        data_cfg = LMDataConfig(task=task, min_sessions=min_sessions, split=split)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail(f"--task must be suggest, related or doc2query and --split time or session ({exc.error_count()} "
+                    "error(s))") from exc  # fmt: skip
+    if resume is not None and not resume.is_dir():
+        raise _fail(f"--resume {resume}: no such checkpoint folder")
+    imps, clicks = read_logs(config, index)
+    with open_store(config, index) as (store, target, app_cfg):
+        try:
+            fetch = store_texts(store, target, 4 * data_cfg.doc_chars) if task == "doc2query" else None
+            data = lm_examples(imps, clicks, data_cfg, app_cfg.suggest, fetch)
+        except IndexNotFound as exc:
+            raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
+        except (StoreError, ValueError, OSError) as exc:
+            raise _fail(str(exc), 1) from exc
+        base_ref = resolve_base(base or app_cfg.suggest.lm.lm.model, reg)
+        data_dir = app_cfg.data_dir or Settings().data_dir
+    if not data.train:
+        raise _fail(f"no {task} examples survive the privacy filters (min {min_sessions} sessions): {data.stats}", 1)
+    cfg = LMTrainConfig(
+        base=base_ref, lora=lora, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+        batch_size=batch_size, seed=seed, workers=workers, use_gpu=gpu,
+        storage_path=str((storage or Path(data_dir) / "lm-train").resolve()),
+        resume_from=str(resume.resolve()) if resume else None,
+    )  # fmt: skip
+    try:
+        trained = run_lm_training(data, cfg, reg)
+    except (RegistryError, ValueError, OSError, RuntimeError) as exc:
+        raise _fail(f"training failed, nothing registered: {exc}", 1) from exc
+    typer.echo(json.dumps({"kind": "lm", "task": task, "version": trained.version, "path": str(trained.path),
+                           "checkpoint": trained.checkpoint, **trained.metrics}))  # fmt: skip
+    typer.echo(f"registered; make it live with `sift models promote lm {trained.version}`", err=True)

@@ -185,3 +185,57 @@ def test_lora_resume_continues_the_step_count(local_ray: None, tiny_base: Path, 
     assert "model" in state
     model, _, _ = load_lm(LMConfig(model=str(Path(ckpt2) / "model"), device="cpu"))
     assert not any("lora" in n for n, _ in model.named_parameters())  # merged: served as a plain model
+
+
+@pytest.fixture(scope="module")
+def logged_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic log (dated now: retention never prunes it) in JSONL files, and an app config naming them."""
+    import yaml
+
+    from search.clicklog import JsonlClickLog
+    from search.querylog import JsonlQueryLog
+
+    root = tmp_path_factory.mktemp("lm-cli")
+    imps, clicks = _log(n_sessions=18)
+    shift = datetime.now(UTC) - timedelta(days=1) - T0
+    qlog = JsonlQueryLog(root / "querylog")
+    for e in imps:
+        qlog.append(e.model_copy(update={"ts": e.ts + shift}))
+    qlog.close()
+    clog = JsonlClickLog(root / "clicklog")
+    clog.append_many([c.model_copy(update={"ts": c.ts + shift, "received_at": c.received_at + shift}) for c in clicks])
+    app_cfg = {"data_dir": str(root), "store": "embedded", "reranker": {"model": None}, "summarizer": None}
+    (root / "app.yaml").write_text(yaml.safe_dump(app_cfg))
+    return root
+
+
+def test_cli_errors_are_clear(logged_app: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sift.cli import app
+
+    cfg = ["train", "lm", "--config", str(logged_app / "app.yaml"), "--registry", str(logged_app / "reg")]
+    bad = CliRunner().invoke(app, [*cfg, "--task", "poetry"])
+    assert bad.exit_code == 2 and "--task must be suggest, related or doc2query" in bad.output
+    none = CliRunner().invoke(app, [*cfg, "--min-sessions", "50"])
+    assert none.exit_code == 1 and "no suggest examples survive the privacy filters" in none.output
+    gone = CliRunner().invoke(app, [*cfg, "--resume", str(logged_app / "nope")])
+    assert gone.exit_code == 2 and "no such checkpoint folder" in gone.output
+
+
+@pytest.mark.slow
+def test_cli_trains_and_registers(local_ray: None, tiny_base: Path, logged_app: Path) -> None:
+    from typer.testing import CliRunner
+
+    from models.registry import Registry
+    from sift.cli import app
+
+    reg = logged_app / "reg"
+    args = ["train", "lm", "--task", "related", "--config", str(logged_app / "app.yaml"), "--registry", str(reg)]
+    args += ["--base", str(tiny_base), "--max-steps", "3", "--full", "--batch-size", "4", "--split", "session"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    line = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("{")))
+    assert line["kind"] == "lm" and line["step"] == 3 and "heldout_loss_after" in line and line["tokens_per_s"] > 0
+    card = Registry(reg).card("lm", line["version"])
+    assert card.config["task"] == "related" and card.base_model == str(tiny_base)

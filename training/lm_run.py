@@ -1,0 +1,65 @@
+"""`sift train lm` end to end, without the CLI: logs → examples → Ray Train → a registered `lm` version.
+
+Split from training/lm_train.py so the trainer stays about training: this module joins it to the app config
+(the suggester's few-shot prompt and blocklist, so the tuned model is served unchanged) and to a Ray session.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from search.clicklog import ClickRecord
+from search.querylog import QueryEvent
+from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
+from training.lm_train import LMTrainConfig, TrainedLM, train_lm
+
+
+def suggest_blocklist(suggest: Any) -> list[str]:
+    """The served suggester's blocklist (its file too): what it will never show is never learnt either."""
+    entries = list(suggest.blocklist)
+    if suggest.blocklist_file is not None:
+        entries += [ln.strip() for ln in Path(suggest.blocklist_file).read_text().splitlines() if ln.strip()]
+    return entries
+
+
+@contextmanager
+def ray_session(cpus: float | None = None) -> Iterator[None]:
+    """Joins the running Ray (a RayJob sets RAY_ADDRESS) or starts a local one, shut down on the way out."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(include_dashboard=False, log_to_driver=False)
+    else:
+        n = None if cpus is None else max(1, round(cpus))
+        ray.init(num_cpus=n, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def lm_examples(
+    imps: Sequence[QueryEvent],
+    clicks: Sequence[ClickRecord],
+    data_cfg: LMDataConfig,
+    suggest: Any,
+    fetch: TextFetch | None = None,
+) -> LMData:
+    """Examples in the served suggester's prompt format, filtered by its blocklist as well as the default one."""
+    cfg = data_cfg.model_copy(update={"blocklist": [*data_cfg.blocklist, *suggest_blocklist(suggest)]})
+    return build_lm_data(imps, clicks, cfg, fetch=fetch, completer=suggest.lm)
+
+
+def run_lm_training(data: LMData, train_cfg: LMTrainConfig, registry: Any) -> TrainedLM:
+    """Train on Ray (joining a cluster when there is one) and register the result."""
+    cpus = None if train_cfg.use_gpu else train_cfg.cpus_per_worker * train_cfg.workers + 1
+    with ray_session(cpus):
+        return train_lm(data, train_cfg, registry)
