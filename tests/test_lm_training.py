@@ -239,3 +239,30 @@ def test_cli_trains_and_registers(local_ray: None, tiny_base: Path, logged_app: 
     assert line["kind"] == "lm" and line["step"] == 3 and "heldout_loss_after" in line and line["tokens_per_s"] > 0
     card = Registry(reg).card("lm", line["version"])
     assert card.config["task"] == "related" and card.base_model == str(tiny_base)
+
+
+def test_rayjob_manifest_runs_a_valid_train_lm_command() -> None:
+    """The RayJob's entrypoint parses as `sift train lm` options, on GPU workers with a shared volume."""
+    import shlex
+
+    import typer
+    import yaml
+
+    from sift.train_cli import train_app
+
+    job = yaml.safe_load((Path(__file__).resolve().parent.parent / "k8s" / "rayjob-train-lm.yaml").read_text())
+    assert job["kind"] == "RayJob"
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:3] == ["sift", "train", "lm"]
+    cmd = typer.main.get_command(train_app).commands["lm"]  # type: ignore[attr-defined]
+    params = cmd.make_context("lm", argv[3:]).params
+    assert params["gpu"] and params["workers"] == 2 and params["task"] == "suggest"
+    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    gpu_group = next(g for g in groups if g["groupName"] == "gpu")
+    assert gpu_group["replicas"] >= params["workers"]
+    worker = gpu_group["template"]["spec"]["containers"][0]
+    assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert (
+        str(params["storage"]).startswith("/models")
+        and {"mountPath": "/models", "name": "models"} in worker["volumeMounts"]
+    )
