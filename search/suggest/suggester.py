@@ -122,7 +122,7 @@ class Suggester:
             try:
                 ok = bool(self._has_results(text))
             except Exception as exc:  # store down: drop the candidate now, ask again next time
-                log.warning("result check failed for %r: %s", text, exc)
+                log.warning("a suggestion's result check failed (%s); dropped for now", type(exc).__name__)
                 return False
             self.results_cache.put(text, ok)
         return ok
