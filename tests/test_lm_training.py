@@ -181,6 +181,8 @@ def test_lora_resume_continues_the_step_count(local_ray: None, tiny_base: Path, 
     second, ckpt2 = fit_lm(data, cfg.model_copy(update={"max_steps": 4, "resume_from": ckpt}))
     assert second["start_step"] == 2 and second["step"] == 4
     assert second["heldout_loss_before"] == first["heldout_loss_before"]
+    with pytest.raises(RuntimeError, match="checkpoint is at step 4"):
+        fit_lm(data, cfg.model_copy(update={"max_steps": 4, "resume_from": ckpt2}))
     state = json.dumps(sorted(p.name for p in Path(ckpt2).iterdir()))
     assert "model" in state
     model, _, _ = load_lm(LMConfig(model=str(Path(ckpt2) / "model"), device="cpu"))

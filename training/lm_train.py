@@ -229,7 +229,8 @@ def _setup(loop: dict[str, Any]) -> _Run:
     if state is not None:
         model.load_state_dict(state["weights"], strict=False)
     model = ray.train.torch.prepare_model(model)
-    per_epoch = max(1, math.ceil(len(train) / cfg.batch_size))
+    # from the largest share, so every worker takes the same number of steps (DDP needs them in lockstep)
+    per_epoch = max(1, math.ceil(math.ceil(len(loop["train"]) / world) / cfg.batch_size))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr(), weight_decay=cfg.weight_decay)
@@ -245,12 +246,13 @@ def _setup(loop: dict[str, Any]) -> _Run:
 
 
 def _batch(run: _Run) -> dict[str, Any]:
-    """The batch for `run.step`: epochs are shuffled by seed, so a resumed run sees the batches it would have."""
+    """The batch for `run.step`: epochs are shuffled by seed, so a resumed run sees the batches it would have.
+    Batches are always full: the last one of an epoch (and a smaller share's) wraps around to the start."""
     epoch, pos = divmod(run.step, run.per_epoch)
     order = list(range(len(run.train)))
     random.Random(run.cfg.seed * 1_000_003 + epoch).shuffle(order)
     size = run.cfg.batch_size
-    return collate([run.train[i] for i in order[pos * size : (pos + 1) * size]], run.pad)
+    return collate([run.train[order[(pos * size + j) % len(order)]] for j in range(size)], run.pad)
 
 
 def _train_loop(loop: dict[str, Any]) -> None:
@@ -260,6 +262,8 @@ def _train_loop(loop: dict[str, Any]) -> None:
 
     run = _setup(loop)
     cfg, model = run.cfg, run.model
+    if run.step >= run.total:
+        raise ValueError(f"the checkpoint is at step {run.step}: raise --max-steps (or --epochs) past it to resume")
     start_step, tokens, losses, t0 = run.step, 0, [], time.perf_counter()
     model.train()
     while run.step < run.total:
@@ -307,14 +311,24 @@ def _scaling(cfg: LMTrainConfig) -> Any:
     return ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu, resources_per_worker=resources)
 
 
+def _first_error(exc: BaseException) -> str:
+    """The innermost cause's message (a worker's ValueError, OSError...), in one line."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+
+
 def fit_lm(data: LMData, cfg: LMTrainConfig) -> tuple[dict[str, float], str]:
     """Run the loop under TorchTrainer (Ray must be initialised); (last metrics, final checkpoint folder)."""
-    from ray.train import CheckpointConfig, RunConfig
+    from ray.train import CheckpointConfig, RunConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
     from transformers import AutoTokenizer
 
-    if not data.train:
-        raise ValueError(f"no {data.task} training examples in the logs (stats: {data.stats})")
+    if len(data.train) < cfg.workers:
+        raise ValueError(
+            f"{len(data.train)} {data.task} training example(s) for {cfg.workers} workers (stats: {data.stats})"
+        )
     base_path = resolve_lm(cfg.base)
     tok = AutoTokenizer.from_pretrained(base_path)
     if tok.eos_token_id is None:
@@ -336,7 +350,10 @@ def fit_lm(data: LMData, cfg: LMTrainConfig) -> tuple[dict[str, float], str]:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingFailedError as exc:  # the worker's exception, without Ray's pages of context
+        raise RuntimeError(_first_error(exc)) from exc
     if result.checkpoint is None:
         raise RuntimeError("training ended without a checkpoint")
     metrics = result.metrics or {}
