@@ -18,6 +18,12 @@ from serving.routers import events, health, search, suggest, summarize
 from serving.security import SecurityConfig
 
 
+def _search_deadline(backend: Backend) -> float | None:
+    """The backend's app config's `search_deadline_s` (`AppBackend`); none for other backends."""
+    found = getattr(getattr(backend, "config", None), "search_deadline_s", None)
+    return float(found) if isinstance(found, int | float) else None
+
+
 def _security(backend: Backend, security: SecurityConfig | None) -> SecurityConfig:
     """The given security config, else the backend's app config's (`AppBackend`), else open defaults."""
     if security is not None:
@@ -45,6 +51,7 @@ def create_api(
     api.state.metrics = metrics
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
     api.state.guard = Guard(security)
+    api.state.search_deadline_s = _search_deadline(backend)
     api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
     if cors_origins:
         api.add_middleware(

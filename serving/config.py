@@ -115,6 +115,12 @@ class AppConfig(BaseModel):
         "each line costs CPU in three processes, and /metrics plus the query log already record every search.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
+    search_deadline_s: float | None = Field(
+        default=10.0,
+        gt=0,
+        description="End-to-end deadline of POST /v1/search: past it the client gets 503 with Retry-After instead "
+        "of waiting on a stuck store or replica; null: none.",
+    )
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,
         description="API keys (scopes, indices), quotas and the body cap; without keys the API binds to loopback only.",

@@ -135,3 +135,18 @@ def test_es_overload_and_server_errors_map_to_store_unavailable(status: int) -> 
 def test_other_es_client_errors_are_not_retryable() -> None:
     with pytest.raises(ConflictError):
         _es_guard(lambda: _raise(_api_error(409)))
+
+
+def test_a_search_past_its_deadline_is_503(app: tuple[Any, TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    backend, client = app
+    assert client.app.state.search_deadline_s == backend.config.search_deadline_s == 10.0  # type: ignore[attr-defined]
+
+    async def stuck(*_: Any, **__: Any) -> Any:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(backend.service, "search", stuck)
+    monkeypatch.setattr(client.app.state, "search_deadline_s", 0.2)  # type: ignore[attr-defined]
+    r = _search(client)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5" and "deadline" in r.json()["detail"]

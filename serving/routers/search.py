@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from search.service import SearchRequest, SearchResponse
 from serving.auth import SearchAuth
 from serving.backend import logged_search
 from serving.dependencies import BackendDep
+from serving.errors import RETRY_AFTER_S
 from serving.routers.summarize import summary_stream_url
+
+log = logging.getLogger("sift.api")
 
 router = APIRouter()
 
@@ -28,12 +34,18 @@ class ErrorBody(BaseModel):
         403: {"model": ErrorBody, "description": "The key lacks the search scope or this index"},
         404: {"model": ErrorBody, "description": "Unknown index"},
         429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)"},
-        503: {"model": ErrorBody, "description": "Store unreachable (see Retry-After)"},
+        503: {"model": ErrorBody, "description": "Store unreachable or the search deadline passed (Retry-After)"},
     },
 )
-async def search(body: SearchRequest, backend: BackendDep, principal: SearchAuth) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, backend: BackendDep, principal: SearchAuth) -> Any:
     principal.check_index(body.index or backend.service.config.default_index)
-    resp = await logged_search(backend, body)
+    try:
+        resp = await asyncio.wait_for(logged_search(backend, body), request.app.state.search_deadline_s)
+    except TimeoutError:
+        deadline = request.app.state.search_deadline_s
+        log.warning("a search passed the %s s deadline", deadline)
+        detail = f"the search passed its {deadline} s deadline; retry later"
+        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
     if body.summarize and backend.summary_client is not None:
         resp.summary_url = summary_stream_url(resp, k=backend.summary_top_k)
     return resp
