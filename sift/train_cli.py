@@ -242,10 +242,16 @@ def reranker_cmd(
     _neural_cmd("reranker", dict(locals()))
 
 
+LM_TASKS = ("suggest", "related", "doc2query")
+
+
 @train_app.command("lm")
 def lm_cmd(
-    task: Annotated[str, typer.Option("--task", help="suggest (prefix → query), related or doc2query.")] = "suggest",
+    task: Annotated[str | None, typer.Option("--task", help="suggest (default), related or doc2query.")] = None,
     config: ConfigOpt = None,
+    lm_config: Annotated[
+        Path | None, typer.Option("--lm-config", help="YAML with `data:` and `train:` settings; flags override it.")
+    ] = None,
     index: IndexOpt = None,
     base: Annotated[
         str | None,
@@ -253,69 +259,71 @@ def lm_cmd(
             "--base", help="Starting LM: HF id, folder, registry:lm or registry:lm@VERSION (default: the suggester's)."
         ),
     ] = None,
-    epochs: EpochsOpt = 1.0,
+    epochs: Annotated[float | None, typer.Option("--epochs", min=0.01, help="Passes over the examples (1).")] = None,
     max_steps: StepsOpt = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples per step and worker.")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, help="Examples per step, worker (8).")
+    ] = None,
     learning_rate: Annotated[
         float | None, typer.Option("--learning-rate", min=0.0, help="Peak LR (default 3e-4 LoRA, 5e-5 full).")
     ] = None,
-    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (merged) or every weight.")] = True,
+    lora: Annotated[bool | None, typer.Option("--lora/--full", help="LoRA adapters, merged (default), or all.")] = None,
     min_sessions: Annotated[
-        int, typer.Option("--min-sessions", min=1, help="A query is learnt only if this many sessions issued it.")
-    ] = 3,
-    split: Annotated[str, typer.Option("--split", help="Held-out side by time or by session.")] = "time",
+        int | None,
+        typer.Option("--min-sessions", min=1, help="Learn a query only if so many sessions issued it (3)."),
+    ] = None,
+    split: Annotated[str | None, typer.Option("--split", help="Held-out side: time (default) or session.")] = None,
     registry: RegistryOpt = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Ray Train workers.")] = 1,
-    gpu: Annotated[bool, typer.Option("--gpu/--cpu", help="One GPU per worker.")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Ray Train workers (1).")] = None,
+    gpu: Annotated[bool | None, typer.Option("--gpu/--cpu", help="One GPU per worker (default: CPU).")] = None,
     storage: Annotated[
         Path | None, typer.Option("--storage", help="Ray Train run folder (default <data_dir>/lm-train).")
     ] = None,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue from this checkpoint folder.")] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seeds initialisation and batch order (0).")] = None,
 ) -> None:
     """Fine-tune the causal LM on the click log in the suggester's prompt format, on Ray Train (TorchTrainer);
     register an `lm` version and print one JSON line: version, held-out loss before/after, tokens/s."""
-    from pydantic import ValidationError
-
     from models.registry import RegistryError
+    from search.configfile import ConfigError
     from search.settings import Settings
     from search.stores.base import IndexNotFound, StoreError
-    from training.lm_data import LMDataConfig
-    from training.lm_run import lm_examples, run_lm_training
-    from training.lm_train import LMTrainConfig
+    from training.lm_run import job_config, lm_examples, run_lm_training
     from training.neural_data import store_texts
 
-    reg = open_registry(registry)
-    try:
-        data_cfg = LMDataConfig(task=task, min_sessions=min_sessions, split=split)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        raise _fail(f"--task must be suggest, related or doc2query and --split time or session ({exc.error_count()} "
-                    "error(s))") from exc  # fmt: skip
+    if task not in (None, *LM_TASKS) or split not in (None, "time", "session"):
+        raise _fail("--task must be suggest, related or doc2query and --split time or session")
     if resume is not None and not resume.is_dir():
         raise _fail(f"--resume {resume}: no such checkpoint folder")
+    train = {"lora": lora, "learning_rate": learning_rate, "epochs": epochs, "max_steps": max_steps, "seed": seed,
+             "batch_size": batch_size, "workers": workers, "use_gpu": gpu,
+             "storage_path": str(storage.resolve()) if storage else None,
+             "resume_from": str(resume.resolve()) if resume else None}  # fmt: skip
+    try:
+        job = job_config(lm_config, {"task": task, "min_sessions": min_sessions, "split": split}, train)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from exc
+    reg, data_cfg = open_registry(registry), job.data
     imps, clicks = read_logs(config, index)
     with open_store(config, index) as (store, target, app_cfg):
         try:
-            fetch = store_texts(store, target, 4 * data_cfg.doc_chars) if task == "doc2query" else None
+            fetch = store_texts(store, target, 4 * data_cfg.doc_chars) if data_cfg.task == "doc2query" else None
             data = lm_examples(imps, clicks, data_cfg, app_cfg.suggest, fetch)
         except IndexNotFound as exc:
             raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
         except (StoreError, ValueError, OSError) as exc:
             raise _fail(str(exc), 1) from exc
-        base_ref = resolve_base(base or app_cfg.suggest.lm.lm.model, reg)
-        data_dir = app_cfg.data_dir or Settings().data_dir
+        from_file = job.train.base if "base" in job.train.model_fields_set else None
+        base_ref = resolve_base(base or from_file or app_cfg.suggest.lm.lm.model, reg)
+        storage_path = job.train.storage_path or str(Path(app_cfg.data_dir or Settings().data_dir) / "lm-train")
     if not data.train:
-        raise _fail(f"no {task} examples survive the privacy filters (min {min_sessions} sessions): {data.stats}", 1)
-    cfg = LMTrainConfig(
-        base=base_ref, lora=lora, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
-        batch_size=batch_size, seed=seed, workers=workers, use_gpu=gpu,
-        storage_path=str((storage or Path(data_dir) / "lm-train").resolve()),
-        resume_from=str(resume.resolve()) if resume else None,
-    )  # fmt: skip
+        raise _fail(f"no {data.task} examples survive the privacy filters (min {data_cfg.min_sessions} sessions): "
+                    f"{data.stats}", 1)  # fmt: skip
+    cfg = job.train.model_copy(update={"base": base_ref, "storage_path": str(Path(storage_path).resolve())})
     try:
         trained = run_lm_training(data, cfg, reg)
     except (RegistryError, ValueError, OSError, RuntimeError) as exc:
         raise _fail(f"training failed, nothing registered: {exc}", 1) from exc
-    typer.echo(json.dumps({"kind": "lm", "task": task, "version": trained.version, "path": str(trained.path),
+    typer.echo(json.dumps({"kind": "lm", "task": data.task, "version": trained.version, "path": str(trained.path),
                            "checkpoint": trained.checkpoint, **trained.metrics}))  # fmt: skip
     typer.echo(f"registered; make it live with `sift models promote lm {trained.version}`", err=True)

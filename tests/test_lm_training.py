@@ -223,6 +223,9 @@ def test_cli_errors_are_clear(logged_app: Path) -> None:
     assert none.exit_code == 1 and "no suggest examples survive the privacy filters" in none.output
     gone = CliRunner().invoke(app, [*cfg, "--resume", str(logged_app / "nope")])
     assert gone.exit_code == 2 and "no such checkpoint folder" in gone.output
+    (logged_app / "bad.yaml").write_text("train: {lora_rank: 4}\n")
+    bad_file = CliRunner().invoke(app, [*cfg, "--lm-config", str(logged_app / "bad.yaml")])
+    assert bad_file.exit_code == 2 and "lora_rank" in bad_file.output
 
 
 @pytest.mark.slow
@@ -233,14 +236,17 @@ def test_cli_trains_and_registers(local_ray: None, tiny_base: Path, logged_app: 
     from sift.cli import app
 
     reg = logged_app / "reg"
-    args = ["train", "lm", "--task", "related", "--config", str(logged_app / "app.yaml"), "--registry", str(reg)]
-    args += ["--base", str(tiny_base), "--max-steps", "3", "--full", "--batch-size", "4", "--split", "session"]
+    job = {"data": {"task": "related", "split": "session"}, "train": {"lora_r": 2, "max_steps": 9, "batch_size": 4}}
+    (logged_app / "lm.yaml").write_text(json.dumps(job))  # JSON is YAML
+    args = ["train", "lm", "--lm-config", str(logged_app / "lm.yaml"), "--config", str(logged_app / "app.yaml")]
+    args += ["--registry", str(reg), "--base", str(tiny_base), "--max-steps", "3"]  # the flag wins over the file
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     line = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("{")))
     assert line["kind"] == "lm" and line["step"] == 3 and "heldout_loss_after" in line and line["tokens_per_s"] > 0
     card = Registry(reg).card("lm", line["version"])
     assert card.config["task"] == "related" and card.base_model == str(tiny_base)
+    assert card.config["train"]["lora"] and card.config["train"]["lora_r"] == 2
 
 
 def test_rayjob_manifest_runs_a_valid_train_lm_command() -> None:

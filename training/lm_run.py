@@ -12,10 +12,36 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from search.clicklog import ClickRecord
+from search.configfile import ConfigError, load_config
 from search.querylog import QueryEvent
 from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
 from training.lm_train import LMTrainConfig, TrainedLM, train_lm
+
+
+class LMJobConfig(BaseModel):
+    """`sift train lm --lm-config FILE`: every data and training setting; command-line flags override it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: LMDataConfig = Field(default_factory=LMDataConfig, description="Which examples, privacy, the split.")
+    train: LMTrainConfig = Field(default_factory=LMTrainConfig, description="Model, LoRA or full, optimiser, Ray.")
+
+
+def job_config(path: Path | None, data: dict[str, Any], train: dict[str, Any]) -> LMJobConfig:
+    """The file's settings (or the defaults) with every flag that was given (not None) on top; ConfigError names
+    the bad field."""
+    job = load_config(path, LMJobConfig) if path is not None else LMJobConfig()
+    merged = {
+        "data": {**job.data.model_dump(exclude_unset=True), **{k: v for k, v in data.items() if v is not None}},
+        "train": {**job.train.model_dump(exclude_unset=True), **{k: v for k, v in train.items() if v is not None}},
+    }
+    try:
+        return LMJobConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def suggest_blocklist(suggest: Any) -> list[str]:
