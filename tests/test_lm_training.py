@@ -77,6 +77,13 @@ def test_related_pairs_and_splits() -> None:
     assert by_time.train and by_time.heldout and by_time.data_hash != data.data_hash
     again = build_lm_data(imps, clicks, LMDataConfig(split="time", heldout_fraction=0.25))
     assert again.data_hash == by_time.data_hash
+    late = max(e.ts for e in imps) - timedelta(hours=3)
+    assert {e.completion for e in by_time.heldout if e.prompt == "-"} <= {  # held out: what was searched last
+        " " + e.query + "\n" for e in imps if e.ts >= late
+    }
+    same_time = [e.model_copy(update={"ts": T0}) for e in imps]
+    tied = build_lm_data(same_time, clicks, LMDataConfig(split="time", heldout_fraction=0.25))
+    assert tied.train and tied.heldout
 
 
 def test_reformulations_become_related_examples() -> None:

@@ -104,7 +104,8 @@ def has_personal_data(text: str, safety: SafetyFilter) -> bool:
 
 
 def _occurrences(impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord]) -> list[_Occurrence]:
-    """First-page-or-not search impressions joined with the clicks and conversions that name their query id."""
+    """Search impressions (any page: a click on page 2 is a success too) joined with the clicks and conversions
+    that name their query id."""
     acted: dict[str, list[str]] = defaultdict(list)
     for c in clicks:
         if c.type in ("click", "conversion") and c.source == "search":
@@ -139,9 +140,13 @@ def _heldout_flags(occs: Sequence[_Occurrence], cfg: LMDataConfig) -> list[bool]
     if cfg.heldout_fraction <= 0 or not occs:
         return [False] * len(occs)
     if cfg.split == "time":
-        times = sorted(o.ts for o in occs)
-        cut = times[min(len(times) - 1, int(len(times) * (1 - cfg.heldout_fraction)))]
-        return [o.ts >= cut for o in occs]
+        # by rank in (time, query id) order: ties in time cannot push everything to one side
+        order = sorted(range(len(occs)), key=lambda i: (occs[i].ts, occs[i].query_id))
+        first_held = len(occs) - max(1, round(len(occs) * cfg.heldout_fraction))
+        flags = [False] * len(occs)
+        for i in order[first_held:]:
+            flags[i] = True
+        return flags
 
     def side(key: str) -> bool:
         h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
