@@ -85,6 +85,19 @@ def test_overflowing_filter_values_and_huge_terms_lists_get_422(app: tuple[Any, 
         assert r.status_code == 422, (raw, r.text)
     r = _search(client, filters=[{"type": "terms", "field": "year", "values": list(range(5000))}])
     assert r.status_code == 422
+    for f, key in [
+        ({"type": "term", "field": "year", "value": "abc"}, "value"),
+        ({"type": "term", "field": "year", "value": True}, "value"),
+        ({"type": "range", "field": "year", "gte": 1990, "lt": "soon"}, "lt"),
+        ({"type": "terms", "field": "year", "values": [1990, "x"]}, "values"),
+        ({"type": "range", "field": "published_at", "gte": "not a date"}, "gte"),
+    ]:  # values their fields cannot hold: the client's error, named
+        r = _search(client, filters=[f])
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "filters", 0, key], (f, r.text)
+    r = client.post(
+        "/v1/summarize", json={"search": {"query": "q", "filters": [{"type": "term", "field": "year", "value": "x"}]}}
+    )
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"][:3] == ["body", "search", "filters"]
     r = _search(client, filters=[{"type": "range", "field": "year", "gte": 1992, "lt": 2**62}])
     assert r.status_code == 200 and {h["id"] for h in r.json()["results"]} == {"d2", "d3", "d4"}
 

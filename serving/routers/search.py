@@ -15,6 +15,7 @@ from serving.auth import SearchAuth
 from serving.backend import logged_search
 from serving.dependencies import BackendDep
 from serving.errors import RETRY_AFTER_S
+from serving.inputs import check_filter_values
 from serving.routers.summarize import summary_stream_url
 
 log = logging.getLogger("sift.api")
@@ -38,7 +39,9 @@ class ErrorBody(BaseModel):
     },
 )
 async def search(body: SearchRequest, request: Request, backend: BackendDep, principal: SearchAuth) -> Any:
-    principal.check_index(body.index or backend.service.config.default_index)
+    index = body.index or backend.service.config.default_index
+    principal.check_index(index)
+    await check_filter_values(backend.service.store, index, body.filters)
     try:
         resp = await asyncio.wait_for(logged_search(backend, body), request.app.state.search_deadline_s)
     except TimeoutError:

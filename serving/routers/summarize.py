@@ -26,6 +26,7 @@ from search.stores.base import IndexNotFound, StoreError
 from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
+from serving.inputs import check_filter_values
 from serving.metrics import SummaryMetrics
 from serving.summary_clients import SummaryStream
 
@@ -125,7 +126,9 @@ async def _run(
     started = time.perf_counter()
     service = backend.service
     if body.search is not None:
-        principal.check_index(body.search.index or service.config.default_index, ("body", "search", "index"))
+        index = body.search.index or service.config.default_index
+        principal.check_index(index, ("body", "search", "index"))
+        await check_filter_values(service.store, index, body.search.filters, ("body", "search"))
     else:
         principal.check_index(body.index or service.config.default_index, ("body", "index"))
     client = backend.summary_client
