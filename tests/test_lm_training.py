@@ -12,7 +12,7 @@ import pytest
 
 from search.clicklog import ClickRecord
 from search.querylog import QueryEvent
-from search.suggest.lm_completer import LMCompleter
+from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from training.lm_data import LMDataConfig, LMExample, build_lm_data, suggest_examples
 from training.lm_train import collate, encode
 
@@ -161,17 +161,21 @@ def test_train_on_ray_lowers_heldout_loss_and_registers(local_ray: None, tiny_ba
     imps, clicks = _log(n_sessions=24)
     data = build_lm_data(imps, clicks, LMDataConfig(split="session", heldout_fraction=0.3))
     assert data.heldout
-    cfg = LMTrainConfig(base=str(tiny_base), lora=False, learning_rate=3e-3, max_steps=40, batch_size=8,
+    cfg = LMTrainConfig(base=str(tiny_base), lora=False, learning_rate=5e-3, max_steps=200, batch_size=8,
                         storage_path=str(tmp_path / "runs"))  # fmt: skip
     reg = Registry(tmp_path / "registry")
     trained = train_lm(data, cfg, reg)
     m = trained.metrics
     assert m["heldout_loss_after"] < 0.7 * m["heldout_loss_before"], m
-    assert m["step"] == 40 and m["tokens_per_s"] > 0 and m["seconds_per_epoch"] > 0
+    assert m["step"] == 200 and m["tokens_per_s"] > 0 and m["seconds_per_epoch"] > 0
     card = reg.card("lm", trained.version)
     assert card.data_hash == data.data_hash and card.metrics["heldout_loss_before"] == m["heldout_loss_before"]
     model, tok, _ = load_lm(LMConfig(model=str(trained.path), device="cpu"))
     assert tok.eos_token_id is not None and model.config.vocab_size == len(tok)
+    # served unchanged: the suggester's own completer, prompt and all, now completes the learnt queries
+    completer = LMCompleter(LMCompleterConfig(lm=LMConfig(model=str(trained.path), device="cpu"), nice=0))
+    tops = [c[0].text for c in completer.complete(["protein fol", "insulin "])]
+    assert tops == ["protein folding in cells", "insulin resistance in mice"]
 
 
 @pytest.mark.slow
