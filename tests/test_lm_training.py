@@ -234,6 +234,8 @@ def test_cli_errors_are_clear(logged_app: Path) -> None:
     assert none.exit_code == 1 and "no suggest examples survive the privacy filters" in none.output
     gone = CliRunner().invoke(app, [*cfg, "--resume", str(logged_app / "nope")])
     assert gone.exit_code == 2 and "no such checkpoint folder" in gone.output
+    no_index = CliRunner().invoke(app, [*cfg, "--task", "doc2query", "--index", "docs"])
+    assert no_index.exit_code == 2 and "index 'docs' does not exist" in no_index.output, no_index.output
     (logged_app / "bad.yaml").write_text("train: {lora_rank: 4}\n")
     bad_file = CliRunner().invoke(app, [*cfg, "--lm-config", str(logged_app / "bad.yaml")])
     assert bad_file.exit_code == 2 and "lora_rank" in bad_file.output
@@ -285,3 +287,34 @@ def test_rayjob_manifest_runs_a_valid_train_lm_command() -> None:
         str(params["storage"]).startswith("/models")
         and {"mountPath": "/models", "name": "models"} in worker["volumeMounts"]
     )
+
+
+@pytest.mark.slow
+def test_cli_doc2query_reads_clicked_documents(local_ray: None, tiny_base: Path, logged_app: Path) -> None:
+    """doc2query end to end: the clicked documents' texts come from the store the app config names."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from search.stores.embedded import EmbeddedStore
+    from sift.cli import app
+
+    root = logged_app.parent / "lm-cli-docs"
+    for d in ("querylog", "clicklog"):
+        shutil.copytree(logged_app / d, root / d)
+    (root / "app.yaml").write_text((logged_app / "app.yaml").read_text().replace(str(logged_app), str(root)))
+    corpus = root / "corpus.jsonl"
+    texts = {f"doc-{q[:4]}": f"A study of {q}." for q in POPULAR}
+    corpus.write_text("".join(json.dumps({"_id": d, "title": "", "text": t}) + "\n" for d, t in texts.items()))
+    store = EmbeddedStore(root / "indices")
+    try:
+        IndexingPipeline(store, None, IndexingConfig(embed=False, progress=False)).build(corpus, "docs")
+    finally:
+        store.close()
+    args = ["train", "lm", "--task", "doc2query", "--index", "docs", "--config", str(root / "app.yaml")]
+    args += ["--registry", str(root / "reg"), "--base", str(tiny_base), "--max-steps", "2", "--split", "session"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    line = json.loads(next(ln for ln in res.stdout.splitlines() if ln.startswith("{")))
+    assert line["task"] == "doc2query" and line["examples_train_examples"] >= 1 and line["step"] == 2
