@@ -44,7 +44,7 @@ from training.beir import load_beir  # noqa: E402
 from training.click_logs import sessions_from_logs  # noqa: E402
 from training.ltr import RankerTrainConfig, passes_gate, ranker_data, train_ranker  # noqa: E402
 from training.neural import EncoderTrainConfig, RerankerTrainConfig, train_encoder, train_reranker  # noqa: E402
-from training.neural_data import NeuralDataConfig, build_neural_data, store_texts  # noqa: E402
+from training.neural_data import NeuralDataConfig, build_neural_data, fused_ranks, store_texts  # noqa: E402
 
 SYSTEMS = ["hybrid-linear", "hybrid-linear+ltr", "hybrid-linear+encoder", "hybrid-linear+rerank", "full"]
 
@@ -125,7 +125,8 @@ def main() -> None:
     out: dict[str, Any] = {"sessions": len(sessions)}
 
     t = time.perf_counter()
-    data = build_neural_data(sessions, store_texts(backend.store, ltr_bench.INDEX, 2000), NeuralDataConfig())
+    fetch = store_texts(backend.store, ltr_bench.INDEX, 2000)
+    data = build_neural_data(sessions, fetch, NeuralDataConfig(), fused_ranks(imps))
     print(f"examples: {data.stats} ({time.perf_counter() - t:.1f} s)", flush=True)
     ecfg = EncoderTrainConfig(max_steps=args.encoder_steps, progress=False, seed=args.seed)
     enc = train_encoder(data, ecfg, registry)

@@ -77,20 +77,22 @@ def _neural_evaluation(
         click_eval_set,
         describe,
         fit_click_model,
+        fused_ranks,
         store_texts,
         with_texts,
     )
     from training.promotion import encoder_evaluator, reranker_evaluator
 
     data_cfg = NeuralDataConfig.model_validate(card.config.get("data", {}))
-    sessions = None if dataset else click_sessions(config, index)[1]
+    imps, sessions = (None, None) if dataset else click_sessions(config, index)
     with open_store(config, index) as (store, target, app_cfg):
         try:
             if dataset is not None:
                 evalset = beir_eval_set(dataset, split, store, target, depth)
             else:
-                assert sessions is not None
-                evalset = click_eval_set(sessions, fit_click_model(sessions, data_cfg.click_model), data_cfg)
+                assert sessions is not None and imps is not None
+                model = fit_click_model(sessions, data_cfg.click_model)
+                evalset = click_eval_set(sessions, model, data_cfg, fused_ranks(imps))
             evalset = with_texts(evalset, store_texts(store, target, data_cfg.max_chars))
         except IndexNotFound as exc:
             raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc

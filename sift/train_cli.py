@@ -167,17 +167,25 @@ def _neural_cmd(kind: str, options: dict[str, Any]) -> None:
     from models.registry import RegistryError
     from search.stores.base import IndexNotFound, StoreError
     from training.neural import EncoderTrainConfig, RerankerTrainConfig, train_encoder, train_reranker
-    from training.neural_data import NeuralDataConfig, build_neural_data, data_hash, shuffled, store_texts
+    from training.neural_data import (
+        NeuralDataConfig,
+        build_neural_data,
+        data_hash,
+        fused_ranks,
+        shuffled,
+        store_texts,
+    )
 
     reg = open_registry(options.pop("registry"))
     config, index, shuffle = options.pop("config"), options.pop("index"), options.pop("shuffle_labels")
-    _, sessions = click_sessions(config, index)
+    imps, sessions = click_sessions(config, index)
     data_cfg = NeuralDataConfig()
     with open_store(config, index) as (store, target, app_cfg):
         default_base = app_cfg.embedder.model if kind == "encoder" else DEFAULT_EMBEDDER
         options["base"] = resolve_base(options["base"] or default_base, reg)
         try:
-            data = build_neural_data(sessions, store_texts(store, target, data_cfg.max_chars), data_cfg)
+            fetch = store_texts(store, target, data_cfg.max_chars)
+            data = build_neural_data(sessions, fetch, data_cfg, fused_ranks(imps))
         except IndexNotFound as exc:
             raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
         except (StoreError, ValueError) as exc:

@@ -207,3 +207,18 @@ def test_tiny_reranker_learns_from_clicks_and_registers(
     scores = dict(zip(q.candidates, model.rerank(q.query, texts), strict=True))
     assert max(scores, key=lambda d: scores[d]) == max(q.labels, key=lambda d: q.labels[d])
     assert evaluate_reranker(clicks.heldout, trained.path) == pytest.approx(m["heldout_ndcg10"], abs=2e-3)
+
+
+def test_the_served_order_is_the_logged_fused_order_when_there_is_one() -> None:
+    """Exploration shuffles pages, so the mean shown rank is a near-random baseline for a reranker's gate; with
+    features logged, candidates are ordered by the fused rank serving computed before the shuffle."""
+    from training.click_data import Session
+    from training.neural_data import served_orders
+
+    sessions = [
+        Session(query_id="1", query="q", docs=("c", "a", "b"), clicks=(False, False, False)),
+        Session(query_id="2", query="q", docs=("c", "b", "a"), clicks=(False, False, False)),
+    ]
+    assert served_orders(sessions) == {"q": ("c", "a", "b")}  # mean shown rank, then id
+    fused = {("q", "a"): 1.0, ("q", "b"): 2.0}  # c has no logged features: after the ranked ones
+    assert served_orders(sessions, fused) == {"q": ("a", "b", "c")}

@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from search.querylog import QueryEvent
 from search.stores.base import IndexStore
 from training.click_data import Session
 from training.click_models import ClickModel, DBNModel, PBMModel
-from training.ltr import ndcg_at
+from training.ltr import FUSED_RANK, ndcg_at, served_features
 
 if TYPE_CHECKING:
     from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
@@ -139,13 +140,33 @@ def _by_count(counts: Counter[str]) -> list[str]:
     return [d for d, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
 
 
-def served_orders(sessions: Iterable[Session]) -> dict[str, tuple[str, ...]]:
-    """Per query, every document shown for it, by mean shown rank (exploration shuffles some pages)."""
+Fused = Mapping[tuple[str, str], float]
+
+
+def fused_ranks(impressions: Iterable[QueryEvent]) -> dict[tuple[str, str], float]:
+    """(normalized query, doc) → the fused rank logged with its features: the order serving would give without
+    the stage being evaluated, before exploration shuffled the page."""
+    out: dict[tuple[str, str], float] = {}
+    for k, row in served_features(impressions).items():
+        rank = row[FUSED_RANK]
+        if rank is not None:
+            out[k] = float(rank)
+    return out
+
+
+def served_orders(sessions: Iterable[Session], fused: Fused | None = None) -> dict[str, tuple[str, ...]]:
+    """Per query, every document shown for it: by its logged fused rank when impressions carried features
+    (exploration shuffles pages, so shown ranks would make a near-random baseline), else by mean shown rank."""
     ranks: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     for s in sessions:
         for r, d in enumerate(s.docs):
             ranks[s.query][d].append(r)
-    return {q: tuple(sorted(docs, key=lambda d: (float(np.mean(docs[d])), d))) for q, docs in ranks.items()}
+
+    def key(q: str, d: str, shown: list[int]) -> tuple[float, float, str]:
+        logged = fused.get((q, d)) if fused else None
+        return (logged if logged is not None else math.inf, float(np.mean(shown)), d)
+
+    return {q: tuple(sorted(docs, key=lambda d: key(q, d, docs[d]))) for q, docs in ranks.items()}
 
 
 def fit_click_model(sessions: Sequence[Session], kind: str) -> ClickModel:
@@ -154,12 +175,14 @@ def fit_click_model(sessions: Sequence[Session], kind: str) -> ClickModel:
     return model
 
 
-def click_eval_set(sessions: Sequence[Session], model: ClickModel, cfg: NeuralDataConfig) -> EvalSet:
-    """The held-out queries' shown candidates in served order, graded by the click model's relevance.
-    Queries whose candidates all grade 0 are left out: no order can score there."""
+def click_eval_set(
+    sessions: Sequence[Session], model: ClickModel, cfg: NeuralDataConfig, fused: Fused | None = None
+) -> EvalSet:
+    """The held-out queries' shown candidates in served order (`served_orders`), graded by the click model's
+    relevance. Queries whose candidates all grade 0 are left out: no order can score there."""
     held = [s for s in sessions if is_held_out(s.query, cfg.holdout, cfg.split_seed)]
     queries = []
-    for q, cands in sorted(served_orders(held).items()):
+    for q, cands in sorted(served_orders(held, fused).items()):
         labels = {d: float(min(cfg.grades - 1, int(model.relevance(q, d) * cfg.grades))) for d in cands}
         if any(labels.values()):
             queries.append(EvalQuery(q, cands, labels))
@@ -218,7 +241,9 @@ def data_hash(examples: Sequence[Example], texts: Mapping[str, str]) -> str:
     return h.hexdigest()
 
 
-def build_neural_data(sessions: Sequence[Session], fetch: TextFetch, cfg: NeuralDataConfig) -> NeuralData:
+def build_neural_data(
+    sessions: Sequence[Session], fetch: TextFetch, cfg: NeuralDataConfig, fused: Fused | None = None
+) -> NeuralData:
     """Examples from the train side of the split, the evaluation set from the held-out side; examples whose
     clicked document has no text are dropped, and so are negatives without one."""
     train = [s for s in sessions if not is_held_out(s.query, cfg.holdout, cfg.split_seed)]
@@ -229,7 +254,7 @@ def build_neural_data(sessions: Sequence[Session], fetch: TextFetch, cfg: Neural
             f"no clicked (query, document) with click-model relevance >= {cfg.min_relevance} among {len(train)} "
             "train-side sessions: nothing to learn"
         )
-    heldout = click_eval_set(sessions, model, cfg)
+    heldout = click_eval_set(sessions, model, cfg, fused)
     texts = fetch([d for e in raw for d in (e.positive, *e.negatives)])
     examples = [
         Example(e.query, e.positive, tuple(n for n in e.negatives if n in texts), e.skip_above)
