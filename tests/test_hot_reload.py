@@ -150,7 +150,7 @@ def reload_app(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_path: Pat
             "app_name": "reload",
             "data_dir": str(tmp),
             "search": {"default_index": "reload", "retrieval": {"mode": "bm25"}},
-            "reranker": {"model": "registry:reranker", "device": "cpu", "watch_s": 0.2, "deadline_ms": 5000},
+            "reranker": {"model": "registry:reranker", "device": "cpu", "watch_s": 0.2, "deadline_ms": 30000},
             "ingress": small,
             "reranker_resources": small,
             "suggest": {"enabled": False},
