@@ -334,4 +334,3 @@ def lm_cmd(
         raise _fail(f"training failed, nothing registered: {exc}", 1) from exc
     typer.echo(json.dumps({"kind": "lm", "task": data.task, "version": trained.version, "path": str(trained.path),
                            "checkpoint": trained.checkpoint, **trained.metrics}))  # fmt: skip
-    typer.echo(f"registered; make it live with `sift models promote lm {trained.version}`", err=True)

@@ -1,11 +1,8 @@
 """ElasticsearchStore: versioned indices behind an alias on an Elasticsearch 8.x cluster.
 
-BM25 scores one field of title + body. By default (`analyzer: snowball`) that is `content_stems`, analysed in
-Python by `search.text.bm25_terms` (Snowball English stems, stop words out: the terms the embedded store and the
-bm25s reference score; the integ-test distribution has no stemmer filter) and split on whitespace here. The other
-analyzers copy `title` and `body` into a `content` field that Elasticsearch analyses (hunspell English stems; a
-full cluster can use `english`). A search asks both fields; a version has only one of them.
-Chunk vectors live in a nested field so a document scores as its best chunk.
+BM25 scores one title + body field: `content_stems` (`analyzer: snowball`, the default), analysed in Python by
+`search.text.bm25_terms` as the embedded store and bm25s are, or `content`, analysed by Elasticsearch (hunspell;
+`english` on a full cluster). A version has one of the two. Nested chunk vectors: a document scores as its best.
 """
 
 from __future__ import annotations
