@@ -34,8 +34,20 @@ def package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def registry_root() -> Path:
+    """`$SIFT_REGISTRY_DIR`, else `<$SIFT_DATA_DIR or .data>/registry`: `search.settings.Settings.registry_root`'s
+    default, for code that holds no Settings (indexing, evaluation, the trainers' `--base`)."""
+    explicit = os.environ.get("SIFT_REGISTRY_DIR")
+    return Path(explicit) if explicit else Path(os.environ.get("SIFT_DATA_DIR") or ".data") / "registry"
+
+
 def resolve_model_path(name: str) -> str:
-    """A local path for `name` when one exists (a directory, or an offline package), else `name` itself."""
+    """A local path for `name` when one exists (a directory, a `registry:KIND[@VERSION]` version, or an offline
+    package), else `name` itself."""
+    from models.registry import REF_PREFIX, Registry
+
+    if name.startswith(REF_PREFIX):
+        return str(Registry(registry_root()).resolve(name))
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser().resolve())
     if name in _OFFLINE_PACKAGES:

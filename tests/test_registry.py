@@ -104,3 +104,30 @@ def test_live_watcher_sees_promotions(tmp_path: Path) -> None:
     assert not watcher.check()
     reg.rollback("reranker")
     assert watcher.check() and seen[-1] == (None, None)
+
+
+def test_model_config_values_take_registry_references(
+    tmp_path: Path, tiny_embedder_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`registry:encoder@V` (or the live version) works wherever a model name does, e.g. `sift index`'s
+    embedder, through the one resolver; unknown references fail with the registry's message."""
+    import shutil
+
+    import numpy as np
+
+    from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
+    from models.references import resolve_model_path
+    from models.registry import ModelCard, Registry, RegistryError
+
+    monkeypatch.setenv("SIFT_REGISTRY_DIR", str(tmp_path / "reg"))
+    reg = Registry(tmp_path / "reg")
+    card = ModelCard(kind="encoder", version="e1", data_hash="0" * 64)
+    path = reg.register(card, lambda d: shutil.copytree(tiny_embedder_path, d, dirs_exist_ok=True))
+    assert resolve_model_path("registry:encoder@e1") == str(path)
+    with pytest.raises(RegistryError, match="no live encoder"):
+        resolve_model_path("registry:encoder")
+    reg.set_live("encoder", "e1", "test")
+    assert resolve_model_path("registry:encoder") == str(path)
+    via_ref = SentenceTransformerEmbedder(EmbedderConfig(model="registry:encoder", device="cpu"))
+    direct = SentenceTransformerEmbedder(EmbedderConfig(model=str(tiny_embedder_path), device="cpu"))
+    assert np.allclose(via_ref.embed(["loops and files"]), direct.embed(["loops and files"]), atol=1e-6)
