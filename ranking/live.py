@@ -19,7 +19,6 @@ from models.registry import REF_PREFIX, LiveWatcher, Registry
 
 log = logging.getLogger("sift.models")
 M = TypeVar("M")
-Listener = Callable[[str | None, object | None], None]
 
 
 class LiveModel(Generic[M]):
@@ -56,6 +55,8 @@ class LiveModel(Generic[M]):
 
     def warm_up(self) -> None:
         """Load what the reference names now (idempotent); start following the pointer when it is followed."""
+        if self._warm:  # every scoring call passes here: no lock once loaded
+            return
         with self._lock:
             if self._warm:
                 return

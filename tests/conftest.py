@@ -70,3 +70,15 @@ def es_url() -> Iterator[str]:
 @pytest.fixture
 def index_name() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-CPU machine: a second spinning thread makes each training step many times
+    slower. Modules that train opt in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

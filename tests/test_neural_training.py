@@ -4,7 +4,6 @@ cross-encoder trained for a few steps into the registry, and the gate refusing a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -73,15 +72,7 @@ def fetch_from(texts: dict[str, str]):  # type: ignore[no-untyped-def]
     return lambda ids: {d: texts[d] for d in ids if d in texts}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-CPU machine: a second spinning thread makes each step many times slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

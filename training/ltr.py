@@ -246,9 +246,7 @@ def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerM
         # is scored on made pure-noise labels look like a gain (the old single hold-out did exactly that).
         stop = present[(i + 1) % len(present)]
         held, val = np.flatnonzero(folds == k), np.flatnonzero(folds == stop)
-        train = np.flatnonzero((folds != k) & (folds != stop))
-        if len(train) == 0:
-            train = val
+        train = np.flatnonzero((folds != k) & (folds != stop))  # >= 1 fold: at least 3 are present
         dtrain = dataset(train)
         booster = lgb.train(
             params, dtrain, num_boost_round=cfg.rounds, valid_sets=[dataset(val, dtrain)],
