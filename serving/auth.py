@@ -9,6 +9,7 @@ keys are configured: an open server listens on loopback only, and its local clie
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
@@ -32,6 +33,7 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API
 
 
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class Guard:
         self.per_client = parse_many(limits.per_client) if limits else []
         self.summarize = parse_many(limits.summarize) if limits else []
         self.suggest_lm = parse_many(limits.suggest_lm) if limits else []
+        self.trusted: list[Network] = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
 
     def authenticate(self, key: str | None, scope: KeyScope) -> Principal:
         if not self.keys.enabled:
@@ -106,8 +109,44 @@ def _suggests_with_lm(request: Request) -> bool:
     return suggester is not None and suggester.config.lm.enabled
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+def _ip(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address from one X-Forwarded-For hop ("1.2.3.4", "1.2.3.4:80", "[::1]:80", "::1"); None if malformed."""
+    hop = hop.strip()
+    if hop.startswith("[") and "]" in hop:
+        hop = hop[1 : hop.index("]")]
+    elif hop.count(":") == 1:
+        hop = hop.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(hop)
+    except ValueError:
+        return None
+
+
+def client_address(peer: str | None, forwarded_for: list[str], trusted: list[Network]) -> str:
+    """The address a per-client quota counts: the socket peer, unless the peer is a trusted proxy; then the
+    X-Forwarded-For hops from the right (each proxy appends who connected to it), skipping trusted proxies, up to
+    the first address that is not one. A malformed hop stops the walk at the last trusted one: everything left of
+    it may have been written by the client."""
+    if peer is None:
+        return "unknown"
+    ip = _ip(peer)
+    if ip is None or not any(ip in net for net in trusted):
+        return peer
+    client = str(ip)
+    hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
+    for hop in reversed(hops):
+        hop_ip = _ip(hop)
+        if hop_ip is None:
+            break
+        client = str(hop_ip)
+        if not any(hop_ip in net for net in trusted):
+            break
+    return client
+
+
+def _client(request: Request, trusted: list[Network]) -> str:
+    peer = request.client.host if request.client else None
+    return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
 def require(scope: KeyScope) -> object:
@@ -122,7 +161,7 @@ def require(scope: KeyScope) -> object:
         principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope)
         if principal.name is None:  # open: loopback only, where quotas would only distort benchmarks
             return principal
-        client = _client(request)
+        client = _client(request, guard.trusted)
         guard.charge(guard.per_key, "key", principal.name)
         guard.charge(guard.per_client, "client", client)
         if scope == "summarize":

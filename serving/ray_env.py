@@ -13,7 +13,9 @@ from serving.security import check_bind
 # Process environment for the Ray processes Sift starts (the Serve proxy reads it at start): the proxy talks
 # to the ingress over gRPC instead of Ray actor calls (suggestions at 50 req/s: p50 9.7 → 7.3 ms, p99 20 →
 # 17.6 ms on 2 CPUs). Values already in the environment win; clusters set these in their own env (k8s/).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_USE_GRPC": "1"}
+# FORWARDED_ALLOW_IPS="": the proxy's uvicorn believes no one's X-Forwarded-For (by default it takes loopback
+# peers' word for it); `security.trusted_proxies` decides in the ingress (serving/auth.py: client_address).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_SERVE_PROXY_USE_GRPC": "1", "FORWARDED_ALLOW_IPS": ""}
 
 
 def prepare_ray_env() -> None:

@@ -105,6 +105,19 @@ class SecurityConfig(BaseModel):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Request bodies larger than this get 413 before they are parsed."
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of the reverse proxies / load balancers in front of the API. Only when the "
+        "socket peer is one of them is the client address (per-client quotas) read from X-Forwarded-For, right to "
+        "left past the trusted hops; anyone else's X-Forwarded-For is ignored (a client could name any address).",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for cidr in v:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError on a malformed address
+        return v
 
 
 class KeyRing:

@@ -252,7 +252,9 @@ def serve_cmd(
 
         backend = local_backend(cfg, settings)
         typer.echo(banner)
-        uvicorn.run(create_api(backend, backend.metrics, cfg.cors_origins), host=cfg.host, port=cfg.port)
+        # proxy_headers off: security.trusted_proxies alone decides whose X-Forwarded-For counts (serving/auth.py)
+        api = create_api(backend, backend.metrics, cfg.cors_origins)
+        uvicorn.run(api, host=cfg.host, port=cfg.port, proxy_headers=False)
         return
     import ray
     from ray import serve
