@@ -2,16 +2,25 @@
 
 Words are matched on their Snowball stems, so "running" in a query lights up "runs" in a result,
 close to what the index's own stemming matched. Text is HTML-escaped; only <em> tags are added.
+
+The work is bounded whatever the document: only its first `MAX_TEXT_CHARS` characters are scanned, at most
+`MAX_FRAGMENTS` windows are returned, and choosing them is linear in the matches. It is still CPU work of a few
+milliseconds per page, so the service runs `highlight_page` in a worker thread, never on the event loop.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
+from collections.abc import Sequence
 
+from search.documents import Document
 from search.text import query_terms, snowball_stem
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+MAX_TEXT_CHARS = 50_000  # a snippet comes from the start of a huge body: scanning megabytes blocks a replica
+MAX_FRAGMENTS = 5
 
 
 def _matches(text: str, stems: set[str]) -> list[tuple[int, int]]:
@@ -44,18 +53,24 @@ def highlight(query: str, text: str, fragment_chars: int = 200, fragments: int =
     """
     if not text:
         return []
+    fragments = max(1, min(fragments, MAX_FRAGMENTS))
+    truncated = len(text) > MAX_TEXT_CHARS
+    if truncated:
+        text = text[:MAX_TEXT_CHARS]
     stems = {snowball_stem(t) for t in query_terms(query)}
     spans = _matches(text, stems) if stems else []
-    if len(text) <= fragment_chars:
+    if len(text) <= fragment_chars and not truncated:
         return [_mark(text, spans)]
     if not spans:
         return [html.escape(_trim(text, 0, fragment_chars)) + "…"]
-    # Slide a window anchored at each match; keep the windows covering the most matches.
+    # Slide a window anchored at each match; keep the windows covering the most matches. Spans do not overlap,
+    # so their ends are sorted: the matches a window covers are found by bisection, not by a scan of all.
+    ends = [e for _, e in spans]
     windows = []
     for i, (s, _) in enumerate(spans):
         start = max(0, s - fragment_chars // 4)
         end = start + fragment_chars
-        covered = [sp for sp in spans[i:] if sp[1] <= end]
+        covered = spans[i : bisect.bisect_right(ends, end, lo=i)]
         windows.append((len({text[a:b].lower() for a, b in covered}), len(covered), -start, start))
     chosen: list[int] = []
     for *_, start in sorted(windows, reverse=True):
@@ -64,13 +79,26 @@ def highlight(query: str, text: str, fragment_chars: int = 200, fragments: int =
         if len(chosen) >= fragments:
             break
     out = []
+    starts = [a for a, _ in spans]
     for start in sorted(chosen):
         s, e = _word_bounds(text, start, start + fragment_chars)
-        inner = [(a - s, b - s) for a, b in spans if a >= s and b <= e]
+        lo, hi = bisect.bisect_left(starts, s), bisect.bisect_right(ends, e)
+        inner = [(a - s, b - s) for a, b in spans[lo:hi] if a >= s and b <= e]
         prefix = "…" if s > 0 else ""
-        suffix = "…" if e < len(text) else ""
+        suffix = "…" if e < len(text) or truncated else ""
         out.append(prefix + _mark(text[s:e], inner) + suffix)
     return out
+
+
+def highlight_page(query: str, docs: Sequence[Document | None], fragment_chars: int) -> list[dict[str, list[str]]]:
+    """Title and body snippets of a page of results (empty for a missing document), in one call so the service
+    hands the whole page to one worker thread."""
+    return [
+        {"title": highlight(query, d.title, fragment_chars), "body": highlight(query, d.body, fragment_chars)}
+        if d is not None
+        else {}
+        for d in docs
+    ]
 
 
 def _word_bounds(text: str, start: int, end: int) -> tuple[int, int]:

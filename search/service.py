@@ -23,7 +23,7 @@ from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.filters import Filter
-from search.highlight import highlight
+from search.highlight import highlight_page
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore
 from search.text import query_terms
@@ -253,7 +253,12 @@ class SearchService:
             if explored:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
-        results = [self._result(req, r, rerank_scores.get(r.id), stages, learnt) for r in page]
+        hls: list[dict[str, list[str]]] = [{} for _ in page]
+        if req.highlight and page:  # CPU work: in a worker thread, never on the event loop (search/highlight.py)
+            hls = await asyncio.to_thread(highlight_page, req.query, [r.doc for r in page], self.config.snippet_chars)
+        results = [
+            self._result(req, r, rerank_scores.get(r.id), stages, learnt, hl) for r, hl in zip(page, hls, strict=True)
+        ]
         features = None
         if self.config.log_features:
             features = self._page_features(ltr, req, fused_rank, page, rerank_scores, learnt)
@@ -330,14 +335,16 @@ class SearchService:
         return {r.id: [None if np.isnan(v) else round(float(v), 6) for v in rows[r.id]] for r in page}
 
     def _result(
-        self, req: SearchRequest, r: Retrieved, rerank: float | None, stages: list[str], learnt: LTROutcome | None
+        self,
+        req: SearchRequest,
+        r: Retrieved,
+        rerank: float | None,
+        stages: list[str],
+        learnt: LTROutcome | None,
+        hl: dict[str, list[str]],
     ) -> SearchResult:
         doc = r.doc
         ltr = learnt.scores.get(r.id) if learnt is not None else None
-        hl: dict[str, list[str]] = {}
-        if req.highlight and doc is not None:
-            n = self.config.snippet_chars
-            hl = {"title": highlight(req.query, doc.title, n), "body": highlight(req.query, doc.body, n)}
         return SearchResult(
             id=r.id,
             title=doc.title if doc else "",
