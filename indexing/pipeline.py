@@ -1,30 +1,33 @@
 """The indexing pipeline: read → clean → chunk → embed → bulk write → (full builds) swap the alias.
 
-A full build writes a new version and moves the alias only when every document is accounted for and
-the store's count matches, so any failure, even SIGKILL, leaves readers on the previous version.
+A full build holds the index's build lock, writes a new version and moves the alias (compare-and-swap, through
+`indexing.finalize`) only when every document is accounted for, the store's count matches and the quality gate
+passes, so any failure, even SIGKILL, leaves readers on the previous version.
 Every record read ends up in exactly one bucket: indexed, deleted, dead-lettered or skipped.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
 from indexing.chunking import chunk_document
 from indexing.clean import clean_document, is_empty
+from indexing.errors import IndexingError
+from indexing.finalize import DEFAULT_LEASE_S, build_lock, finalize_build
+from indexing.gate import GateConfig, GateRefused, GateResult, JudgmentEvaluator
 from indexing.readers import FieldMap, ReadItem, count_records, read_source
+from indexing.writes import DeadLetter, delete_with_retries, upsert_with_retries
 from models.embedder import Embedder, EmbedderConfig
 from search.documents import Document, StoredRecord
 from search.schema import IndexSchema
@@ -49,6 +52,14 @@ class IndexingConfig(BaseModel):
     keep_versions: int = Field(default=2, ge=1, description="Complete versions kept after a swap (current included).")
     dead_letter_dir: Path = Field(default=Path(".data/dead-letter"), description="Where refused records go.")
     progress: bool = Field(default=True, description="Show progress bars on stderr.")
+    gate: GateConfig | None = Field(default=None, description="Quality gate before the swap; None: no gate.")
+    lock_lease_s: float = Field(
+        default=DEFAULT_LEASE_S, gt=0, description="Build lock lease (renewed every third): a dead build's limit."
+    )
+    write_retries: int = Field(
+        default=5, ge=0, le=20, description="Retries of transiently refused records (429, disk) before failing."
+    )
+    retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry's wait; doubles, capped at 30 s.")
 
 
 class IndexReport(BaseModel):
@@ -60,6 +71,7 @@ class IndexReport(BaseModel):
     read: int = 0
     indexed: int = 0
     deleted: int = 0
+    delete_failed: int = 0  # refused deletions (dead-lettered too), never counted in `deleted`
     dead_lettered: int = 0
     skipped: int = 0
     skipped_reasons: dict[str, int] = Field(default_factory=dict)
@@ -68,41 +80,12 @@ class IndexReport(BaseModel):
     cache_hits: int = 0
     seconds: float = 0.0
     alias_switched: bool = False
+    gate: GateResult | None = None
     dead_letter_file: str | None = None
 
     @property
     def balanced(self) -> bool:
         return self.read == self.indexed + self.deleted + self.dead_lettered + self.skipped
-
-
-class IndexingError(RuntimeError):
-    """A run could not finish; the alias was left where it was."""
-
-
-class DeadLetter:
-    """Append-only JSONL of records that could not be indexed, each with its reason. Opened lazily."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._f: Any = None
-        self.count = 0
-        self._lock = threading.Lock()  # the reader and the writer thread both report here
-
-    def add(self, *, stage: str, reason: str, doc_id: str | None, position: str | None, record: Any) -> None:
-        entry = {"id": doc_id, "position": position, "stage": stage, "reason": reason, "record": record}
-        line = json.dumps(entry, ensure_ascii=False, default=str) + "\n"
-        with self._lock:
-            if self._f is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(self.path, "a", encoding="utf-8")
-            self._f.write(line)
-            self._f.flush()
-            self.count += 1
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
 
 
 class _Batch(BaseModel):
@@ -124,36 +107,46 @@ class IndexingPipeline:
 
     # -- public entry points ----------------------------------------------------------------------------
     def build(self, source: Path, index: str) -> IndexReport:
-        """Full build into a new version; the alias moves only if everything is accounted for."""
+        """Full build into a new version under the index's build lock; the alias moves only if everything is
+        accounted for and the gate passes. A refused version is kept (incomplete: never served) for inspection."""
         started = time.perf_counter()
         self.store.warm_up()
-        self._drop_stale_versions(index)
-        dims = self._dims()
-        version = self.store.create_version(index, dims, self.config.schema_)
-        log.info("building %s into new version %s", index, version)
-        report = IndexReport(index=index, version=version, mode="full")
-        dead = DeadLetter(self._dead_letter_path(index, version))
-        try:
-            self._run(self._items(source), version, report, dead, incremental=False)
-            self.store.refresh(version)
-            stored = self.store.count(version)
-            if stored != report.indexed:
-                raise IndexingError(
-                    f"count check failed: {stored} documents in {version}, {report.indexed} reported indexed"
+        gate = self.config.gate
+        # Judgments are read before the build starts: a wrong path fails in a second, not after the build.
+        evaluator = JudgmentEvaluator(self.store, gate, self.embedder if self.config.embed else None) if gate else None
+        with build_lock(self.store, index, self.config.lock_lease_s) as held:
+            self._drop_stale_versions(index)  # under the lock: only dead builds leave incomplete versions
+            expected = self.store.current_version(index)
+            dims = self._dims()
+            version = self.store.create_version(index, dims, self.config.schema_)
+            log.info("building %s into new version %s (live: %s)", index, version, expected)
+            report = IndexReport(index=index, version=version, mode="full")
+            dead = DeadLetter(self._dead_letter_path(index, version))
+            try:
+                self._run(self._items(source), version, report, dead, incremental=False)
+                if not report.balanced:
+                    raise IndexingError(f"accounting mismatch: {report.model_dump()}")
+                held.check()
+                done = finalize_build(
+                    self.store,
+                    index,
+                    version,
+                    expected_live=expected,
+                    indexed=report.indexed,
+                    gate=gate,
+                    evaluator=evaluator,
                 )
-            if not report.balanced:
-                raise IndexingError(f"accounting mismatch: {report.model_dump()}")
-            self.store.mark_complete(version)
-            self.store.switch_alias(index, version)
-            report.alias_switched = True
-            log.info("alias %s -> %s (%d documents)", index, version, stored)
-        except BaseException:
-            log.error("build of %s failed; alias left on %s", index, self._safe_current(index))
-            self._safe_drop(version)
-            raise
-        finally:
-            dead.close()
-        self._prune(index)
+                report.alias_switched, report.gate = True, done.gate
+            except GateRefused as exc:
+                log.error("%s", exc)
+                raise
+            except BaseException:
+                log.error("build of %s failed; alias left on %s", index, self._safe_current(index))
+                self._safe_drop(version)
+                raise
+            finally:
+                dead.close()
+            self._prune(index)
         return self._finish(report, dead, started)
 
     def update(self, source: Path | None, index: str, delete_ids: Sequence[str] = ()) -> IndexReport:
@@ -301,13 +294,17 @@ class IndexingPipeline:
     def _write(
         self, target: str, batch: _Batch, records: list[StoredRecord], report: IndexReport, dead: DeadLetter
     ) -> None:
+        retries, backoff = self.config.write_retries, self.config.retry_backoff_s
         if batch.deletes:
-            n = self.store.delete(target, batch.deletes)
-            report.deleted += len(batch.deletes)
-            log.info("deleted %d of %d ids (%d were absent)", n, len(batch.deletes), len(batch.deletes) - n)
+            n, refused = delete_with_retries(self.store, target, batch.deletes, retries=retries, backoff_s=backoff)
+            for f in refused:
+                dead.add(stage="delete", reason=f.reason, doc_id=f.id, position=batch.positions.get(f.id), record=None)
+            report.deleted += len(batch.deletes) - len(refused)
+            report.delete_failed += len(refused)
+            log.info("deleted %d of %d ids (%d refused)", n, len(batch.deletes), len(refused))
         if not records:
             return
-        result = self.store.upsert(target, records)
+        result = upsert_with_retries(self.store, target, records, retries=retries, backoff_s=backoff)
         by_id = {r.doc.id: r for r in records}
         for f in result.failures:
             rec = by_id.get(f.id)

@@ -7,6 +7,7 @@ and only then moves the alias, so readers never see a half-built index.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field
@@ -28,11 +29,37 @@ class IndexNotFound(StoreError, KeyError):
     """No such alias or version."""
 
 
+class LockHeld(StoreError):
+    """Another build holds the index's build lock (its lease names the holder)."""
+
+
+class LockLost(StoreError):
+    """Our lease expired and another build took the lock over: this build must not move the alias."""
+
+
+class AliasConflict(StoreError):
+    """A compare-and-swap of an alias found it no longer where the build started."""
+
+
+class DeleteFailed(StoreError):
+    """Some deletions were refused (not merely absent ids); `deleted` counts those that were applied."""
+
+    def __init__(self, message: str, *, deleted: int, failures: list[DocFailure]) -> None:
+        super().__init__(message)
+        self.deleted = deleted
+        self.failures = failures
+
+
 class DocFailure(BaseModel):
-    """A single record the store refused, with the store's own reason."""
+    """A single record the store refused, with the store's own reason.
+
+    `transient` marks refusals that may pass on a retry (429 queue full, disk flood-stage block): the pipeline
+    retries those with backoff instead of dead-lettering them."""
 
     id: str
     reason: str
+    status: int | None = None
+    transient: bool = False
 
 
 class WriteResult(BaseModel):
@@ -40,6 +67,36 @@ class WriteResult(BaseModel):
 
     written: int = 0
     failures: list[DocFailure] = Field(default_factory=list)
+
+
+class LeaseInfo(BaseModel):
+    """Who holds a build lock and until when; stored as the lock document / lock file."""
+
+    index: str
+    owner: str
+    host: str
+    pid: int
+    token: str
+    acquired: datetime
+    expires: datetime
+
+    def describe(self) -> str:
+        return f"{self.owner} (host {self.host}, pid {self.pid}, lease until {self.expires.isoformat()})"
+
+
+@runtime_checkable
+class BuildLock(Protocol):
+    """A held lease on one index's build lock."""
+
+    @property
+    def lease(self) -> LeaseInfo:
+        """The lease as last written."""
+
+    def renew(self) -> None:
+        """Extend the lease by its length; raises LockLost when another build took it over."""
+
+    def release(self) -> None:
+        """Give the lock back (a no-op when it was taken over); idempotent."""
 
 
 class VersionInfo(BaseModel):
@@ -68,6 +125,15 @@ class IndexStore(Protocol):
     def switch_alias(self, name: str, version: str) -> None:
         """Point alias `name` at `version` atomically."""
 
+    def swap_alias(self, name: str, version: str, expected: str | None) -> None:
+        """Compare-and-swap: point `name` at `version` only if it still points at `expected` (None: no alias
+        yet); raises AliasConflict otherwise, leaving the alias alone. Builds use this, so a build that started
+        from one version never overwrites what another build put live meanwhile."""
+
+    def acquire_build_lock(self, index: str, owner: str, lease_s: float) -> BuildLock:
+        """Take the build lock of `index` for `lease_s` seconds, or raise LockHeld naming the holder. An
+        expired lease, or one whose holder pid is dead on this host, is taken over."""
+
     def current_version(self, name: str) -> str | None:
         """The version the alias points at, or None."""
 
@@ -81,7 +147,7 @@ class IndexStore(Protocol):
         """Insert or replace records; per-record failures are returned, not raised."""
 
     def delete(self, target: str, ids: Sequence[str]) -> int:
-        """Delete ids; returns how many existed."""
+        """Delete ids; returns how many existed. Refused deletions raise DeleteFailed (never counted)."""
 
     def get(self, target: str, doc_id: str) -> Document | None:
         """One document by id."""

@@ -8,6 +8,7 @@ every test here then runs against it unchanged. Imports pytest, so import it fro
 from __future__ import annotations
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from search.documents import Document, StoredRecord
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.schema import IndexSchema
-from search.stores.base import IndexNotFound, IndexStore, StoreError
+from search.stores.base import AliasConflict, IndexNotFound, IndexStore, LockHeld, LockLost, StoreError
 
 DIMS = 4
 SCHEMA = IndexSchema(fields={"lang": "keyword", "year": "long", "score": "double", "draft": "boolean"})
@@ -224,3 +225,67 @@ class StoreContract:
         # The two documents mirror each other: only the query's repeats can order them.
         assert [h.id for h in store.bm25_search(version, "alpha beta beta", 2)] == ["beta", "alpha"]
         assert [h.id for h in store.bm25_search(version, "alpha alpha beta", 2)] == ["alpha", "beta"]
+
+    def test_swap_alias_compares_before_it_swaps(self, store: IndexStore, built: str) -> None:
+        first = store.current_version(built)
+        second = store.create_version(built, DIMS, SCHEMA)
+        third = store.create_version(built, DIMS, SCHEMA)
+        store.swap_alias(built, second, expected=first)
+        assert store.current_version(built) == second
+        # A build that started when `first` was live must not overwrite `second`.
+        with pytest.raises(AliasConflict, match=built):
+            store.swap_alias(built, third, expected=first)
+        with pytest.raises(AliasConflict):
+            store.swap_alias(built, third, expected=None)
+        assert store.current_version(built) == second and store.count(built) == 0
+
+    def test_swap_alias_on_a_new_index(self, store: IndexStore, index_name: str) -> None:
+        version = store.create_version(index_name, DIMS, SCHEMA)
+        store.swap_alias(index_name, version, expected=None)
+        assert store.current_version(index_name) == version
+        other = store.create_version(index_name, DIMS, SCHEMA)
+        with pytest.raises(AliasConflict):
+            store.swap_alias(index_name, other, expected=None)
+        assert store.current_version(index_name) == version
+
+    def test_build_lock_is_exclusive_until_released(self, store: IndexStore, index_name: str) -> None:
+        lock = store.acquire_build_lock(index_name, "builder-a", 60)
+        try:
+            assert lock.lease.owner == "builder-a" and lock.lease.index == index_name
+            with pytest.raises(LockHeld, match="builder-a") as err:
+                store.acquire_build_lock(index_name, "builder-b", 60)
+            assert str(lock.lease.pid) in str(err.value) and lock.lease.host in str(err.value)
+            other = store.acquire_build_lock(f"{index_name}-x", "builder-b", 60)  # other indices are free
+            other.release()
+            before = lock.lease.expires
+            lock.renew()
+            assert lock.lease.expires > before
+        finally:
+            lock.release()
+        lock.release()  # idempotent
+        again = store.acquire_build_lock(index_name, "builder-b", 60)
+        again.release()
+
+    def test_expired_lease_is_taken_over(self, store: IndexStore, index_name: str) -> None:
+        old = store.acquire_build_lock(index_name, "crashed", 0.3)
+        time.sleep(0.5)
+        new = store.acquire_build_lock(index_name, "rerun", 60)
+        try:
+            with pytest.raises(LockLost, match="rerun"):
+                old.renew()
+            old.release()  # not the holder any more: must leave the new lease alone
+            with pytest.raises(LockHeld, match="rerun"):
+                store.acquire_build_lock(index_name, "third", 60)
+        finally:
+            new.release()
+
+    def test_renewed_lease_does_not_expire(self, store: IndexStore, index_name: str) -> None:
+        lock = store.acquire_build_lock(index_name, "long-build", 0.8)
+        try:
+            for _ in range(3):
+                time.sleep(0.4)
+                lock.renew()
+            with pytest.raises(LockHeld):
+                store.acquire_build_lock(index_name, "second", 60)
+        finally:
+            lock.release()

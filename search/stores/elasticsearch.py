@@ -19,7 +19,9 @@ from search.documents import Document, Hit, StoredRecord
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
-from search.stores.base import DocFailure, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
+from search.stores.base import BuildLock, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
+from search.stores.es_bulk import bulk_delete, bulk_failures
+from search.stores.es_locks import acquire_es_lock, es_swap_alias
 from search.text import bm25_terms
 
 T = TypeVar("T")
@@ -211,6 +213,14 @@ class ElasticsearchStore:
             actions.insert(0, {"remove": {"index": current, "alias": name}})
         _es_guard(lambda: self.client.indices.update_aliases(actions=actions))
 
+    def swap_alias(self, name: str, version: str, expected: str | None) -> None:
+        validate_index_name(name)
+        es_swap_alias(self.client, name, version, expected, lambda: self.current_version(name))
+
+    def acquire_build_lock(self, index: str, owner: str, lease_s: float) -> BuildLock:
+        validate_index_name(index)
+        return acquire_es_lock(self.client, index, owner, lease_s)
+
     def current_version(self, name: str) -> str | None:
         try:
             resp = _es_guard(lambda: self.client.indices.get_alias(name=name))
@@ -283,8 +293,8 @@ class ElasticsearchStore:
     def upsert(self, target: str, records: Sequence[StoredRecord]) -> WriteResult:
         """Bulk index; items the cluster rejects come back as failures with Elasticsearch's reason.
 
-        Whole-request transport failures are retried (index ops are idempotent by id); per-item
-        429s are retried inside `helpers.bulk`.
+        Whole-request transport failures are retried (index ops are idempotent by id); per-item 429s are
+        retried inside `helpers.bulk`, and those left come back marked `transient` for the pipeline's retries.
         """
         if not records:
             return WriteResult()
@@ -302,26 +312,10 @@ class ElasticsearchStore:
                 chunk_size=500,
             )
         )
-        failures = []
-        for item in errors if isinstance(errors, list) else []:
-            info = next(iter(item.values()))
-            err = info.get("error", {})
-            reason = err.get("reason", str(err)) if isinstance(err, dict) else str(err)
-            caused = err.get("caused_by", {}).get("reason") if isinstance(err, dict) else None
-            etype = err.get("type", "error") if isinstance(err, dict) else "error"
-            failures.append(
-                DocFailure(id=str(info.get("_id")), reason=f"{etype}: {reason}" + (f" ({caused})" if caused else ""))
-            )
-        return WriteResult(written=int(ok), failures=failures)
+        return WriteResult(written=int(ok), failures=bulk_failures(errors))
 
     def delete(self, target: str, ids: Sequence[str]) -> int:
-        if not ids:
-            return 0
-        actions = [{"_op_type": "delete", "_index": target, "_id": i} for i in ids]
-        ok, _errors = _es_guard(
-            lambda: helpers.bulk(self.client, actions, raise_on_error=False, raise_on_exception=True)
-        )
-        return int(ok)
+        return _es_guard(lambda: bulk_delete(self.client, target, ids)) if ids else 0
 
     def refresh(self, target: str) -> None:
         _es_guard(lambda: self.client.indices.refresh(index=target))

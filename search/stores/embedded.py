@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
-import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,61 +21,23 @@ from search.documents import Document, Hit, StoredRecord
 from search.filters import Filter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import IndexSchema, SchemaError
-from search.stores.base import DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
+from search.stores.base import AliasConflict, BuildLock, DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
+from search.stores.embedded_locks import acquire_file_lock, guard
 from search.stores.embedded_sql import BM25_META, SCHEMA_SQL, filter_sql, filter_values, fts_content, fts_match
+from search.stores.embedded_versions import OpenVersions
+from search.stores.embedded_versions import VersionFile as _Version
 from search.text import bm25_terms, query_tokens
-
-
-class _Version:
-    """An open version file: a connection per thread plus the in-memory vector matrix."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._local = threading.local()
-        self.lock = threading.RLock()
-        self.generation = 0  # bumped on every write, invalidates the vector matrix
-        self._matrix: tuple[int, np.ndarray, np.ndarray] | None = None
-        self._stems: bool | None = None
-
-    def stems(self) -> bool:
-        """Whether the FTS5 table holds `bm25_terms` (false: a file written before, raw text, Porter tokenizer)."""
-        if self._stems is None:
-            row = self.conn().execute("SELECT value FROM meta WHERE key=?", (BM25_META[0],)).fetchone()
-            self._stems = row is not None and row[0] == BM25_META[1]
-        return self._stems
-
-    def conn(self) -> sqlite3.Connection:
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None:
-            c = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = c
-        return c
-
-    def matrix(self) -> tuple[np.ndarray, np.ndarray]:
-        """All chunk vectors (normalised, float32) and the row id each belongs to."""
-        with self.lock:
-            if self._matrix is not None and self._matrix[0] == self.generation:
-                return self._matrix[1], self._matrix[2]
-            rows = self.conn().execute("SELECT rid, v FROM vecs ORDER BY rid, chunk").fetchall()
-            if rows:
-                rids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                mat = np.vstack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            else:
-                rids = np.zeros(0, dtype=np.int64)
-                mat = np.zeros((0, 0), dtype=np.float32)
-            self._matrix = (self.generation, mat, rids)
-            return mat, rids
 
 
 class EmbeddedStore:
     """IndexStore over local files; safe for one writer and many readers (threads or processes)."""
 
-    def __init__(self, data_dir: Path | str) -> None:
+    def __init__(self, data_dir: Path | str, retire_grace_s: float = 30.0) -> None:
         self.data_dir = Path(data_dir)
-        self._versions: dict[str, _Version] = {}
-        self._lock = threading.Lock()
+        # Superseded versions' files close `retire_grace_s` after the alias moves (searches on them finish first).
+        self._open_versions = OpenVersions(retire_grace_s)
+        self._versions = self._open_versions.files
+        self._lock = self._open_versions.lock
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -86,8 +48,12 @@ class EmbeddedStore:
         return self.data_dir.is_dir()
 
     def close(self) -> None:
+        self._open_versions.close_all()
+
+    def open_versions(self) -> dict[str, int]:
+        """Open version files and their connection counts (what a long-lived reader holds)."""
         with self._lock:
-            self._versions.clear()
+            return {name: f.connections() for name, f in self._versions.items()}
 
     # -- versions and aliases -------------------------------------------------------------------------
     def _version_path(self, version: str) -> Path:
@@ -120,6 +86,8 @@ class EmbeddedStore:
 
     def _open(self, target: str) -> _Version:
         version = self._resolve(target)
+        if version != target:
+            self._open_versions.served(target, version)
         with self._lock:
             v = self._versions.get(version)
             if v is None:
@@ -156,7 +124,23 @@ class EmbeddedStore:
             f.write(version)
             f.flush()
             os.fsync(f.fileno())
+        before = self.current_version(name)
         os.replace(tmp, alias)
+        if before is not None and before != version:
+            self._open_versions.retire(before)
+
+    def swap_alias(self, name: str, version: str, expected: str | None) -> None:
+        validate_index_name(name)
+        self.warm_up()
+        with guard(self.data_dir / "aliases", f".{name}"):  # check-then-swap is atomic between processes
+            now = self.current_version(name)
+            if now != expected:
+                raise AliasConflict(f"alias {name!r} points at {now!r}, not at {expected!r} where this build started")
+            self.switch_alias(name, version)
+
+    def acquire_build_lock(self, index: str, owner: str, lease_s: float) -> BuildLock:
+        validate_index_name(index)
+        return acquire_file_lock(self.data_dir / "locks", index, owner or socket.gethostname(), lease_s)
 
     def current_version(self, name: str) -> str | None:
         try:
@@ -187,8 +171,7 @@ class EmbeddedStore:
             raise ValueError(f"{version!r} is not a version name")
         if self.current_version(name) == version:
             raise StoreError(f"refusing to drop {version!r}: the alias {name!r} points at it")
-        with self._lock:
-            self._versions.pop(version, None)
+        self._open_versions.retire(version)
         base = self._version_path(version)
         for p in (base, Path(f"{base}-wal"), Path(f"{base}-shm")):
             p.unlink(missing_ok=True)
