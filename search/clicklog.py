@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field
 
 from search.querylog import RETENTION_DAYS, prune_day_files, purge_es_log, to_utc
+from search.querylog_es import RETENTION_CHECK_S, PeriodicPurge
 
 log = logging.getLogger("sift.clicklog")
 
@@ -80,7 +81,7 @@ class ClickLogConfig(BaseModel):
         default=RETENTION_DAYS,
         gt=0,
         description="Events older than this are deleted: JSONL day files at the first write of each day, "
-        "Elasticsearch documents at start.",
+        "Elasticsearch documents at start and then hourly (on the next write).",
     )
 
 
@@ -207,10 +208,23 @@ class EsClickLog:
     """An index shared by every replica; a record's `_id` is its event id and writes are `create`, so a
     duplicate is a 409 the cluster reports, never a second copy."""
 
-    def __init__(self, client: Any, index: str = DEFAULT_ES_INDEX) -> None:
+    def __init__(
+        self,
+        client: Any,
+        index: str = DEFAULT_ES_INDEX,
+        retention_days: float | None = None,
+        retention_check_s: float = RETENTION_CHECK_S,
+    ) -> None:
+        """`retention_days`: older records are deleted, checked at a write at most every `retention_check_s`
+        (in a background thread; None: kept)."""
         self.client = client
         self.index = index
         self._ready = False
+        self.purge = (
+            PeriodicPurge(client, index, retention_days, field="received_at", every_s=retention_check_s)
+            if retention_days is not None
+            else None
+        )
 
     def _ensure_index(self) -> None:
         if self._ready:
@@ -232,6 +246,8 @@ class EsClickLog:
     def append_many(self, records: Sequence[ClickRecord]) -> tuple[int, int]:
         from elasticsearch import helpers
 
+        if self.purge is not None:
+            self.purge.run_in_background()
         if not records:
             return 0, 0
         self._ensure_index()
@@ -316,7 +332,7 @@ def make_click_log(
             purge_es_log(es_client, config.es_index, config.retention_days, field="received_at")
         except Exception as exc:  # an unreachable cluster must not keep the API down; the next start retries
             log.warning("retention: purging %s failed: %s", config.es_index, type(exc).__name__)
-        return EsClickLog(es_client, config.es_index)
+        return EsClickLog(es_client, config.es_index, config.retention_days)
     if config.directory is not None:
         return JsonlClickLog(config.directory, config.retention_days)
     if data_dir is None:

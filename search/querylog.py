@@ -123,7 +123,7 @@ class QueryLogConfig(BaseModel):
         default=RETENTION_DAYS,
         gt=0,
         description="Logged events older than this are deleted: JSONL day files at start and each new day, "
-        "Elasticsearch log documents at start.",
+        "Elasticsearch log documents at start and hourly.",
     )
 
 
@@ -344,7 +344,12 @@ def make_query_log(
         except Exception as exc:  # an unreachable cluster must not keep the API down; the next start retries
             log.warning("retention: purging %s failed: %s", config.es_index, exc)
         return EsQueryLog(
-            es_client, config.es_index, config.es_flush_interval_s, config.es_buffer, config.impression_cache
+            es_client,
+            config.es_index,
+            config.es_flush_interval_s,
+            config.es_buffer,
+            config.impression_cache,
+            retention_days=config.retention_days,
         )
     if config.directory is None and data_dir is None:
         raise ValueError("the JSONL query log needs a directory or a data_dir")

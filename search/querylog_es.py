@@ -1,20 +1,68 @@
 """The query log in Elasticsearch: one index shared by every API replica (the Elasticsearch setup).
 
 Impressions are stored under their query id, so a click arriving at another replica finds its impression
-with a realtime multi-get, before any refresh.
+with a realtime multi-get, before any refresh. Retention runs at start (`make_query_log`) and then every
+`RETENTION_CHECK_S` while the server runs (`PeriodicPurge`, also used by the click log): a server that stays up
+for months still deletes what passes the retention.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from search.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, to_utc
+from search.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
 
 log = logging.getLogger("sift.querylog")
+
+RETENTION_CHECK_S = 3600.0
+
+
+class PeriodicPurge:
+    """Deletes an Elasticsearch log index's documents older than the retention, at most once per `every_s`
+    (the first time `every_s` after creation: the log's factory purges at start). Failures are logged by type
+    only (a bulk error can quote documents, and documents hold queries) and retried at the next period."""
+
+    def __init__(
+        self,
+        client: Any,
+        index: str,
+        retention_days: float,
+        field: str = "ts",
+        every_s: float = RETENTION_CHECK_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client, self.index, self.retention_days, self.field = client, index, retention_days, field
+        self.every_s = every_s
+        self._clock = clock
+        self._next = clock() + every_s
+        self._running = threading.Lock()
+        self.deleted = 0
+
+    def due(self) -> bool:
+        return self._clock() >= self._next
+
+    def run(self) -> None:
+        """Purge now if due (a no-op while another thread purges)."""
+        if not self.due() or not self._running.acquire(blocking=False):
+            return
+        try:
+            self._next = self._clock() + self.every_s
+            self.deleted += purge_es_log(self.client, self.index, self.retention_days, field=self.field)
+        except Exception as exc:  # the cluster may be down; the next period retries
+            log.warning("retention: purging %s failed (%s)", self.index, type(exc).__name__)
+        finally:
+            self._running.release()
+
+    def run_in_background(self) -> None:
+        """For callers on a request path (the click log): the purge runs in a daemon thread when due."""
+        if self.due() and not self._running.locked():
+            threading.Thread(target=self.run, name=f"sift-retention-{self.index}", daemon=True).start()
+
 
 _ES_MAPPING: dict[str, Any] = {
     "dynamic": "false",
@@ -49,8 +97,17 @@ class EsQueryLog:
         flush_interval_s: float = 1.0,
         buffer: int = 200,
         impression_cache: int = 200_000,
+        retention_days: float | None = None,
+        retention_check_s: float = RETENTION_CHECK_S,
     ):
+        """`retention_days`: documents older than this are deleted every `retention_check_s` by the flush
+        thread (None: kept)."""
         self.client = client
+        self.purge = (
+            PeriodicPurge(client, index, retention_days, every_s=retention_check_s)
+            if retention_days is not None
+            else None
+        )
         self.index = index
         self.flush_interval_s = flush_interval_s
         self.buffer_size = buffer
@@ -63,6 +120,8 @@ class EsQueryLog:
         self._ready = False
         self.dropped = 0
         self._seen = ImpressionCache(impression_cache)
+        if self.purge is not None:  # retention runs in the flush thread, even while nothing is logged
+            self._start()
 
     @property
     def lookup_retry_s(self) -> float:
@@ -122,7 +181,11 @@ class EsQueryLog:
             try:
                 self.flush()
             except Exception as exc:  # keep the events for the next try; the cluster may be back then
-                log.warning("query log flush failed: %s", exc)
+                # By type only: a bulk error quotes the documents it could not write, and they hold queries.
+                log.warning("query log flush failed (%s); %d event(s) kept for the next try", type(exc).__name__,
+                            len(self._buf))  # fmt: skip
+            if self.purge is not None:
+                self.purge.run()
 
     def append(self, event: QueryEvent) -> None:
         with self._lock:
@@ -200,4 +263,4 @@ class EsQueryLog:
         try:
             self.flush()
         except Exception as exc:
-            log.warning("query log: %d event(s) not written at close: %s", len(self._buf), exc)
+            log.warning("query log: %d event(s) not written at close (%s)", len(self._buf), type(exc).__name__)
