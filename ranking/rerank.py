@@ -16,8 +16,8 @@ from typing import Literal, Protocol, TypeVar, runtime_checkable
 from pydantic import Field
 
 from models.cross_encoder import CrossEncoderConfig, CrossEncoderModel
+from models.live import LiveModel
 from ranking.fusion import Hit
-from ranking.live import LiveModel
 
 log = logging.getLogger("sift.rerank")
 

@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from ranking.live import LiveModel
+from models.live import LiveModel
 from ranking.ltr import LTRRanker, load_ranker
 from ranking.rerank import RerankFn
 from search.clicklog import make_click_log

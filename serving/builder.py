@@ -61,11 +61,12 @@ def reranker(config: AppConfig, settings: Settings) -> Application | None:
     return serve.deployment(**_options(res, "reranker", config))(RerankerServer).bind(config.reranker, res, root)
 
 
-def suggest_lm(config: AppConfig) -> Application | None:
+def suggest_lm(config: AppConfig, settings: Settings) -> Application | None:
     if not (config.suggest.enabled and config.suggest.lm.enabled):
         return None
     res = config.suggest_lm_resources
-    return serve.deployment(**_options(res, "suggest_lm", config))(SuggestLMServer).bind(config.suggest.lm, res)
+    root = str(settings.registry_root().resolve())
+    return serve.deployment(**_options(res, "suggest_lm", config))(SuggestLMServer).bind(config.suggest.lm, res, root)
 
 
 def summarizer(config: AppConfig, settings: Settings) -> Application | None:
@@ -86,6 +87,6 @@ def build_app(config: AppConfig, settings: Settings) -> Application:
         settings,
         query_encoder(config),
         reranker(config, settings),
-        suggest_lm(config),
+        suggest_lm(config, settings),
         summarizer(config, settings),
     )

@@ -25,7 +25,8 @@ from models.embedder import (
 from ranking.rerank import LiveReranker, RerankerConfig, RerankScores
 from search.documents import Document
 from search.settings import Settings
-from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
+from search.suggest.live_lm import make_completer
+from search.suggest.lm_completer import Completion, LMCompleterConfig, Task
 from search.suggest.schemas import CompleteFn
 from search.summarize.config import SummarizerConfig
 from search.summarize.summarizer import Summarizer
@@ -91,9 +92,9 @@ class SuggestLMServer:
     Returns plain dicts (`text`, `score`) so nothing model-specific crosses the process boundary.
     """
 
-    def __init__(self, config: LMCompleterConfig, resources: Resources) -> None:
+    def __init__(self, config: LMCompleterConfig, resources: Resources, registry_root: str | None = None) -> None:
         limit_threads(resources.torch_threads)
-        self.completer = LMCompleter(config)
+        self.completer = make_completer(config, registry_root)  # registry:lm → follows promotions (hot reload)
         self.completer.warm_up()
         self.completer.complete(["warm up"])
         self.complete.set_max_batch_size(resources.max_batch_size)  # type: ignore[attr-defined]

@@ -7,7 +7,8 @@ from __future__ import annotations
 from models.embedder import SentenceTransformerEmbedder
 from ranking.rerank import LiveReranker
 from search.settings import Settings
-from search.suggest.lm_completer import Completion, LMCompleter, Task
+from search.suggest.live_lm import make_completer
+from search.suggest.lm_completer import Completer, Completion, Task
 from search.suggest.schemas import CompleteFn
 from search.summarize.summarizer import Summarizer
 from search.wiring import thread_encoder, thread_reranker
@@ -31,14 +32,14 @@ def local_models(config: AppConfig, settings: Settings | None = None) -> Models:
         reranker.warm_up()
         models.reranker = thread_reranker(reranker)
     if config.suggest.lm.enabled:
-        models.complete = _completer(LMCompleter(config.suggest.lm))
+        models.complete = _completer(make_completer(config.suggest.lm, (settings or Settings()).registry_root()))
     if config.summarizer is not None:
         sentence_encoder = embedder or SentenceTransformerEmbedder(config.embedder)
         models.summary_client = LocalSummaryClient(Summarizer(config.summarizer, sentence_encoder))
     return models
 
 
-def _completer(lm: LMCompleter) -> CompleteFn:
+def _completer(lm: Completer) -> CompleteFn:
     def complete(text: str, task: Task) -> list[Completion]:
         return lm.complete([text], task)[0]
 

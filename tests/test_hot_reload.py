@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from models.live import LiveModel
 from models.registry import ModelCard, Registry
-from ranking.live import LiveModel
 
 
 def register_copy(registry: Registry, kind: str, version: str, src: Path) -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.causal_lm import LMConfig, load_lm
+from models.causal_lm import LMConfig, load_lm, model_prompt, resolve_lm
 
 Task = Literal["complete", "related"]
 
@@ -108,6 +108,9 @@ class LMCompleter:
             if self._model is not None:
                 return
             model, tok, device = load_lm(self.config.lm)
+            prompt = model_prompt(resolve_lm(self.config.lm.model))
+            if prompt:  # a tuned model is served with the prompt it learnt, whatever the config's few-shot lines
+                self.config = self.config.model_copy(update=prompt)
             tok.padding_side = "left"
             vocab = len(tok)
             strings = tok.batch_decode([[i] for i in range(vocab)], skip_special_tokens=False)
