@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sift.clicks_cli import ConfigOpt, _fail
+from sift.clicks_cli import ConfigOpt, _fail, read_logs
 from sift.train_cli import IndexOpt, RegistryOpt, click_sessions, open_registry, open_store
 
 models_app = typer.Typer(no_args_is_help=True, help="The model registry: list versions, promote (gated), roll back.")
@@ -122,6 +122,24 @@ def _ranker_evaluation(card: Any, config: Path | None, index: str | None) -> tup
         raise _fail(str(exc), 1) from exc
 
 
+def _lm_evaluation(card: Any, config: Path | None, index: str | None) -> tuple[Any, dict[str, Any]]:
+    """Completions of prefixes of the held-out side of the candidate's own split of the click log."""
+    from training.lm_data import LMDataConfig, split_queries
+    from training.promotion import lm_evaluator
+
+    if card.config.get("task", "suggest") != "suggest":
+        raise _fail(f"lm {card.version} was trained for {card.config.get('task')!r}: the suggester serves suggest")
+    data_cfg = LMDataConfig.model_validate(card.config.get("data", {}))
+    imps, clicks = read_logs(config, index)
+    logged, heldout = split_queries(imps, clicks, data_cfg)
+    with open_store(config, index) as (_store, _target, app_cfg):
+        serve = app_cfg.suggest.lm
+    try:
+        return lm_evaluator(heldout, logged, serve)
+    except ValueError as exc:
+        raise _fail(str(exc), 1) from exc
+
+
 def _check_split(reg: Any, kind: str, card: Any) -> None:
     """Warn when the live version held out other queries: it may have trained on the candidate's evaluation."""
     live = reg.live(kind)
@@ -159,21 +177,23 @@ def promote_cmd(
 
     reg = open_registry(registry)
     _kind(kind)
-    if kind == "lm":
-        raise _fail("no evaluation for lm versions yet: make one live with the LM issue's tooling")
-    if dataset is not None and kind == "ranker":
-        raise _fail("--dataset is for encoders and rerankers: a ranker reads features logged at serving time")
+    if dataset is not None and kind in ("ranker", "lm"):
+        raise _fail("--dataset is for encoders and rerankers: rankers and LMs are judged on the click log")
     try:
         card = reg.card(kind, version)
         _check_split(reg, kind, card)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
+    metric = "ndcg@10"
     if kind == "ranker":
         evaluate, described = _ranker_evaluation(card, config, index)
+    elif kind == "lm":
+        evaluate, described = _lm_evaluation(card, config, index)
+        metric = "partial_mrr@10"
     else:
         evaluate, described = _neural_evaluation(kind, card, config, index, dataset, split, depth)
     try:
-        result = reg.promote(kind, version, evaluate, margin)
+        result = reg.promote(kind, version, evaluate, margin, metric=metric)
     except (RegistryError, ValueError, OSError) as exc:
         raise _fail(f"evaluation failed, nothing changed: {exc}", 1) from exc
     report = {

@@ -25,10 +25,11 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from indexing.doc2query import DOC2QUERY_HEADER, doc2query_prompt
 from search.clicklog import ClickRecord
 from search.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
@@ -41,7 +42,6 @@ TextFetch = Callable[[Sequence[str]], dict[str, str]]
 _LONG_DIGITS = re.compile(r"\d{6,}")
 # the query log's scrub placeholders, also after normalisation has stripped a bracket at either end
 _PLACEHOLDER = re.compile(r"<(?:email|number|phone|card)\b|\b(?:email|number|phone|card)>", re.IGNORECASE)
-DOC2QUERY_HEADER = "For each document, a search query it answers:\n"
 
 
 class LMDataConfig(BaseModel):
@@ -63,6 +63,12 @@ class LMDataConfig(BaseModel):
         default=1800.0, gt=0, description="related: the clicked reformulation follows within this many seconds."
     )
     doc_chars: int = Field(default=600, ge=32, description="doc2query: characters of document text in the prompt.")
+    prompt_examples: list[str] | None = Field(
+        default_factory=list,
+        description="Few-shot query lines of the prompt learnt, saved with the model and served with it. [] (the "
+        "default): a tuned model needs no examples, and short prompts train and serve faster; None: the "
+        "suggester's configured examples.",
+    )
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class LMData:
     heldout: list[LMExample]
     stats: dict[str, int] = field(default_factory=dict)
     data_hash: str = ""
+    prompt: dict[str, Any] = field(default_factory=dict)  # LMCompleterConfig fields the examples were built with
+    config: dict[str, Any] = field(default_factory=dict)  # the LMDataConfig (split, privacy) that built them
 
 
 @dataclass(frozen=True)
@@ -224,7 +232,7 @@ def _examples(
             q, doc = json.loads(key)
             if doc in texts:
                 body = " ".join(texts[doc].split())[: cfg.doc_chars]
-                out.append(LMExample(DOC2QUERY_HEADER, f"Document: {body}\nQuery:", " " + q + "\n", weight))
+                out.append(LMExample(DOC2QUERY_HEADER, doc2query_prompt(body), " " + q + "\n", weight))
     return out
 
 
@@ -241,7 +249,11 @@ def build_lm_data(
     cfg = cfg or LMDataConfig()
     if cfg.task == "doc2query" and fetch is None:
         raise ValueError("doc2query needs the documents' texts (a store to read them from)")
-    lm = LMCompleter(completer or LMCompleterConfig())  # only its prompt builder: no model is loaded
+    lm_cfg = completer or LMCompleterConfig()
+    prompt: dict[str, Any] = {"examples": lm_cfg.examples, "related_examples": lm_cfg.related_examples}
+    if cfg.prompt_examples is not None:
+        prompt = {"examples": list(cfg.prompt_examples), "related_examples": []}
+    lm = LMCompleter(lm_cfg.model_copy(update=prompt))  # only its prompt builder: no model is loaded
     occs = _occurrences(impressions, clicks)
     allowed = allowed_queries(occs, cfg)
     flags = _heldout_flags(occs, cfg)
@@ -269,7 +281,7 @@ def build_lm_data(
         "train_examples": len(out[False]),
         "heldout_examples": len(out[True]),
     }
-    data = LMData(cfg.task, out[False], out[True], stats)
+    data = LMData(cfg.task, out[False], out[True], stats, prompt=prompt, config=cfg.model_dump(mode="json"))
     data.data_hash = lm_data_hash(data)
     return data
 
@@ -281,3 +293,17 @@ def lm_data_hash(data: LMData) -> str:
         for e in examples:
             h.update(json.dumps([side, e.header, e.prompt, e.completion, e.weight]).encode())
     return h.hexdigest()
+
+
+def split_queries(
+    impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord], cfg: LMDataConfig
+) -> tuple[list[str], list[str]]:
+    """(train-side, held-out-side) successful queries that pass the privacy rules, distinct and sorted: what the
+    LM gate types prefixes of (held-out) and what counts as already logged (train)."""
+    occs = _occurrences(impressions, clicks)
+    allowed = allowed_queries(occs, cfg)
+    sides: dict[bool, set[str]] = {False: set(), True: set()}
+    for o, held in zip(occs, _heldout_flags(occs, cfg), strict=True):
+        if o.success and o.query in allowed:
+            sides[held].add(o.query)
+    return sorted(sides[False]), sorted(sides[True])

@@ -13,6 +13,7 @@ version that `models.causal_lm.load_lm` (and so the suggester) loads unchanged.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -25,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.causal_lm import DEFAULT_LM, resolve_lm
+from models.causal_lm import DEFAULT_LM, PROMPT_FILE, resolve_lm
 from training.lm_data import LMData, LMExample
 
 Encoded = tuple[list[int], list[int], float]  # input ids, labels (-100 on the prompt), example weight
@@ -52,6 +53,9 @@ class LMTrainConfig(BaseModel):
     warmup_ratio: float = Field(default=0.1, ge=0.0, le=1.0, description="Share of steps spent warming up.")
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this global norm.")
     max_length: int = Field(default=256, ge=8, description="Tokens per example; long prompts are cut on the left.")
+    heldout_max: int = Field(
+        default=1000, ge=1, description="Held-out examples the loss is measured on (a seeded sample when more)."
+    )
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between checkpoints (and one at the end).")
     seed: int = Field(default=0, description="Seeds initialisation and batch order.")
     workers: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU on a cluster).")
@@ -223,7 +227,10 @@ def _setup(loop: dict[str, Any]) -> _Run:
     tok = AutoTokenizer.from_pretrained(loop["base_path"])
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     train: list[Encoded] = loop["train"][rank::world]
-    held: list[Encoded] = loop["heldout"][rank::world]
+    held_all: list[Encoded] = loop["heldout"]
+    if len(held_all) > cfg.heldout_max:  # the loss is a figure, not the training: a sample measures it
+        held_all = random.Random(cfg.seed).sample(held_all, cfg.heldout_max)
+    held = held_all[rank::world]
     model = build_model(loop["base_path"], cfg)
     state = _restore(loop)
     if state is not None:
@@ -374,13 +381,15 @@ def train_lm(data: LMData, cfg: LMTrainConfig, registry: Any) -> TrainedLM:
         base_model=cfg.base,
         data_hash=data.data_hash,
         metrics=metrics,
-        config={"task": data.task, "train": cfg.model_dump()},
+        config={"task": data.task, "train": cfg.model_dump(), "prompt": data.prompt, "data": data.config},
         notes=f"Causal LM fine-tuned for `{data.task}` on the click log (`sift train lm`).",
     )
 
     def write(out: Path) -> None:
         with Checkpoint(ckpt_path).as_directory() as d:
             shutil.copytree(Path(d) / MODEL_DIR, out, dirs_exist_ok=True)
+        if data.prompt:  # served with the prompt it learnt (LMCompleter reads it on load)
+            (out / PROMPT_FILE).write_text(json.dumps(data.prompt, indent=1))
 
     path = registry.register(card, write)
     return TrainedLM(card.version, path, metrics, ckpt_path)

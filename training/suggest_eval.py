@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,13 +69,20 @@ def run_eval_suggest(
     rebuild: bool = False,
     lm_cache: Path | None = None,
     min_term_coverage: float = 1.0,
+    split: tuple[Mapping[str, str], Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
+    skip: Collection[str] = (),
 ) -> dict[str, Any]:
+    """`split`: (log queries, test queries, test qrels) instead of the dataset's train and test files (a collection
+    without a train split); `skip`: test query ids left out (near-twins of a logged query)."""
     t0 = time.perf_counter()
     store = build_index(dataset, data_dir, index, rebuild)
-    train = read_queries(dataset / "queries_train.jsonl")
-    test = read_queries(dataset / "queries.jsonl")
-    qrels = relevant_only(read_qrels(dataset / "qrels" / "test.tsv"))
-    qids = [q for q in test if q in qrels][:limit]
+    if split is None:
+        train = read_queries(dataset / "queries_train.jsonl")
+        test = read_queries(dataset / "queries.jsonl")
+        qrels = relevant_only(read_qrels(dataset / "qrels" / "test.tsv"))
+    else:
+        train, test, qrels = dict(split[0]), dict(split[1]), relevant_only(split[2])
+    qids = [q for q in test if q in qrels and q not in skip][:limit]
     prefixes = {f"{qid}#{n}": p for qid in qids for n, p in prefixes_of(test[qid], n_words).items()}
 
     # LM candidates for every distinct prefix, generated in batches once and shared by "lm" and "blend".

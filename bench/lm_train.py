@@ -1,0 +1,205 @@
+"""Fine-tuning the suggester's causal LM on a click log: does it complete queries better than the stock LM?
+
+1. A BM25 index of the collection; simulated users search the log queries (SciFact: its train split; a
+   collection without one: the half of its test queries whose id hashes to 0) and click from those queries'
+   qrels only (`training.click_simulator`, in-process), so the logs are the ones production would leave.
+2. `sift train lm`'s path: suggest examples from the logs (k-sessions and PII rules), a time split of the log
+   for the held-out loss, LoRA on Ray Train (one CPU worker), registered as an `lm` version.
+3. Held-out queries (SciFact: test claims without a near-twin in train; else the other half) are typed up to
+   random cuts; QAC MRR@10, partial-match MRR@10 and success@5 on seen and unseen prefixes for the trie, the
+   stock LM, the tuned LM and both blends (training/qac_eval.py).
+4. `sift eval-suggest`'s measurement (first 1-3 words of each test query; nDCG@10 of searching the top
+   suggestion, coverage) for the stock blend and the tuned blend, on all test queries and without near-twins.
+
+Run: `make bench-lm` (SciFact) or `.venv/bin/python bench/lm_train.py --dataset ../shared/datasets/cranfield`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from models.registry import Registry  # noqa: E402
+from search.settings import Settings  # noqa: E402
+from search.suggest.lm_completer import LMCompleterConfig  # noqa: E402
+from serving.config import AppConfig  # noqa: E402
+from serving.local import local_backend  # noqa: E402
+from sift.clicks_cli import _backend_search  # noqa: E402
+from training.beir import BeirData, load_beir  # noqa: E402
+from training.click_simulator import InProcessClient, SimulatorConfig, simulate  # noqa: E402
+from training.click_users import UserConfig  # noqa: E402
+from training.lm_data import LMDataConfig  # noqa: E402
+from training.lm_run import lm_examples, run_lm_training  # noqa: E402
+from training.lm_train import LMTrainConfig  # noqa: E402
+from training.qac_eval import Prefix, near_twins, qac_markdown, qac_prefixes, qac_table  # noqa: E402
+from training.suggest_eval import _suggesters, build_index, lm_candidates, run_eval_suggest  # noqa: E402
+
+INDEX = "lm-bench"
+
+
+def half(data: BeirData, keep: int) -> BeirData:
+    ids = {q for q in data.qrels if int(hashlib.sha256(q.encode()).hexdigest(), 16) % 2 == keep}
+    return data.model_copy(
+        update={
+            "queries": {q: t for q, t in data.queries.items() if q in ids},
+            "qrels": {q: data.qrels[q] for q in ids},
+        }
+    )
+
+
+def simulated_logs(work: Path, log: BeirData, sessions: int, seed: int) -> tuple[list[Any], list[Any], AppConfig]:
+    """Impressions and clicks of `sessions` simulated searches of the log queries (cached in `work`)."""
+    cfg = AppConfig.model_validate(
+        {
+            "data_dir": str(work),
+            "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}},
+            "reranker": {"model": None},
+            "suggest": {"enabled": False},
+            "summarizer": None,
+        }
+    )
+    backend = local_backend(cfg, Settings())
+    events = backend.events
+    assert events is not None, "the bench's app records click events"
+    try:
+        if not (work / ".simulated").exists():
+            user = UserConfig(kind="pbm", eta=0.8, attractiveness=(0.05, 0.9))
+            sim = SimulatorConfig(sessions=sessions, seed=seed, user=user, concurrency=4, progress=True)
+
+            async def go() -> Any:
+                client = InProcessClient(_backend_search(backend), events)
+                try:
+                    return await simulate(client, log.queries, log.qrels, sim)
+                finally:
+                    await client.aclose()
+
+            report = asyncio.run(go())
+            print(f"simulated {report.sessions} sessions, {report.clicks} clicks in {report.seconds:.0f} s")
+            (work / ".simulated").touch()
+        imps = [e for e in backend.suggest.query_log.read() if e.type == "search"]
+        clicks = list(events.clicks.read())
+    finally:
+        backend.suggest.close()
+        backend.store.close()
+    return imps, clicks, cfg
+
+
+def ranked_lists(
+    store: Any, log_queries: dict[str, str], lm: LMCompleterConfig, prefixes: list[Prefix], cache: Path, batch: int
+) -> dict[str, dict[str, list[str]]]:
+    """system (log / lm / blend) → prefix key → the suggestions shown, top 10."""
+    raw, seconds = lm_candidates({p.typed for p in prefixes}, lm, batch, cache)
+    print(f"  LM {lm.lm.model}: {len(raw)} prefixes ({seconds:.0f} s generating)")
+    suggesters, _ = _suggesters(store, INDEX, log_queries, lm, raw, 1.0)
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, s in suggesters.items():
+        out[name] = {p.key: [x.text for x in s.suggest_blocking(p.typed, k=10).suggestions] for p in prefixes}
+        s.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
+    ap.add_argument("--sessions-per-query", type=int, default=8, help="Simulated searches per log query.")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=2, help="Torch threads of the Ray Train worker.")
+    ap.add_argument("--cuts", type=int, default=2, help="Random prefixes per held-out query.")
+    ap.add_argument("--lm-batch", type=int, default=16, help="Prefixes per generate call.")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=None, help="Reuse a work folder (index, logs, model, LM caches).")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    work = args.work or Path(tempfile.mkdtemp(prefix="sift-lm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    has_train = (args.dataset / "qrels" / "train.tsv").exists()
+    if has_train:
+        log, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
+    else:
+        full = load_beir(args.dataset, "test")
+        log, test = half(full, 0), half(full, 1)
+    twins = near_twins(test.queries, log.queries.values())
+    print(f"{args.dataset.name}: {len(log.queries)} log queries, {len(test.qrels)} test queries, {len(twins)} "
+          f"near-twins of a log query (word Jaccard >= 0.5) left out of QAC; load {os.getloadavg()[0]:.2f}; "
+          f"work {work}")  # fmt: skip
+    store = build_index(args.dataset, work, INDEX, rebuild=False)
+
+    t = time.perf_counter()
+    imps, clicks, cfg = simulated_logs(work, log, args.sessions_per_query * len(log.queries), args.seed)
+    data = lm_examples(imps, clicks, LMDataConfig(task="suggest", heldout_fraction=0.1), cfg.suggest)
+    print(f"log: {len(imps)} searches, {len(clicks)} click records ({time.perf_counter() - t:.0f} s); "
+          f"examples: {json.dumps(data.stats)}")  # fmt: skip
+    registry = Registry(work / "registry")
+    versions = registry.versions("lm")
+    if versions:
+        version, metrics = versions[-1].version, versions[-1].metrics
+    else:
+        tcfg = LMTrainConfig(
+            epochs=args.epochs,
+            max_steps=args.max_steps,
+            batch_size=args.batch_size,
+            threads_per_worker=args.threads,
+            cpus_per_worker=1.0,
+            checkpoint_every=200,
+            storage_path=str(work / "lm-train"),
+            seed=args.seed,
+        )
+        trained = run_lm_training(data, tcfg, registry)
+        version, metrics = trained.version, trained.metrics
+    print(f"trained {version}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
+                                               if not k.startswith("examples_")))  # fmt: skip
+
+    stock = LMCompleterConfig()
+    tuned = stock.model_copy(
+        update={"lm": stock.lm.model_copy(update={"model": str(registry.resolve(f"registry:lm@{version}"))})}
+    )
+    held = {q: t for q, t in test.queries.items() if q in test.qrels and q not in twins}
+    prefixes = qac_prefixes(held, log.queries.values(), per_query=args.cuts, seed=args.seed)
+    print(f"\nQAC: {len(prefixes)} prefixes of {len(held)} held-out queries, "
+          f"{sum(p.seen for p in prefixes)} seen, {sum(not p.seen for p in prefixes)} unseen")  # fmt: skip
+    systems: dict[str, dict[str, list[str]]] = {}
+    for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
+        lists = ranked_lists(store, log.queries, lm_cfg, prefixes, work / f"qac-{label}.json", args.lm_batch)
+        systems.setdefault("trie", lists["log"])
+        systems[f"lm {label}"] = lists["lm"]
+        systems[f"blend {label}"] = lists["blend"]
+    table = qac_table(systems, prefixes)
+    print(qac_markdown(table))
+    store.close()
+
+    split = (log.queries, test.queries, test.qrels)
+    blend: dict[str, Any] = {}
+    for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
+        for subset, skip in (("all", set()), ("no-twins", set(twins))):
+            rep = run_eval_suggest(args.dataset, work, lm_cfg, index=INDEX, split=split, skip=skip,
+                                   lm_cache=work / f"eval-{label}.json", batch=args.lm_batch)  # fmt: skip
+            row = rep["systems"]["blend"]["all"]
+            blend[f"{label} {subset}"] = {"coverage": row["coverage"], "ndcg10": row["ndcg10_top_suggestion"],
+                                          "bare": row["ndcg10_bare_prefix"]}  # fmt: skip
+    print("\n| blend | test queries | coverage | nDCG@10 top suggestion | nDCG@10 bare prefix |\n|---|---|---|---|---|")
+    for k, r in blend.items():
+        print(f"| {k.split()[0]} | {k.split()[1]} | {r['coverage']} | {r['ndcg10']} | {r['bare']} |")
+    out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats,
+                               "near_twins": len(twins), "qac": table, "blend": blend}, indent=1))  # fmt: skip
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    main()
