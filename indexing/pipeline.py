@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from indexing.chunking import chunk_document
 from indexing.clean import clean_document, is_empty
+from indexing.doc2query import Doc2QueryConfig, Doc2QueryExpander, expand_stream
 from indexing.errors import IndexingError
 from indexing.finalize import DEFAULT_LEASE_S, build_lock, finalize_build
 from indexing.gate import GateConfig, GateRefused, GateResult, JudgmentEvaluator
@@ -58,6 +59,9 @@ class IndexingConfig(BaseModel):
     )
     write_retries: int = Field(
         default=5, ge=0, le=20, description="Retries of transiently refused records (429, disk) before failing."
+    )
+    doc2query: Doc2QueryConfig | None = Field(
+        default=None, description="Expansion: queries the tuned LM writes per document, BM25 only; None: off."
     )
     retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry's wait; doubles, capped at 30 s.")
 
@@ -187,7 +191,15 @@ class IndexingPipeline:
             disable=not self.config.progress,
             mininterval=1.0,
         )
-        yield from bar
+        if self.config.doc2query is None:
+            yield from bar
+            return
+        expander = Doc2QueryExpander(self.config.doc2query)  # cached by content hash: unchanged docs are free
+        try:
+            yield from expand_stream(bar, expander, self.config.doc2query.batch_size)
+        finally:
+            log.info("doc2query: %s", expander.stats)
+            expander.close()
 
     def _run(
         self, items: Iterable[ReadItem], target: str, report: IndexReport, dead: DeadLetter, *, incremental: bool

@@ -13,6 +13,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+EXPANSION_FIELD = "doc2query"  # `fields` key of the queries doc2query wrote (indexing/doc2query.py): BM25 only
+
+
+def bm25_text(doc: Document) -> str:
+    """What BM25 scores for a document in both stores: title, body and any doc2query expansion queries."""
+    extra = doc.fields.get(EXPANSION_FIELD)
+    queries = "\n".join(str(q) for q in extra) if isinstance(extra, list) else ""
+    return f"{doc.title}\n{doc.body}\n{queries}" if queries else f"{doc.title}\n{doc.body}"
+
 
 class Document(BaseModel):
     """One source document, as read and cleaned."""

@@ -15,7 +15,7 @@ from elasticsearch import ConnectionError as EsConnectionError
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from search.documents import Document, Hit, StoredRecord
+from search.documents import Document, Hit, StoredRecord, bm25_text
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
@@ -279,7 +279,7 @@ class ElasticsearchStore:
         src: dict[str, Any] = doc.model_dump(mode="json", exclude={"deleted"})
         src["content_hash"] = rec.content_hash or doc.content_hash()
         if stems:
-            src["content_stems"] = " ".join(bm25_terms(f"{doc.title}\n{doc.body}"))
+            src["content_stems"] = " ".join(bm25_terms(bm25_text(doc)))
         spans = rec.chunk_spans or [(0, 0)] * len(rec.vectors)
         src["chunks"] = [{"vector": vec, "start": s, "end": e} for vec, (s, e) in zip(rec.vectors, spans, strict=True)]
         return src

@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from search.documents import Document
+from search.documents import Document, bm25_text
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
 from search.text import bm25_terms
@@ -42,7 +42,7 @@ SCHEMA_SQL = f"""
 
 def fts_content(doc: Document, stems: bool = True) -> str:
     """What the FTS5 table holds for a document: its BM25 terms, or (a legacy file) the raw title and body."""
-    text = f"{doc.title}\n{doc.body}"
+    text = bm25_text(doc)
     return " ".join(bm25_terms(text)) if stems else text
 
 

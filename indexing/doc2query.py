@@ -1,0 +1,187 @@
+"""doc2query expansion: the fine-tuned causal LM writes a few queries each document answers; they are stored in
+the document's `doc2query` field and scored by BM25 only (`search.documents.bm25_text`), never embedded or shown
+as the text. Users' words that the document does not use become matchable, the way doc2query/docTTTTTquery
+expand passages (Nogueira et al., 2019).
+
+Generation is the expensive part of a reindex, so each document's queries are cached by (model version, content
+hash of the unexpanded document, settings): a rebuild regenerates only new or changed documents. The prompt is
+the one `sift train lm --task doc2query` learns (training/lm_data.py builds it with `prompt`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.causal_lm import LMConfig, load_lm, resolve_lm
+from search.documents import EXPANSION_FIELD, Document
+from search.text import normalize_query
+
+log = logging.getLogger("sift.doc2query")
+DOC2QUERY_HEADER = "For each document, a search query it answers:\n"
+
+
+def doc2query_prompt(text: str) -> str:
+    """The per-document part of the prompt (after DOC2QUERY_HEADER), the same in training and indexing."""
+    return f"Document: {text}\nQuery:"
+
+
+def prompt(doc: Document, doc_chars: int) -> str:
+    body = " ".join(f"{doc.title} {doc.body}".split())[:doc_chars]
+    return doc2query_prompt(body)
+
+
+class Doc2QueryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The doc2query LM: a folder, `registry:lm@VERSION` or an HF id.")
+    num_queries: int = Field(default=3, ge=1, le=20, description="Queries written per document.")
+    max_new_tokens: int = Field(default=24, ge=4, le=128, description="Longest query, in tokens.")
+    doc_chars: int = Field(default=600, ge=32, description="Characters of title and body in the prompt.")
+    top_k: int = Field(default=10, ge=1, description="Sampling from the k likeliest tokens (docTTTTTquery's).")
+    seed: int = Field(default=0, description="Sampling seed: the same document gets the same queries.")
+    batch_size: int = Field(default=16, ge=1, le=256, description="Documents per generate call.")
+    device: str | None = Field(default=None, description="Torch device; None: the resolver's choice.")
+    cache: Path | None = Field(default=None, description="SQLite cache of generated queries; None: no cache.")
+
+
+class QueryCache:
+    """(key) → generated queries, in SQLite; a corrupt row reads as a miss."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS d2q (key TEXT PRIMARY KEY, queries TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                part = list(keys[i : i + 500])
+                marks = ",".join("?" * len(part))
+                for key, raw in self._db.execute(f"SELECT key, queries FROM d2q WHERE key IN ({marks})", part):
+                    try:
+                        out[key] = [str(q) for q in json.loads(raw)]
+                    except (ValueError, TypeError):
+                        log.warning("doc2query cache entry %s is unreadable; regenerating it", key[:12])
+        return out
+
+    def put_many(self, items: dict[str, list[str]]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO d2q (key, queries) VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in items.items()],
+            )
+            self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class Doc2QueryExpander:
+    """Adds `fields["doc2query"]` to documents; light `__init__`, the model loads in `warm_up`."""
+
+    def __init__(self, config: Doc2QueryConfig) -> None:
+        self.config = config
+        self._model: Any = None
+        self._tok: Any = None
+        self._device = "cpu"
+        self._stops: list[int] = []
+        self._cache = QueryCache(config.cache) if config.cache is not None else None
+        self._lock = threading.Lock()
+        self.stats = {"generated": 0, "cached": 0}
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self._model is None:
+                model, tok, self._device = load_lm(LMConfig(model=self.config.model, device=self.config.device))
+                tok.padding_side = "left"
+                newline = tok("\n", add_special_tokens=False)["input_ids"]
+                self._stops = [i for i in (tok.eos_token_id, *newline) if i is not None]
+                self._tok, self._model = tok, model
+
+    def _key(self, doc: Document) -> str:
+        c = self.config
+        model = Path(resolve_lm(c.model)).name if Path(resolve_lm(c.model)).exists() else c.model
+        settings = [model, c.num_queries, c.max_new_tokens, c.doc_chars, c.top_k, c.seed]
+        return hashlib.sha256(json.dumps([settings, doc.content_hash()]).encode()).hexdigest()
+
+    def generate(self, docs: Sequence[Document]) -> list[list[str]]:
+        """`num_queries` distinct normalised queries per document (fewer when the samples repeat)."""
+        import torch
+
+        self.warm_up()
+        c, tok = self.config, self._tok
+        texts = [DOC2QUERY_HEADER + prompt(d, c.doc_chars) for d in docs]
+        enc = tok(texts, return_tensors="pt", padding=True).to(self._device)
+        torch.manual_seed(c.seed)
+        with torch.inference_mode():
+            out = self._model.generate(
+                **enc,
+                do_sample=True,
+                top_k=c.top_k,
+                num_return_sequences=c.num_queries,
+                max_new_tokens=c.max_new_tokens,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=self._stops,
+            )
+        decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        result = []
+        for i in range(len(docs)):
+            lines = [normalize_query(t.split("\n", 1)[0]) for t in decoded[i * c.num_queries : (i + 1) * c.num_queries]]
+            result.append([q for q in dict.fromkeys(lines) if q])
+        return result
+
+    def expand(self, docs: Sequence[Document]) -> list[Document]:
+        """The documents with their queries in `fields["doc2query"]` (cached ones are not regenerated)."""
+        keys = [self._key(d) for d in docs]
+        found = self._cache.get_many(keys) if self._cache is not None else {}
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        fresh: dict[str, list[str]] = {}
+        for s in range(0, len(todo), self.config.batch_size):
+            part = todo[s : s + self.config.batch_size]
+            for i, queries in zip(part, self.generate([docs[i] for i in part]), strict=True):
+                fresh[keys[i]] = queries
+        if self._cache is not None and fresh:
+            self._cache.put_many(fresh)
+        self.stats["generated"] += len(fresh)
+        self.stats["cached"] += len(docs) - len(fresh)
+        every = {**found, **fresh}
+        return [
+            d.model_copy(update={"fields": {**d.fields, EXPANSION_FIELD: every[k]}})
+            for d, k in zip(docs, keys, strict=True)
+        ]
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+
+
+def expand_stream(items: Iterable[Any], expander: Doc2QueryExpander, batch: int = 64) -> Iterator[Any]:
+    """ReadItems (indexing/readers.py) with their documents expanded, in order, `batch` documents at a time;
+    records without a document (read errors, deletions) pass through untouched."""
+    pending: list[Any] = []
+
+    def flush() -> Iterator[Any]:
+        docs = [it for it in pending if it.doc is not None and not it.doc.deleted]
+        expanded = iter(expander.expand([it.doc for it in docs])) if docs else iter(())
+        for it in pending:
+            if it.doc is not None and not it.doc.deleted:
+                it.doc = next(expanded)
+            yield it
+        pending.clear()
+
+    for it in items:
+        pending.append(it)
+        if len(pending) >= batch:
+            yield from flush()
+    yield from flush()

@@ -1,0 +1,120 @@
+"""doc2query expansion (indexing/doc2query.py): queries a causal LM writes per document, matched by BM25 only in
+both stores, cached by content hash so a rebuild regenerates only changed documents."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from indexing.doc2query import Doc2QueryConfig, Doc2QueryExpander, expand_stream
+from indexing.readers import ReadItem
+from search.documents import EXPANSION_FIELD, Document, StoredRecord, bm25_text
+from search.schema import IndexSchema
+from search.stores.base import IndexStore
+
+DOCS = [
+    Document(id="a", title="Loops", body="Iterating over items with for and while."),
+    Document(id="b", title="Files", body="Opening and reading files line by line."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_d2q(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-d2q"), ["Document: loops\nQuery: python loop syntax\n"] * 4)
+
+
+def _expander(model: Path, cache: Path | None) -> Doc2QueryExpander:
+    return Doc2QueryExpander(Doc2QueryConfig(model=str(model), num_queries=2, max_new_tokens=6, cache=cache))
+
+
+def test_expansion_is_cached_by_content(tiny_d2q: Path, tmp_path: Path) -> None:
+    exp = _expander(tiny_d2q, tmp_path / "d2q.sqlite")
+    first = exp.expand(DOCS)
+    assert all(isinstance(d.fields[EXPANSION_FIELD], list) for d in first)
+    assert exp.stats == {"generated": 2, "cached": 0}
+    exp.close()
+    again = _expander(tiny_d2q, tmp_path / "d2q.sqlite")  # a later reindex: a new process, the same cache
+    changed = DOCS[1].model_copy(update={"body": "Writing files."})
+    second = again.expand([DOCS[0], changed])
+    assert again.stats == {"generated": 1, "cached": 1}
+    assert second[0].fields[EXPANSION_FIELD] == first[0].fields[EXPANSION_FIELD]
+    again.close()
+
+
+def test_stream_keeps_order_and_passes_errors_through(tiny_d2q: Path) -> None:
+    items = [
+        ReadItem("f:1", DOCS[0], None, {}),
+        ReadItem("f:2", None, "bad json", None),
+        ReadItem("f:3", DOCS[1], None, {}),
+    ]
+    out = list(expand_stream(items, _expander(tiny_d2q, None), batch=2))
+    assert [i.position for i in out] == ["f:1", "f:2", "f:3"]
+    assert out[1].doc is None and out[0].doc is not None and EXPANSION_FIELD in out[0].doc.fields
+
+
+def test_bm25_text_includes_the_queries_only_when_present() -> None:
+    plain = bm25_text(DOCS[0])
+    assert "Loops" in plain and "zebra" not in plain
+    assert "zebra crossing" in bm25_text(DOCS[0].model_copy(update={"fields": {EXPANSION_FIELD: ["zebra crossing"]}}))
+
+
+def _check_store_matches_expansion(store: IndexStore, index: str) -> None:
+    version = store.create_version(index, 2, IndexSchema())
+    doc = DOCS[0].model_copy(update={"fields": {EXPANSION_FIELD: ["zebra crossing rules"]}})
+    store.upsert(version, [StoredRecord(doc=doc, content_hash=doc.content_hash()), StoredRecord(doc=DOCS[1])])
+    store.refresh(version)
+    hits = store.bm25_search(version, "zebra", 5)
+    assert [h.id for h in hits] == ["a"], hits
+    got = store.get_many(version, ["a"])["a"]
+    assert got.body == DOCS[0].body  # the queries are not part of the text shown or embedded
+
+
+class TestEmbedded:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[IndexStore]:
+        from search.stores.embedded import EmbeddedStore
+
+        s = EmbeddedStore(tmp_path / "data")
+        s.warm_up()
+        yield s
+        s.close()
+
+    def test_bm25_matches_the_expansion(self, store: IndexStore, index_name: str) -> None:
+        _check_store_matches_expansion(store, index_name)
+
+
+@pytest.mark.es
+class TestElasticsearch:
+    @pytest.fixture
+    def store(self, es_url: str, index_name: str) -> Iterator[IndexStore]:
+        from search.stores.elasticsearch import ElasticsearchStore
+
+        s = ElasticsearchStore(es_url)
+        s.warm_up()
+        yield s
+        s.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
+        s.close()
+
+    def test_bm25_matches_the_expansion(self, store: IndexStore, index_name: str) -> None:
+        _check_store_matches_expansion(store, index_name)
+
+
+def test_pipeline_runs_the_expansion_stage(tiny_d2q: Path, tmp_path: Path) -> None:
+    from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from search.stores.embedded import EmbeddedStore
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.body}) + "\n" for d in DOCS))
+    d2q = Doc2QueryConfig(model=str(tiny_d2q), num_queries=2, max_new_tokens=6, cache=tmp_path / "c.sqlite")
+    cfg = IndexingConfig(embed=False, progress=False, dead_letter_dir=tmp_path / "dead", doc2query=d2q)
+    store = EmbeddedStore(tmp_path / "indices")
+    report = IndexingPipeline(store, None, cfg).build(corpus, "d2q")
+    assert report.indexed == 2
+    docs = store.get_many("d2q", ["a", "b"])
+    assert all(isinstance(d.fields.get(EXPANSION_FIELD), list) for d in docs.values())
+    store.close()
