@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-neural clean-data es-start es-stop
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-neural bench-lm bench-doc2query clean-data es-start es-stop
 
 setup: system-packages $(VENV)/.installed
 
@@ -76,6 +76,15 @@ bench-ltr: setup
 # +reranker / full on SciFact test, and rerank latency (bench/results/neural.json). WORK: a bench/ltr.py folder.
 bench-neural: setup
 	$(PY) bench/neural.py --work $(or $(WORK),.data/bench-neural)
+
+# The suggestion LM fine-tuned (LoRA, Ray Train) on simulated clicks of SciFact-train queries: QAC MRR@10 on
+# seen/unseen prefixes and the blend's nDCG@10/coverage, stock vs tuned. DATASET=.../cranfield for a second log.
+bench-lm: setup
+	$(PY) bench/lm_train.py --work $(or $(WORK),.data/bench-lm) $(if $(DATASET),--dataset $(DATASET),)
+
+# doc2query from the same log (after bench-lm): BM25 nDCG@10 and Recall@100 on SciFact test, plain vs expanded.
+bench-doc2query: setup
+	$(PY) bench/doc2query.py --work $(or $(WORK),.data/bench-lm)
 
 es-start: setup
 	$(SIFT) es start

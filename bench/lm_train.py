@@ -43,8 +43,8 @@ from training.click_users import UserConfig  # noqa: E402
 from training.lm_data import LMDataConfig  # noqa: E402
 from training.lm_run import lm_examples, run_lm_training  # noqa: E402
 from training.lm_train import LMTrainConfig  # noqa: E402
-from training.qac_eval import Prefix, near_twins, qac_markdown, qac_prefixes, qac_table  # noqa: E402
-from training.suggest_eval import _suggesters, build_index, lm_candidates, run_eval_suggest  # noqa: E402
+from training.qac_eval import near_twins, qac_markdown  # noqa: E402
+from training.suggest_eval import build_index, run_eval_suggest, run_qac  # noqa: E402
 
 INDEX = "lm-bench"
 
@@ -94,20 +94,6 @@ def simulated_logs(work: Path, log: BeirData, sessions: int, seed: int) -> tuple
         backend.suggest.close()
         backend.store.close()
     return imps, clicks, cfg
-
-
-def ranked_lists(
-    store: Any, log_queries: dict[str, str], lm: LMCompleterConfig, prefixes: list[Prefix], cache: Path, batch: int
-) -> dict[str, dict[str, list[str]]]:
-    """system (log / lm / blend) → prefix key → the suggestions shown, top 10."""
-    raw, seconds = lm_candidates({p.typed for p in prefixes}, lm, batch, cache)
-    print(f"  LM {lm.lm.model}: {len(raw)} prefixes ({seconds:.0f} s generating)")
-    suggesters, _ = _suggesters(store, INDEX, log_queries, lm, raw, 1.0)
-    out: dict[str, dict[str, list[str]]] = {}
-    for name, s in suggesters.items():
-        out[name] = {p.key: [x.text for x in s.suggest_blocking(p.typed, k=10).suggestions] for p in prefixes}
-        s.close()
-    return out
 
 
 def main() -> None:
@@ -168,21 +154,18 @@ def main() -> None:
     tuned = stock.model_copy(
         update={"lm": stock.lm.model_copy(update={"model": str(registry.resolve(f"registry:lm@{version}"))})}
     )
-    held = {q: t for q, t in test.queries.items() if q in test.qrels and q not in twins}
-    prefixes = qac_prefixes(held, log.queries.values(), per_query=args.cuts, seed=args.seed)
-    print(f"\nQAC: {len(prefixes)} prefixes of {len(held)} held-out queries, "
-          f"{sum(p.seen for p in prefixes)} seen, {sum(not p.seen for p in prefixes)} unseen")  # fmt: skip
-    systems: dict[str, dict[str, list[str]]] = {}
+    split = (log.queries, test.queries, test.qrels)
+    table: dict[str, Any] = {}
     for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
-        lists = ranked_lists(store, log.queries, lm_cfg, prefixes, work / f"qac-{label}.json", args.lm_batch)
-        systems.setdefault("trie", lists["log"])
-        systems[f"lm {label}"] = lists["lm"]
-        systems[f"blend {label}"] = lists["blend"]
-    table = qac_table(systems, prefixes)
+        qac = run_qac(args.dataset, work, lm_cfg, index=INDEX, cuts=args.cuts, batch=args.lm_batch, split=split,
+                      lm_cache=work / f"qac-{label}.json", seed=args.seed)  # fmt: skip
+        table.setdefault("trie", qac["table"]["log"])
+        table[f"lm {label}"], table[f"blend {label}"] = qac["table"]["lm"], qac["table"]["blend"]
+        print(f"QAC {label}: {qac['prefixes']} prefixes of {qac['held_out_queries']} held-out queries "
+              f"({qac['seen']} seen), LM {qac['lm_seconds']} s")  # fmt: skip
     print(qac_markdown(table))
     store.close()
 
-    split = (log.queries, test.queries, test.qrels)
     blend: dict[str, Any] = {}
     for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
         for subset, skip in (("all", set()), ("no-twins", set(twins))):

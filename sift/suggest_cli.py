@@ -32,9 +32,13 @@ def eval_suggest_cmd(
     term_coverage: Annotated[
         float, typer.Option("--term-coverage", min=0.0, max=1.0, help="LM result check strictness (see config).")
     ] = 1.0,
+    qac: Annotated[
+        int, typer.Option("--qac", min=0, max=10, help="Also QAC MRR@10 etc. on N random prefixes per query (0: off).")
+    ] = 0,
     verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log progress.")] = True,
 ) -> None:
-    """Suggestion quality on SciFact: coverage and nDCG@10 of the top suggestion vs the bare prefix."""
+    """Suggestion quality on SciFact: coverage and nDCG@10 of the top suggestion vs the bare prefix; with --qac,
+    QAC MRR@10, partial-match MRR@10 and success@5 on seen and unseen prefixes (near-twins left out)."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -69,3 +73,14 @@ def eval_suggest_cmd(
         out.write_text(json.dumps(report, indent=2))
     typer.echo(markdown(report))
     typer.echo(json.dumps(report["examples"][:6], indent=2))
+    if qac:
+        from training.qac_eval import qac_markdown
+        from training.suggest_eval import run_qac
+
+        result = run_qac(dataset, data_dir, lm_cfg, index=index, cuts=qac, batch=batch,
+                         lm_cache=data_dir / "qac-completions.json")  # fmt: skip
+        typer.echo(f"\nQAC: {result['prefixes']} prefixes ({result['seen']} seen) of {result['held_out_queries']} "
+                   f"test queries; {result['near_twins']} near-twins of a train query left out")  # fmt: skip
+        typer.echo(qac_markdown(result["table"]))
+        if out:
+            out.write_text(json.dumps({**report, "qac": result}, indent=2))

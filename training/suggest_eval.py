@@ -268,3 +268,49 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{r['covered_ndcg10_top_suggestion']} | {r['wins']} / {r['losses']} |"
             )
     return "\n".join(lines)
+
+
+def run_qac(
+    dataset: Path,
+    data_dir: Path,
+    lm_config: LMCompleterConfig,
+    *,
+    index: str = "scifact-suggest",
+    cuts: int = 2,
+    batch: int = 8,
+    lm_cache: Path | None = None,
+    split: tuple[Mapping[str, str], Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """QAC figures (training/qac_eval.py) of the prefix index, the LM and the blend: held-out queries without a
+    near-twin in the log, typed up to `cuts` random points each; `split` as for `run_eval_suggest`."""
+    from training.qac_eval import near_twins, qac_prefixes, qac_table
+
+    store = build_index(dataset, data_dir, index, rebuild=False)
+    if split is None:
+        split = (
+            read_queries(dataset / "queries_train.jsonl"),
+            read_queries(dataset / "queries.jsonl"),
+            read_qrels(dataset / "qrels" / "test.tsv"),
+        )
+    train, test, qrels = dict(split[0]), dict(split[1]), relevant_only(split[2])
+    twins = near_twins(test, train.values())
+    held = {q: t for q, t in test.items() if q in qrels and q not in twins}
+    prefixes = qac_prefixes(held, train.values(), per_query=cuts, seed=seed)
+    raw, seconds = lm_candidates({p.typed for p in prefixes}, lm_config, batch, lm_cache)
+    suggesters, _ = _suggesters(store, index, train, lm_config, raw, 1.0)
+    systems: dict[str, dict[str, list[str]]] = {}
+    for name, s in suggesters.items():
+        if name == "lm" and not lm_config.enabled:
+            continue
+        systems[name] = {p.key: [x.text for x in s.suggest_blocking(p.typed, k=10).suggestions] for p in prefixes}
+        s.close()
+    store.close()
+    return {
+        "near_twins": len(twins),
+        "held_out_queries": len(held),
+        "prefixes": len(prefixes),
+        "seen": sum(p.seen for p in prefixes),
+        "lm_seconds": round(seconds, 1),
+        "table": qac_table(systems, prefixes),
+    }

@@ -1,0 +1,110 @@
+"""doc2query from the click log: does expanding documents with LM-written queries help BM25 on SciFact test?
+
+Reuses `bench/lm_train.py`'s work folder (its BM25 index and simulated click log of SciFact's *train* queries):
+(clicked document, query) pairs → `sift train lm --task doc2query`'s path (LoRA on Ray Train) → the expansion
+stage of `sift index` (indexing/doc2query.py) over the whole corpus → BM25 Recall@100 and nDCG@10 on the test
+split, plain against expanded. The test split is read once, for the reported figures.
+
+Run: `make bench-doc2query` (after `make bench-lm`), or
+`.venv/bin/python bench/doc2query.py --work /tmp/lmb-scifact`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from indexing.doc2query import Doc2QueryConfig  # noqa: E402
+from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
+from models.registry import Registry  # noqa: E402
+from search.stores.embedded import EmbeddedStore  # noqa: E402
+from serving.config import AppConfig  # noqa: E402
+from training.beir import load_beir  # noqa: E402
+from training.lm_data import LMDataConfig  # noqa: E402
+from training.lm_run import lm_examples, run_lm_training  # noqa: E402
+from training.lm_train import LMTrainConfig  # noqa: E402
+from training.metrics import mean_metrics, per_query_metrics, ranking_to_run  # noqa: E402
+from training.neural_data import store_texts  # noqa: E402
+
+INDEX = "lm-bench"  # bench/lm_train.py's BM25 index of the corpus
+
+
+def bm25_figures(store: EmbeddedStore, index: str, queries: dict[str, str], qrels: dict) -> dict[str, float]:
+    run = {q: ranking_to_run([h.id for h in store.bm25_search(index, queries[q], 100, with_docs=False)]) for q in qrels}
+    return {k: round(v, 4) for k, v in mean_metrics(per_query_metrics(qrels, run, ("ndcg@10", "recall@100"))).items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
+    ap.add_argument("--work", type=Path, required=True, help="bench/lm_train.py's work folder.")
+    ap.add_argument("--max-steps", type=int, default=150)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--doc-chars", type=int, default=400)
+    ap.add_argument("--num-queries", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    from search.settings import Settings
+    from serving.local import local_backend  # the logs bench/lm_train.py left, read as `sift train lm` reads them
+
+    cfg = AppConfig.model_validate({"data_dir": str(args.work), "search": {"default_index": INDEX,
+                                    "retrieval": {"mode": "bm25"}}, "reranker": {"model": None},
+                                    "suggest": {"enabled": False}, "summarizer": None})  # fmt: skip
+    backend = local_backend(cfg, Settings())
+    assert backend.events is not None
+    imps = [e for e in backend.suggest.query_log.read() if e.type == "search"]
+    clicks = list(backend.events.clicks.read())
+    backend.suggest.close()
+    backend.store.close()
+    if not imps:
+        raise SystemExit(f"no query log in {args.work}: run bench/lm_train.py --work {args.work} first")
+    store = EmbeddedStore(args.work / "indices")
+    data_cfg = LMDataConfig(task="doc2query", doc_chars=args.doc_chars, heldout_fraction=0.1)
+    data = lm_examples(imps, clicks, data_cfg, cfg.suggest, store_texts(store, INDEX, 4 * args.doc_chars))
+    print(f"doc2query examples: {json.dumps(data.stats)}")
+    registry = Registry(args.work / "registry-d2q")
+    versions = registry.versions("lm")
+    if versions:
+        version, metrics = versions[-1].version, versions[-1].metrics
+    else:
+        tcfg = LMTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, threads_per_worker=args.threads,
+                             storage_path=str(args.work / "d2q-train"), checkpoint_every=100)  # fmt: skip
+        trained = run_lm_training(data, tcfg, registry)
+        version, metrics = trained.version, trained.metrics
+    print(f"trained {version}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
+                                               if not k.startswith("examples_")))  # fmt: skip
+    test = load_beir(args.dataset, "test")
+    plain = bm25_figures(store, INDEX, test.queries, test.qrels)
+    d2q = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries,
+                          doc_chars=args.doc_chars, cache=args.work / "doc2query.sqlite")  # fmt: skip
+    t = time.perf_counter()
+    icfg = IndexingConfig(embed=False, progress=True, dead_letter_dir=args.work / "dead", format="beir", doc2query=d2q)
+    report = IndexingPipeline(store, None, icfg).build(args.dataset, INDEX + "-d2q")
+    build_s = time.perf_counter() - t
+    expanded = bm25_figures(store, INDEX + "-d2q", test.queries, test.qrels)
+    sample = store.get_many(INDEX + "-d2q", [next(iter(test.qrels[q])) for q in list(test.qrels)[:3]])
+    store.close()
+    print(f"\nexpanded index built in {build_s:.0f} s ({report.indexed} documents)")
+    print("| BM25 on SciFact test | nDCG@10 | Recall@100 |\n|---|---|---|")
+    print(f"| plain | {plain['ndcg@10']} | {plain['recall@100']} |")
+    print(f"| + doc2query ({args.num_queries} queries/doc) | {expanded['ndcg@10']} | {expanded['recall@100']} |")
+    for d in sample.values():
+        print(f"  {d.id}: {d.title[:60]!r} → {d.fields.get('doc2query')}")
+    out = REPO / "bench" / "results" / "doc2query.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats, "plain": plain,
+                               "expanded": expanded, "build_s": round(build_s, 1)}, indent=1))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
