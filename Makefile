@@ -80,11 +80,11 @@ bench-neural: setup
 # The suggestion LM fine-tuned (LoRA, Ray Train) on simulated clicks of SciFact-train queries: QAC MRR@10 on
 # seen/unseen prefixes and the blend's nDCG@10/coverage, stock vs tuned. DATASET=.../cranfield for a second log.
 bench-lm: setup
-	$(PY) bench/lm_train.py --work $(or $(WORK),.data/bench-lm) $(if $(DATASET),--dataset $(DATASET),)
+	$(PY) bench/lm_train.py --work $(or $(WORK),.data/bench-lm-$(notdir $(or $(DATASET),scifact))) $(if $(DATASET),--dataset $(DATASET),)
 
 # doc2query from the same log (after bench-lm): BM25 nDCG@10 and Recall@100 on SciFact test, plain vs expanded.
 bench-doc2query: setup
-	$(PY) bench/doc2query.py --work $(or $(WORK),.data/bench-lm)
+	$(PY) bench/doc2query.py --work $(or $(WORK),.data/bench-lm-scifact)
 
 es-start: setup
 	$(SIFT) es start
