@@ -7,9 +7,11 @@ which the response carries (`request_id`, `X-Request-ID`) so an operator can fin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import re
+import traceback
 import uuid
 from typing import Any
 
@@ -33,9 +35,32 @@ def request_id(request: Request) -> str:
     return given if _CLIENT_ID.match(given) else uuid.uuid4().hex
 
 
+def note_query(request: Request, text: str) -> None:
+    """Remember the request's query text, so a fault logged for this request can leave it out."""
+    request.state.sift_query = text
+
+
+def query_tag(text: str) -> str:
+    """What logs say instead of a query: a short digest (to correlate lines) and the length."""
+    return f"<query sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]} len:{len(text)}>"
+
+
+def redact(text: str, query: str | None) -> str:
+    """`text` without the query: the whole of it, then each of its words of 3+ characters (a store's error
+    often quotes the query, or the terms it parsed out of it)."""
+    if not query or not query.strip():
+        return text
+    out = re.sub(re.escape(query.strip()), "\0", text, flags=re.IGNORECASE)
+    words = sorted({w for w in re.findall(r"\w{3,}", query)}, key=len, reverse=True)
+    if words:
+        out = re.sub(r"\b(" + "|".join(map(re.escape, words)) + r")\b", "<q>", out, flags=re.IGNORECASE)
+    return out.replace("\0", query_tag(query))
+
+
 def _server_fault(request: Request, status: int, detail: str, exc: Exception, **headers: str) -> JSONResponse:
     rid = request_id(request)
-    log.error("%s %s → %d [request %s]: %s", request.method, request.url.path, status, rid, exc, exc_info=exc)
+    trace = redact("".join(traceback.format_exception(exc)).rstrip(), getattr(request.state, "sift_query", None))
+    log.error("%s %s → %d [request %s]\n%s", request.method, request.url.path, status, rid, trace)
     return JSONResponse(
         status_code=status,
         headers={"X-Request-ID": rid, **headers},

@@ -190,7 +190,11 @@ def test_search_form_and_the_get_url_for_event_source(server: Any) -> None:
 
     url = summary_stream_url(resp, k=2)
     assert url is not None and url.startswith("/v1/summarize?") and "ids=" in url
+    assert f"query_id={resp.query_id}" in url and "exceptions" not in url  # an id in the URL, never the text
     with httpx.stream("GET", f"{server.url}{url}&max_new_tokens=4", timeout=120) as r:
+        assert r.status_code == 404  # this server logs no searches: no impression to read the query from
+    ids = "&".join(f"ids={i}" for i in top2)
+    with httpx.stream("GET", f"{server.url}/v1/summarize?query=exceptions&{ids}&max_new_tokens=4", timeout=120) as r:
         assert r.status_code == 200
         check_stream(read_sse(r), top2)
     comma = f"{server.url}/v1/summarize?query=q+x&ids={','.join(top2)}&max_new_tokens=4"

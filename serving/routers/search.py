@@ -14,9 +14,9 @@ from search.service import SearchRequest, SearchResponse
 from serving.auth import SearchAuth
 from serving.backend import logged_search
 from serving.dependencies import BackendDep
-from serving.errors import RETRY_AFTER_S
+from serving.errors import RETRY_AFTER_S, note_query
 from serving.inputs import check_filter_values
-from serving.routers.summarize import summary_stream_url
+from serving.routers.summarize import can_link_summaries, summary_stream_url
 
 log = logging.getLogger("sift.api")
 
@@ -39,6 +39,7 @@ class ErrorBody(BaseModel):
     },
 )
 async def search(body: SearchRequest, request: Request, backend: BackendDep, principal: SearchAuth) -> Any:
+    note_query(request, body.query)
     index = body.index or backend.service.config.default_index
     principal.check_index(index)
     await check_filter_values(backend.service.store, index, body.filters)
@@ -49,6 +50,6 @@ async def search(body: SearchRequest, request: Request, backend: BackendDep, pri
         log.warning("a search passed the %s s deadline", deadline)
         detail = f"the search passed its {deadline} s deadline; retry later"
         return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
-    if body.summarize and backend.summary_client is not None:
+    if body.summarize and can_link_summaries(backend):
         resp.summary_url = summary_stream_url(resp, k=backend.summary_top_k)
     return resp

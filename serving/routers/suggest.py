@@ -6,12 +6,13 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from search.events import suggest_impression
 from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
 from serving.auth import SuggestAuth
 from serving.dependencies import BackendDep
+from serving.errors import note_query
 
 log = logging.getLogger("sift.api")
 
@@ -20,6 +21,7 @@ router = APIRouter()
 
 @router.get("/v1/suggest", response_model=SuggestResponse)
 async def suggest(
+    request: Request,
     backend: BackendDep,
     principal: SuggestAuth,
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="What the user typed so far.")] = "",
@@ -30,6 +32,7 @@ async def suggest(
     """Query completions from past searches and the language model; blank `q` gives none. Served within
     the LM deadline: `partial` says LM candidates were still being generated. The response's `query_id`
     names it in the impression log, for click events on a suggestion."""
+    note_query(request, q)
     principal.check_index(backend.service.config.default_index)  # suggestions come from its searches
     runtime = backend.suggest
     query_id = uuid.uuid4().hex
@@ -43,18 +46,20 @@ async def suggest(
         texts = [s.text for s in resp.suggestions]
         runtime.record(suggest_impression(query_id, q, texts, session_id, user_token, backend.versions))
     except Exception as exc:  # logging must never fail a response that succeeded
-        log.warning("recording the suggest impression failed: %s", exc)
+        log.warning("recording the suggest impression failed (%s)", type(exc).__name__)  # its text may quote q
     return resp
 
 
 @router.get("/v1/related", response_model=RelatedResponse)
 async def related(
+    request: Request,
     backend: BackendDep,
     principal: SuggestAuth,
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="A complete query.")] = "",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Related searches wanted.")] = 8,
 ) -> RelatedResponse:
     """Searches that co-occur with `q` in sessions, and LM rewrites that return results."""
+    note_query(request, q)
     principal.check_index(backend.service.config.default_index)
     runtime = backend.suggest
     if runtime is None or runtime.suggester is None or not q.strip():

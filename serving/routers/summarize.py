@@ -21,11 +21,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from search.documents import Document
+from search.querylog import NullQueryLog
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError
 from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
+from serving.errors import note_query
 from serving.inputs import check_filter_values
 from serving.metrics import SummaryMetrics
 from serving.summary_clients import SummaryStream
@@ -96,13 +98,38 @@ def sse(event: str, data: Any) -> str:
 
 
 def summary_stream_url(response: SearchResponse, k: int = 5, path: str = SUMMARIZE_PATH) -> str | None:
-    """The GET URL that streams the summary of a search response's top k (None when it has no results)."""
+    """The GET URL that streams the summary of a search response's top k (None when it has no results).
+
+    It names the search by its `query_id`, never by its text: URLs end up in proxy, browser and access logs.
+    The GET route reads the query back from the impression the search logged."""
     ids = [r.id for r in response.results[:k]]
     if not ids:
         return None
-    params: list[tuple[str, str]] = [("query", response.query), ("index", response.index)]
+    params: list[tuple[str, str]] = [("query_id", response.query_id), ("index", response.index)]
     params += [("ids", i) for i in ids]
     return f"{path}?{urlencode(params)}"
+
+
+async def _logged_query(backend: Backend, query_id: str) -> str | None:
+    """The (scrubbed) query of a logged search impression; another replica's may need its flush interval."""
+    runtime = backend.suggest
+    if runtime is None or isinstance(runtime.query_log, NullQueryLog):
+        return None
+    qlog = runtime.query_log
+    found = await asyncio.to_thread(qlog.impressions, [query_id])
+    deadline = time.monotonic() + 2 * qlog.lookup_retry_s
+    while query_id not in found and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        found = await asyncio.to_thread(qlog.impressions, [query_id])
+    event = found.get(query_id)
+    return event.query if event is not None and event.type == "search" else None
+
+
+def can_link_summaries(backend: Backend) -> bool:
+    """Whether `summary_stream_url` links resolve here: summaries are on and searches are logged."""
+    runtime = backend.suggest
+    logged = runtime is not None and not isinstance(runtime.query_log, NullQueryLog)
+    return backend.summary_client is not None and logged
 
 
 def _error(status: int, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -125,6 +152,7 @@ async def _run(
 ) -> StreamingResponse | JSONResponse:
     started = time.perf_counter()
     service = backend.service
+    note_query(request, body.query or (body.search.query if body.search is not None else ""))
     if body.search is not None:
         index = body.search.index or service.config.default_index
         principal.check_index(index, ("body", "search", "index"))
@@ -147,8 +175,8 @@ async def _run(
         docs, missing = await asyncio.to_thread(_fetch, service, index, ids)
     except IndexNotFound as exc:
         return _error(404, str(exc.args[0]) if exc.args else "index not found")
-    except StoreError as exc:
-        log.warning("summarize: the store failed: %s", exc)
+    except StoreError as exc:  # by type: a store's message may quote the query
+        log.warning("summarize: the store failed (%s)", type(exc).__name__)
         return _error(503, "the index store is unreachable or overloaded; retry later", {"Retry-After": "5"})
     if missing:
         return _error(404, {"message": "unknown result ids", "index": index, "ids": missing})
@@ -174,14 +202,28 @@ async def summarize_get(
     backend: BackendDep,
     metrics: SummaryMetricsDep,
     principal: SummarizeAuth,
-    query: str = Query(max_length=MAX_QUERY_CHARS),
     ids: list[str] = Query(description="Result ids, repeated (ids=a&ids=b) or comma-separated."),
+    query_id: str | None = Query(
+        default=None,
+        pattern=r"^[A-Za-z0-9_\-]{1,64}$",
+        description="The search's query_id (what `summary_url` uses: no query text in a URL).",
+    ),
+    query: str | None = Query(
+        default=None, max_length=MAX_QUERY_CHARS, description="The query itself, where no query_id is given."
+    ),
     index: str | None = None,
     k: int | None = Query(default=None, ge=1, le=MAX_IDS),
     max_new_tokens: int | None = Query(default=None, ge=1, le=8192),
 ) -> Any:
     """The same stream for EventSource (GET only): the URL `summary_stream_url` builds."""
     flat = [p for i in ids for p in i.split(",") if p]
+    if (query is None) == (query_id is None):
+        msg = "give either query_id (a search's) or query"
+        raise RequestValidationError([{"loc": ("query", "query_id"), "msg": msg, "type": "value_error"}])
+    if query_id is not None:
+        query = await _logged_query(backend, query_id)
+        if query is None:
+            return _error(404, "unknown or expired query_id; search again, or POST /v1/summarize")
     try:
         body = SummarizeRequest(query=query, ids=flat, index=index, k=k, max_new_tokens=max_new_tokens)
     except ValidationError as exc:
