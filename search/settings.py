@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     elasticsearch_username: str | None = Field(default=None, description="Basic-auth user, if any.")
     elasticsearch_password: SecretStr | None = Field(default=None, description="Basic-auth password.")
     elasticsearch_api_key: SecretStr | None = Field(default=None, description="API key, if any.")
+    elasticsearch_ca_certs: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SIFT_ELASTICSEARCH_CA_CERTS", "ELASTICSEARCH_CA_CERTS"),
+        description="PEM file of the CA that signed the cluster's HTTP certificate (ECK: the `ca.crt` of "
+        "`<name>-es-http-certs-public`), for https URLs with a private CA; unset: the system's CAs.",
+    )
     es_port: int = Field(default=9200, description="HTTP port of the local development node.")
     es_heap: str = Field(default="512m", description="JVM heap of the local node (-Xms/-Xmx).")
     data_dir: Path = Field(default=Path(".data"), description="Embedded store data and dead-letter files.")

@@ -92,8 +92,10 @@ class ElasticsearchStore:
         basic_auth: tuple[str, str] | None = None,
         api_key: str | None = None,
         request_timeout: float = 30.0,
+        ca_certs: str | None = None,
     ) -> None:
         self.url = url
+        self._ca_certs = ca_certs  # a private CA's PEM (ECK's self-signed HTTP certificate)
         self.config = config or EsIndexConfig()
         self._auth = basic_auth
         self._api_key = api_key
@@ -110,6 +112,7 @@ class ElasticsearchStore:
                 basic_auth=self._auth,
                 api_key=self._api_key,
                 request_timeout=self._timeout,
+                ca_certs=self._ca_certs,
                 max_retries=2,
                 retry_on_timeout=True,
             )
@@ -307,7 +310,7 @@ class ElasticsearchStore:
                 actions,
                 raise_on_error=False,
                 raise_on_exception=True,
-                max_retries=3,
+                max_retries=1,  # one quick retry here; `indexing.writes` retries what is left, with backoff
                 initial_backoff=1,
                 chunk_size=500,
             )

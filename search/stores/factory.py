@@ -26,5 +26,8 @@ def make_store(
         if settings.elasticsearch_username and settings.elasticsearch_password:
             auth = (settings.elasticsearch_username, settings.elasticsearch_password.get_secret_value())
         key = settings.elasticsearch_api_key.get_secret_value() if settings.elasticsearch_api_key else None
-        return ElasticsearchStore(settings.es_url(), basic_auth=auth, api_key=key, request_timeout=request_timeout)
+        ca = str(settings.elasticsearch_ca_certs) if settings.elasticsearch_ca_certs else None
+        return ElasticsearchStore(
+            settings.es_url(), basic_auth=auth, api_key=key, request_timeout=request_timeout, ca_certs=ca
+        )
     raise ValueError(f"unknown store kind {kind!r}: use 'embedded' or 'es'")
