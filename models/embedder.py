@@ -175,25 +175,67 @@ class EmbeddingCache:
         return hashlib.sha256(f"{model_id}\x00{text}".encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by key. A corrupt or truncated entry is left out, so the caller encodes the text again
+        and `put_many` rewrites it; an unreadable cache file makes every key a miss. Both with a warning."""
         out: dict[str, np.ndarray] = {}
-        c = self._conn()
         keys = list(keys)
-        for i in range(0, len(keys), 500):
-            part = keys[i : i + 500]
-            rows = c.execute(f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(part))})", part).fetchall()
-            out.update({k: np.frombuffer(v, dtype=np.float32) for k, v in rows})
+        try:
+            c = self._conn()
+            for i in range(0, len(keys), 500):
+                part = keys[i : i + 500]
+                rows = c.execute(f"SELECT k, v FROM emb WHERE k IN ({','.join('?' * len(part))})", part).fetchall()
+                out.update(self._valid(rows))
+        except sqlite3.DatabaseError as exc:
+            self._warn("embedding cache %s unreadable (%s): encoding without it", self.path, exc)
+            return {}
         return out
+
+    def _valid(self, rows: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
+        """Whole float32s, all finite, and as long as the batch's other vectors (one model per batch)."""
+        vecs: dict[str, np.ndarray] = {}
+        bad = 0
+        for k, v in rows:
+            if not isinstance(v, bytes) or not v or len(v) % 4:
+                bad += 1
+                continue
+            arr = np.frombuffer(v, dtype=np.float32)
+            if np.isfinite(arr).all():
+                vecs[k] = arr
+            else:
+                bad += 1
+        sizes = [a.size for a in vecs.values()]
+        common = max(set(sizes), key=sizes.count) if sizes else 0
+        odd = [k for k, a in vecs.items() if a.size != common]
+        for k in odd:
+            del vecs[k]
+        if bad or odd:
+            self._warn(
+                "%d corrupt or truncated embedding cache entries in %s: re-encoding them", bad + len(odd), self.path
+            )
+        return vecs
+
+    @staticmethod
+    def _warn(msg: str, *args: object) -> None:
+        import logging
+
+        logging.getLogger("sift.embedder").warning(msg, *args)
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
         if not items:
             return
-        c = self._conn()
-        c.execute("BEGIN")
-        c.executemany(
-            "INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)",
-            [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
-        )
-        c.execute("COMMIT")
+        c: sqlite3.Connection | None = None
+        try:
+            c = self._conn()
+            c.execute("BEGIN")
+            c.executemany(
+                "INSERT OR REPLACE INTO emb (k, v) VALUES (?, ?)",
+                [(k, np.asarray(v, dtype=np.float32).tobytes()) for k, v in items.items()],
+            )
+            c.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:  # a corrupt file: the vectors are still returned, just not kept
+            if c is not None and c.in_transaction:
+                c.execute("ROLLBACK")
+            self._warn("embedding cache %s not writable (%s)", self.path, exc)
 
 
 class EmbedderWrapper:

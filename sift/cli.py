@@ -78,6 +78,33 @@ def es_status(port: Annotated[int | None, typer.Option(help="HTTP port.")] = Non
 
 
 # -- indexing -------------------------------------------------------------------------------------------
+GateQrelsOpt = Annotated[Path | None, typer.Option("--gate-qrels", help="Quality gate: qrels TSV (+ --gate-queries).")]
+GateQueriesOpt = Annotated[Path | None, typer.Option("--gate-queries", help="Quality gate: queries JSONL.")]
+GateDropOpt = Annotated[float | None, typer.Option("--gate-max-drop", help="Largest nDCG@10 drop vs live (0.01).")]
+GateModeOpt = Annotated[str | None, typer.Option("--gate-mode", help="bm25|dense|hybrid (hybrid).")]
+GateLiveOpt = Annotated[str | None, typer.Option("--gate-live-model", help="Live version's encoder (default: own).")]
+
+
+def _index_gate(base: object, qrels: Path | None, queries: Path | None, flags: dict[str, float | str | None]) -> object:
+    """The gate of `sift index`: the config file's (`base`), or one from --gate-qrels/--gate-queries, with the
+    other --gate-* flags on top; None without either."""
+    from indexing.gate import GateConfig
+
+    if bool(qrels) != bool(queries):
+        raise _fail("--gate-qrels and --gate-queries go together")
+    gate = GateConfig(qrels=qrels, queries=queries) if qrels and queries else base
+    given = {k: v for k, v in flags.items() if v is not None}
+    if gate is None:
+        if given:
+            raise _fail("--gate-max-drop/--gate-mode/--gate-live-model need --gate-qrels and --gate-queries")
+        return None
+    assert isinstance(gate, GateConfig)
+    try:
+        return GateConfig.model_validate({**gate.model_dump(), **given})
+    except ValueError as exc:
+        raise _fail(f"invalid gate option: {exc}") from exc
+
+
 @app.command("index")
 def index_cmd(
     source: Annotated[
@@ -97,9 +124,18 @@ def index_cmd(
     report_file: Annotated[Path | None, typer.Option("--report", help="Also write the run report here (JSON).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log each batch.")] = True,
+    gate_qrels: GateQrelsOpt = None,
+    gate_queries: GateQueriesOpt = None,
+    gate_max_drop: GateDropOpt = None,
+    gate_mode: GateModeOpt = None,
+    gate_live_model: GateLiveOpt = None,
 ) -> None:
-    """Build a new version of INDEX from SOURCE and move the alias, or update it with --incremental."""
+    """Build a new version of INDEX from SOURCE and move the alias, or update it with --incremental.
+
+    With a quality gate (--gate-qrels/--gate-queries, or `gate:` in --config) the alias moves only if the new
+    version's nDCG@10 is at most --gate-max-drop below the live one's; otherwise exit 3 with both figures."""
     _setup_logging(verbose)
+    from indexing.gate import GateRefused
     from indexing.pipeline import IndexingConfig, IndexingError, IndexingPipeline
     from models.embedder import CachedEmbedder, EmbeddingCache, SentenceTransformerEmbedder
     from search.configfile import ConfigError, load_config
@@ -122,6 +158,8 @@ def index_cmd(
         updates["batch_size"] = batch_size
     if fmt:
         updates["format"] = fmt
+    gate_flags = {"max_drop": gate_max_drop, "mode": gate_mode, "live_model": gate_live_model}
+    updates["gate"] = _index_gate(cfg.gate, gate_qrels, gate_queries, gate_flags)
     cfg = cfg.model_copy(update=updates)
     if model:
         cfg.embedder = cfg.embedder.model_copy(update={"model": model})
@@ -132,11 +170,8 @@ def index_cmd(
     if delete_ids and not incremental:
         raise _fail("--delete-ids only applies with --incremental")
 
-    embedder = None
-    if cfg.embed:
-        embedder = CachedEmbedder(
-            SentenceTransformerEmbedder(cfg.embedder), EmbeddingCache(settings.cache_dir / "embeddings.sqlite")
-        )
+    cache = EmbeddingCache(settings.cache_dir / "embeddings.sqlite")  # opened on first use
+    embedder = CachedEmbedder(SentenceTransformerEmbedder(cfg.embedder), cache) if cfg.embed else None
     pipeline = IndexingPipeline(make_store(_store_kind(store)), embedder, cfg)
     try:
         if incremental:
@@ -145,8 +180,18 @@ def index_cmd(
         else:
             assert source is not None
             report = pipeline.build(source, index)
+    except GateRefused as exc:
+        typer.echo(exc.result.model_dump_json(indent=2))
+        raise _fail(str(exc), 3) from exc
     except (IndexingError, StoreError, ValueError, OSError) as exc:
         raise _fail(f"indexing failed, alias unchanged: {exc}", 1) from exc
+    _print_index_report(report, report_file)
+
+
+def _print_index_report(report: object, report_file: Path | None) -> None:
+    from indexing.pipeline import IndexReport
+
+    assert isinstance(report, IndexReport)
     out = report.model_dump_json(indent=2)
     if report_file:
         report_file.write_text(out)

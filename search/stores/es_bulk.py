@@ -14,9 +14,14 @@ from elasticsearch import Elasticsearch, helpers
 
 from search.stores.base import DeleteFailed, DocFailure
 
-TRANSIENT_TYPES = frozenset(
-    {"cluster_block_exception", "es_rejected_execution_exception", "circuit_breaking_exception"}
-)
+TRANSIENT_TYPES = frozenset({"es_rejected_execution_exception", "circuit_breaking_exception"})
+
+
+def _transient(status: int | None, etype: str, reason: str) -> bool:
+    """429s, and a disk flood-stage block (TOO_MANY_REQUESTS/12, read-only-allow-delete); a write block set by
+    an operator (FORBIDDEN/8) is not transient."""
+    flood = etype == "cluster_block_exception" and ("flood" in reason or "TOO_MANY_REQUESTS" in reason)
+    return status == 429 or etype in TRANSIENT_TYPES or flood
 
 
 def item_failure(info: dict[str, Any]) -> DocFailure:
@@ -32,7 +37,7 @@ def item_failure(info: dict[str, Any]) -> DocFailure:
         id=str(info.get("_id")),
         reason=f"{etype}: {reason}" + (f" ({caused})" if caused else ""),
         status=status,
-        transient=status == 429 or etype in TRANSIENT_TYPES,
+        transient=_transient(status, etype, str(reason)),
     )
 
 
