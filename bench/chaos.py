@@ -1,0 +1,369 @@
+"""Chaos benchmark: the real Serve app over a real Elasticsearch node, under open-loop mixed search/suggest load,
+while (a) one replica is killed, (b) the node is stopped for 10 s and restarted, (c) a reindex is SIGKILLed.
+
+    .venv/bin/python bench/chaos.py [--seconds 60] [--rate 50] [--phases a,b,c] [--victim ingress|query_encoder]
+
+Setup: a node of its own (free port, temporary state), SciFact's corpus (or its first --limit documents)
+indexed with `sift index`, and the app started by `serving.ray_env.run_local` (what `sift serve` runs) with two
+ingress replicas, the query-encoder deployment, suggestions from the query log (their LM off: 2 CPUs). Each
+phase is its own open-loop run (`--rate` requests/s for `--seconds`, `--search-share` of them POST /v1/search,
+the rest GET /v1/suggest) from a separate process; the fault comes a quarter of the way in. Phase (b) runs at
+least long enough to see 10 s after the node is back. Figures (`bench/chaos_figures.py`) are printed and written
+to bench/results/chaos.json. Goals: (a) <= 0.5% failed and none sent 10 s after the kill; (b) only 503s while
+the node is down, no failure after it is back; (c) no failed search and the alias on its old version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench._latency import Reply, descendants, open_loop, process_title  # noqa: E402
+from bench.chaos_figures import Outcome, es_outage, reindex_kill, replica_kill  # noqa: E402
+
+INDEX = "chaos"
+APP = "chaos"
+DATASET = REPO.parent / "shared" / "datasets" / "scifact"
+OUTAGE_S = 10.0
+AFTER_UP_S = 12.0  # phase (b) lasts until at least this long after the node is back
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def log(msg: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---- load (its own process, so the driver's Ray threads never delay reading a reply) -------------------------
+
+
+def workload(queries: list[str], n: int, search_share: float, seed: int = 7) -> list[dict[str, Any]]:
+    """`n` requests: searches with whole queries, suggestions with their first one to three words."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        q = queries[i % len(queries)]
+        session = f"s{rng.randrange(400)}"
+        if rng.random() < search_share:
+            out.append({"kind": "search", "body": {"query": q, "limit": 10, "session_id": session}})
+        else:
+            words = q.split()
+            prefix = " ".join(words[: rng.randint(1, min(3, len(words)))])
+            out.append({"kind": "suggest", "params": {"q": prefix, "k": 5, "session_id": session}})
+    return out
+
+
+def run_load(url: str, plan: list[dict[str, Any]], rate: float, seconds: float, start_at: float) -> list[dict]:
+    """Open-loop: request i is due at start_at + i / rate; its latency runs from then to the reply."""
+    import httpx
+
+    async def go() -> list[dict]:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
+
+            async def send(i: int) -> Reply:
+                req = plan[i % len(plan)]
+                if req["kind"] == "search":
+                    r = await client.post("/v1/search", json=req["body"])
+                else:
+                    r = await client.get("/v1/suggest", params=req["params"])
+                return Reply(ok=200 <= r.status_code < 300, status=r.status_code, tag=req["kind"])
+
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            run = await open_loop(send, rate, seconds)
+        return [
+            {
+                "t": s.due,
+                "kind": plan[s.index % len(plan)]["kind"],
+                "status": s.status,
+                "latency": s.latency,
+                "error": s.error,
+            }
+            for s in run.samples
+        ]
+
+    return asyncio.run(go())
+
+
+class Load:
+    """One phase's load in a worker process, started `lead_s` from now; times are relative to its start."""
+
+    def __init__(self, pool: ProcessPoolExecutor, url: str, plan: list[dict], rate: float, seconds: float) -> None:
+        self.start_at = time.time() + 2.0
+        self.future = pool.submit(run_load, url, plan, rate, seconds, self.start_at)
+
+    def now(self) -> float:
+        return time.time() - self.start_at
+
+    def sleep_until(self, t: float) -> None:
+        time.sleep(max(0.0, t - self.now()))
+
+    def outcomes(self) -> list[Outcome]:
+        return [Outcome(**o) for o in self.future.result()]
+
+
+# ---- setup ----------------------------------------------------------------------------------------------------
+
+
+def write_corpus(dataset: Path, limit: int | None, out: Path) -> Path:
+    with open(dataset / "corpus.jsonl", encoding="utf-8") as src, open(out, "w", encoding="utf-8") as dst:
+        for n, line in enumerate(src):
+            if limit is not None and n >= limit:
+                break
+            dst.write(line)
+    return out
+
+
+def sift_index(source: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [str(REPO / ".venv" / "bin" / "sift"), "index", "--source", str(source), "--index", INDEX]
+    cmd += ["--store", "es", "--quiet", "--no-progress"]
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def app_config(es_url: str, port: int, data_dir: Path) -> Any:
+    from serving.config import AppConfig
+
+    return AppConfig.model_validate(
+        {
+            "app_name": APP,
+            "port": port,
+            "store": "es",
+            "elasticsearch_url": es_url,
+            "es_request_timeout_s": 3,
+            "data_dir": str(data_dir),
+            "search": {"default_index": INDEX},
+            "ingress": {"num_cpus": 0.25, "replicas": 2, "max_ongoing_requests": 256},
+            "encoder_resources": {"num_cpus": 0.4, "replicas": 1},
+            "suggest": {"lm": {"enabled": False}},
+            "summarizer": None,
+        }
+    )
+
+
+def wait_ready(url: str, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} never became ready")
+
+
+def replicas(role: str) -> list[int]:
+    """PIDs of this app's live `role` replicas (Ray workers below this driver, by process title)."""
+    prefix = f"ray::ServeReplica:{APP}:{role}"
+    return [p for p in descendants(os.getpid()) if process_title(p).startswith(prefix)]
+
+
+def wait_replicas(role: str, n: int, timeout: float = 180) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(APP)
+        if len(replicas(role)) >= n and app is not None and str(app.status).endswith("RUNNING"):
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{role}: {n} replicas not back within {timeout:.0f} s")
+
+
+# ---- phases ---------------------------------------------------------------------------------------------------
+
+
+def phase_a(load: Load, at: float, victim: str) -> dict[str, Any]:
+    load.sleep_until(at)
+    pids = replicas(victim)
+    if not pids:
+        raise RuntimeError(f"no {victim} replica found to kill")
+    os.kill(pids[0], signal.SIGKILL)
+    kill_t = load.now()
+    log(f"(a) killed {victim} replica pid {pids[0]} at t={kill_t:.1f}s ({len(pids)} were running)")
+    figures = replica_kill(load.outcomes(), kill_t)
+    return {"victim": victim, "kill_t": round(kill_t, 2), **figures}
+
+
+def phase_b(load: Load, at: float, node: Any) -> dict[str, Any]:
+    load.sleep_until(at)
+    down_t = load.now()
+    node.stop()
+    log(f"(b) node stopped at t={down_t:.1f}s (took {load.now() - down_t:.1f}s); down for {OUTAGE_S:g}s")
+    time.sleep(OUTAGE_S)
+    restart_t = load.now()
+    node.start()
+    up_t = load.now()
+    log(f"(b) node restarted at t={restart_t:.1f}s, answering at t={up_t:.1f}s")
+    figures = es_outage(load.outcomes(), down_t, up_t)
+    return {"down_t": round(down_t, 2), "restart_t": round(restart_t, 2), "up_t": round(up_t, 2), **figures}
+
+
+def phase_c(load: Load, at: float, es_url: str, source: Path, env: dict[str, str]) -> dict[str, Any]:
+    from search.stores.elasticsearch import ElasticsearchStore
+
+    store = ElasticsearchStore(es_url)
+    before = store.current_version(INDEX)
+    load.sleep_until(at)
+    proc = sift_index(source, env)
+    killed: str | None = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        new = [v.version for v in store.list_versions(INDEX) if v.version != before]
+        if new:
+            time.sleep(1.0)  # let it write a few batches
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                killed = new[0]
+            break
+        time.sleep(0.2)
+    rc = proc.wait()
+    log(f"(c) reindex {'SIGKILLed while writing ' + killed if killed else f'ended by itself (rc {rc})'}")
+    outcomes = load.outcomes()
+    after = store.current_version(INDEX)
+    store.close()
+    return reindex_kill(outcomes, before, after, killed)
+
+
+# ---- main -----------------------------------------------------------------------------------------------------
+
+
+def print_phase(name: str, f: dict[str, Any]) -> None:
+    verdict = "PASS" if f["goal_met"] else "FAIL"
+    if name == "a":
+        line = (
+            f"(a) {f['victim']} replica killed: {f['failed']}/{f['requests']} failed ({f['failed_pct']}%), "
+            f"recovered {f['recovery_s']} s after the kill, {f['failed_after_10s']} failed after 10 s "
+            f"(goal <= 0.5%, 0)"
+        )
+    elif name == "b":
+        line = (
+            f"(b) ES down {f['outage_s']} s: {f['requests_during']} requests in flight, {f['ok_during']} ok, "
+            f"{f['503_during']} 503, other failures {f['non_503_failures_during'] or 0} "
+            f"(share of 503 among failures {f['share_503_of_failed_during']}); after recovery "
+            f"{f['failed_after_recovery']}/{f['requests_after']} failed (goal: only 503 while down, 0 after)"
+        )
+    else:
+        line = (
+            f"(c) reindex killed mid-way: {f['killed_mid_way']}; {f['failed_searches']}/{f['searches']} searches "
+            f"failed; alias {f['alias_before']} -> {f['alias_after']} (goal: 0 failed, alias unchanged)"
+        )
+    print(f"{line}  {verdict}", flush=True)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through the finally that stops Ray and the node
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=60.0, help="load per phase")
+    p.add_argument("--rate", type=float, default=50.0, help="requests per second")
+    p.add_argument("--search-share", type=float, default=0.5)
+    p.add_argument("--phases", default="a,b,c")
+    p.add_argument("--victim", choices=["ingress", "query_encoder"], default="ingress")
+    p.add_argument("--dataset", type=Path, default=DATASET)
+    p.add_argument("--limit", type=int, default=None, help="index only the first N documents")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "chaos.json")
+    args = p.parse_args()
+    phases = [x.strip() for x in args.phases.split(",") if x.strip()]
+    tmp = Path(tempfile.mkdtemp(prefix="sift-chaos-"))
+    from sift.es_node import LocalElasticsearch
+
+    node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_CHAOS_ES_PORT", "9291")))
+    results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": {}}
+    ray_started = False
+    try:
+        node.wipe()
+        node.start()
+        env = {**os.environ, "ELASTICSEARCH_URL": node.url}
+        source = write_corpus(args.dataset, args.limit, tmp / "corpus.jsonl")
+        t = time.monotonic()
+        proc = sift_index(source, env)
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"sift index failed: {err.decode()[-2000:]}")
+        log(f"indexed {source} into {node.url} in {time.monotonic() - t:.0f} s")
+        with open(args.dataset / "queries.jsonl", encoding="utf-8") as f:
+            queries = [json.loads(line)["text"] for line in f if line.strip()]
+
+        import ray
+
+        from search.settings import Settings
+        from serving.ray_env import prepare_ray_env, run_local
+
+        prepare_ray_env()
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+        ray_started = True
+        port = free_port()
+        os.environ["ELASTICSEARCH_URL"] = node.url
+        run_local(app_config(node.url, port, tmp / "data"), Settings())
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        log(f"app ready on {url}")
+        n = max(1, round(args.rate * max(args.seconds, 60)))
+        plan = workload(queries, n, args.search_share)
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            pool.submit(run_load, url, plan[:40], 20, 2, time.time()).result()  # warm up (and start the worker)
+            for name in phases:
+                seconds = args.seconds
+                if name == "b":  # stop + 10 s + restart + AFTER_UP_S, whatever --seconds says
+                    seconds = max(seconds, args.seconds / 4 + 5 + OUTAGE_S + 40 + AFTER_UP_S)
+                load = Load(pool, url, plan, args.rate, seconds)
+                at = args.seconds / 4
+                log(f"phase ({name}): {args.rate:g} req/s for {seconds:g} s, fault at t={at:g}s")
+                if name == "a":
+                    f = phase_a(load, at, args.victim)
+                    wait_replicas(args.victim, 2 if args.victim == "ingress" else 1)
+                elif name == "b":
+                    f = phase_b(load, at, node)
+                else:
+                    f = phase_c(load, at, node.url, source, env)
+                results["phases"][name] = f
+                print_phase(name, f)
+                write(args.out, results)  # a run cut short keeps the phases it finished
+    finally:
+        if ray_started:
+            from ray import serve
+
+            with contextlib.suppress(Exception):
+                serve.shutdown()
+            ray.shutdown()
+        node.wipe()
+        shutil.rmtree(tmp, ignore_errors=True)
+    write(args.out, results)
+    log(f"wrote {args.out}")
+
+
+def write(out: Path, results: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
