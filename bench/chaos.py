@@ -91,7 +91,8 @@ def run_load(url: str, plan: list[dict[str, Any]], rate: float, seconds: float, 
                     r = await client.post("/v1/search", json=req["body"])
                 else:
                     r = await client.get("/v1/suggest", params=req["params"])
-                return Reply(ok=200 <= r.status_code < 300, status=r.status_code, tag=req["kind"])
+                ok = 200 <= r.status_code < 300
+                return Reply(ok=ok, status=r.status_code, tag=None if ok else r.text[:160])
 
             await asyncio.sleep(max(0.0, start_at - time.time()))
             run = await open_loop(send, rate, seconds)
@@ -101,7 +102,7 @@ def run_load(url: str, plan: list[dict[str, Any]], rate: float, seconds: float, 
                 "kind": plan[s.index % len(plan)]["kind"],
                 "status": s.status,
                 "latency": s.latency,
-                "error": s.error,
+                "error": s.error or s.tag,
             }
             for s in run.samples
         ]
@@ -197,6 +198,17 @@ def wait_replicas(role: str, n: int, timeout: float = 180) -> None:
 # ---- phases ---------------------------------------------------------------------------------------------------
 
 
+def timeline(outcomes: list[Outcome]) -> dict[str, Any]:
+    """Failures per second of the phase (by status), and a few failure bodies: what the figures summarise."""
+    per_s: dict[int, dict[str, int]] = {}
+    for o in outcomes:
+        if not o.ok:
+            slot = per_s.setdefault(int(o.t), {})
+            slot[f"{o.kind}:{o.label}"] = slot.get(f"{o.kind}:{o.label}", 0) + 1
+    samples = sorted({f"{o.kind} {o.label}: {o.error}" for o in outcomes if not o.ok})[:8]
+    return {"failures_per_s": {str(k): v for k, v in sorted(per_s.items())}, "failure_samples": samples}
+
+
 def phase_a(load: Load, at: float, victim: str) -> dict[str, Any]:
     load.sleep_until(at)
     pids = replicas(victim)
@@ -205,8 +217,8 @@ def phase_a(load: Load, at: float, victim: str) -> dict[str, Any]:
     os.kill(pids[0], signal.SIGKILL)
     kill_t = load.now()
     log(f"(a) killed {victim} replica pid {pids[0]} at t={kill_t:.1f}s ({len(pids)} were running)")
-    figures = replica_kill(load.outcomes(), kill_t)
-    return {"victim": victim, "kill_t": round(kill_t, 2), **figures}
+    outcomes = load.outcomes()
+    return {"victim": victim, "kill_t": round(kill_t, 2), **replica_kill(outcomes, kill_t), **timeline(outcomes)}
 
 
 def phase_b(load: Load, at: float, node: Any) -> dict[str, Any]:
@@ -219,8 +231,9 @@ def phase_b(load: Load, at: float, node: Any) -> dict[str, Any]:
     node.start()
     up_t = load.now()
     log(f"(b) node restarted at t={restart_t:.1f}s, answering at t={up_t:.1f}s")
-    figures = es_outage(load.outcomes(), down_t, up_t)
-    return {"down_t": round(down_t, 2), "restart_t": round(restart_t, 2), "up_t": round(up_t, 2), **figures}
+    outcomes = load.outcomes()
+    times = {"down_t": round(down_t, 2), "restart_t": round(restart_t, 2), "up_t": round(up_t, 2)}
+    return {**times, **es_outage(outcomes, down_t, up_t), **timeline(outcomes)}
 
 
 def phase_c(load: Load, at: float, es_url: str, source: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -246,7 +259,7 @@ def phase_c(load: Load, at: float, es_url: str, source: Path, env: dict[str, str
     outcomes = load.outcomes()
     after = store.current_version(INDEX)
     store.close()
-    return reindex_kill(outcomes, before, after, killed)
+    return {**reindex_kill(outcomes, before, after, killed), **timeline(outcomes)}
 
 
 # ---- main -----------------------------------------------------------------------------------------------------

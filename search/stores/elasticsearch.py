@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
+from elastic_transport.client_utils import DEFAULT
 from elasticsearch import ApiError, BadRequestError, Elasticsearch, NotFoundError, TransportError, helpers
 from elasticsearch import ConnectionError as EsConnectionError
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,7 +113,7 @@ class ElasticsearchStore:
                 basic_auth=self._auth,
                 api_key=self._api_key,
                 request_timeout=self._timeout,
-                ca_certs=self._ca_certs,
+                ca_certs=self._ca_certs or DEFAULT,
                 max_retries=2,
                 retry_on_timeout=True,
             )
