@@ -71,6 +71,15 @@ def test_second_build_fails_fast_and_leaves_the_first_alone(
     assert report.alias_switched and store.count(index_name) == 20
 
 
+def test_lease_is_renewed_while_the_build_runs(store: IndexStore, index_name: str) -> None:
+    with build_lock(store, index_name, lease_s=0.6) as held:
+        time.sleep(1.5)  # over twice the lease: only the heartbeat keeps it
+        with pytest.raises(LockHeld):
+            store.acquire_build_lock(index_name, "second", 60)
+        held.check()  # not lost
+    store.acquire_build_lock(index_name, "second", 60).release()  # released on exit
+
+
 def test_transient_refusals_are_retried_to_success(
     store: IndexStore, cached: CachedEmbedder, tmp_path: Path, index_name: str
 ) -> None:

@@ -138,6 +138,7 @@ def test_broken_encoder_refused_good_build_swaps(
     with pytest.raises(GateRefused) as refused:
         IndexingPipeline(store, RandomVectors(tiny_embedder), config(tmp_path, gate)).build(judged / "corpus", "sf")
     result = refused.value.result
+    print(f"gate figures (dense): live {result.live:.4f}, random-vector build {result.new:.4f}")
     assert result.live == pytest.approx(live_score) and result.new < live_score - 0.05
     assert f"{result.new:.4f}" in str(refused.value) and f"{result.live:.4f}" in str(refused.value)
     assert store.current_version("sf") == first.version  # the alias stayed
