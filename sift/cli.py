@@ -346,6 +346,7 @@ def _register_commands() -> None:
     from sift.clicks_cli import clicks_app
     from sift.eval_cli import eval_cmd
     from sift.models_cli import models_app
+    from sift.reindex_cli import reindex_cmd
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
     from sift.train_cli import train_app
@@ -353,6 +354,7 @@ def _register_commands() -> None:
     app.command("eval")(eval_cmd)
     app.command("eval-suggest")(eval_suggest_cmd)
     app.command("summarize")(summarize_cmd)
+    app.command("reindex")(reindex_cmd)
     app.add_typer(clicks_app, name="clicks")
     app.add_typer(train_app, name="train")
     app.add_typer(models_app, name="models")
