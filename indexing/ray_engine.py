@@ -105,7 +105,7 @@ class RayIndexingPipeline(IndexingPipeline):
         ctx.enable_progress_bars = False  # the driver's tqdm shows docs/s and ETA
         rc, cfg = self.ray_config, self.config
         files = [{"file": str(f), "fmt": fmt, "label": label} for f, fmt, label in _plan(source, cfg.format)]
-        ds = ray.data.from_items(files, override_num_blocks=len(files))
+        ds: Any = ray.data.from_items(files, override_num_blocks=len(files))
         ds = ds.map_batches(
             _read_files,
             batch_size=1,

@@ -48,9 +48,9 @@ class OnnxSentenceEncoder:
         st = SentenceTransformer(path, device="cpu")
         self.pooling = _pooling_mode(st)
         self.tokenizer = st.tokenizer
-        self.max_seq_length = int(max_seq_length or st.max_seq_length)
+        self.max_seq_length = int(max_seq_length or st.max_seq_length or 512)
         get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-        self._dims = int(get_dim())
+        self._dims = int(get_dim() or 0)
         target = onnx_cache_path(cache_dir, fingerprint, quantize)
         if not target.exists():
             fp32 = onnx_cache_path(cache_dir, fingerprint, "none")
