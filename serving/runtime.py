@@ -44,7 +44,7 @@ class SuggestRuntime:
         try:
             self.query_log.append(event)
         except Exception as exc:  # the search already succeeded; a lost log line must not fail it
-            log.warning("query log append failed: %s", exc)
+            log.warning("query log append failed (%s)", type(exc).__name__)  # its text may quote the query
         if self.suggester is not None:
             self.suggester.record(event)
 

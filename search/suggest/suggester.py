@@ -185,7 +185,10 @@ class Suggester:
                     del self._inflight[key]
             if not f.cancelled() and f.exception() is not None:
                 self.stats["lm_errors"] += 1
-                log.warning("LM candidates for %r failed: %s", key, f.exception())
+                # never the prefix itself: warning lines hold no query text
+                task, text = key
+                log.warning("LM %s candidates for a %d-character text failed (%s)", task, len(text),
+                            type(f.exception()).__name__)  # fmt: skip
 
         fut.add_done_callback(_done)
         return fut
