@@ -41,6 +41,7 @@ def _options(res: Resources, name: str, config: AppConfig) -> dict[str, Any]:
         "name": name,
         "num_replicas": res.replicas,
         "max_ongoing_requests": res.max_ongoing_requests,
+        "health_check_period_s": res.health_check_period_s,
         "ray_actor_options": {"num_cpus": res.num_cpus, "num_gpus": gpus, "runtime_env": {"env_vars": env}},
         "logging_config": serve_logging(config),
     }

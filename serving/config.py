@@ -34,6 +34,13 @@ class Resources(BaseModel):
     max_batch_size: int = Field(default=16, ge=1, le=1024, description="@serve.batch size.")
     batch_wait_timeout_s: float = Field(default=0.002, ge=0, le=1, description="@serve.batch wait for a fuller batch.")
     max_ongoing_requests: int = Field(default=64, ge=1, description="Concurrent requests per replica.")
+    health_check_period_s: float = Field(
+        default=2.0,
+        ge=0.5,
+        le=60,
+        description="How often Serve checks each replica (its default is 10 s): a crashed replica is noticed, "
+        "dropped from routing and replaced within about this long (bench/chaos.py).",
+    )
 
 
 class ServedSuggestConfig(SuggestConfig):
