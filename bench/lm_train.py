@@ -44,7 +44,7 @@ from training.lm_data import LMDataConfig  # noqa: E402
 from training.lm_run import lm_examples, run_lm_training  # noqa: E402
 from training.lm_train import LMTrainConfig  # noqa: E402
 from training.qac_eval import near_twins, qac_markdown  # noqa: E402
-from training.suggest_eval import build_index, run_eval_suggest, run_qac  # noqa: E402
+from training.suggest_eval import build_index, related_success, run_eval_suggest, run_qac  # noqa: E402
 
 INDEX = "lm-bench"
 
@@ -150,6 +150,21 @@ def main() -> None:
     print(f"trained {version}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
                                                if not k.startswith("examples_")))  # fmt: skip
 
+    evaluate(args, work, store, log, test, twins, version, metrics)
+
+
+def evaluate(
+    args: argparse.Namespace,
+    work: Path,
+    store: Any,
+    log: BeirData,
+    test: BeirData,
+    twins: dict[str, float],
+    version: str,
+    metrics: dict[str, float],
+) -> None:
+    """QAC, related searches and the blend's nDCG@10/coverage, stock LM against the tuned version."""
+    registry = Registry(work / "registry")
     stock = LMCompleterConfig()
     tuned = stock.model_copy(
         update={"lm": stock.lm.model_copy(update={"model": str(registry.resolve(f"registry:lm@{version}"))})}
@@ -164,6 +179,11 @@ def main() -> None:
         print(f"QAC {label}: {qac['prefixes']} prefixes of {qac['held_out_queries']} held-out queries "
               f"({qac['seen']} seen), LM {qac['lm_seconds']} s")  # fmt: skip
     print(qac_markdown(table))
+    related: dict[str, Any] = {}
+    held = {q: t for q, t in test.queries.items() if q not in twins}
+    for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
+        related[label] = related_success(store, INDEX, lm_cfg, held, test.qrels, batch=args.lm_batch)
+        print(f"related searches, {label} LM: {json.dumps(related[label])}")
     store.close()
 
     blend: dict[str, Any] = {}
@@ -179,8 +199,9 @@ def main() -> None:
         print(f"| {k.split()[0]} | {k.split()[1]} | {r['coverage']} | {r['ndcg10']} | {r['bare']} |")
     out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats,
-                               "near_twins": len(twins), "qac": table, "blend": blend}, indent=1))  # fmt: skip
+    result = {"version": version, "training": metrics, "near_twins": len(twins), "qac": table, "blend": blend,
+              "related": related}  # fmt: skip
+    out.write_text(json.dumps(result, indent=1))
     print(f"\nwritten {out}")
 
 

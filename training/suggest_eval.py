@@ -314,3 +314,33 @@ def run_qac(
         "lm_seconds": round(seconds, 1),
         "table": qac_table(systems, prefixes),
     }
+
+
+def related_success(
+    store: IndexStore,
+    index: str,
+    lm_config: LMCompleterConfig,
+    queries: Mapping[str, str],
+    qrels: Mapping[str, Mapping[str, int]],
+    batch: int = 8,
+) -> dict[str, float | int]:
+    """Related searches: the share of queries whose top LM rewrite (task `related`) returns a judged-relevant
+    document in its BM25 top 10, beside the share for the query itself."""
+    qids = sorted(q for q in queries if q in qrels)
+    texts = [normalize_query(queries[q]) for q in qids]
+    lm = LMCompleter(lm_config)
+    rewrites: list[str | None] = []
+    for i in range(0, len(texts), batch):
+        for original, cands in zip(texts[i : i + batch], lm.complete(texts[i : i + batch], "related"), strict=True):
+            best = [c.text for c in sorted(cands, key=lambda c: -c.score) if normalize_query(c.text) != original]
+            rewrites.append(best[0] if best else None)
+    cache = _search_all(store, index, set(texts) | {r for r in rewrites if r})
+    hit = [any(d in qrels[q] for d in cache[r]) if r else False for q, r in zip(qids, rewrites, strict=True)]
+    own = [any(d in qrels[q] for d in cache[t]) for q, t in zip(qids, texts, strict=True)]
+    n = max(1, len(qids))
+    return {
+        "queries": len(qids),
+        "rewritten": sum(r is not None for r in rewrites),
+        "related_success10": round(sum(hit) / n, 4),
+        "query_success10": round(sum(own) / n, 4),
+    }
