@@ -3,14 +3,15 @@ while (a) one replica is killed, (b) the node is stopped for 10 s and restarted,
 
     .venv/bin/python bench/chaos.py [--seconds 60] [--rate 50] [--phases a,b,c] [--victim ingress|query_encoder]
 
-Setup: a node of its own (free port, temporary state), SciFact's corpus (or its first --limit documents)
-indexed with `sift index`, and the app started by `serving.ray_env.run_local` (what `sift serve` runs) with two
-ingress replicas, the query-encoder deployment, suggestions from the query log (their LM off: 2 CPUs). Each
-phase is its own open-loop run (`--rate` requests/s for `--seconds`, `--search-share` of them POST /v1/search,
-the rest GET /v1/suggest) from a separate process; the fault comes a quarter of the way in. Phase (b) runs at
-least long enough to see 10 s after the node is back. Figures (`bench/chaos_figures.py`) are printed and written
-to bench/results/chaos.json. Goals: (a) <= 0.5% failed and none sent 10 s after the kill; (b) only 503s while
-the node is down, no failure after it is back; (c) no failed search and the alias on its old version.
+Setup: a node of its own (port SIFT_BENCH_CHAOS_ES_PORT, 9291, wiped before and after), SciFact's corpus (or
+its first --limit documents) indexed with `sift index`, and the app started by `serving.ray_env.run_local` (what
+`sift serve` runs) with two ingress replicas, the query-encoder deployment, suggestions from the query log (their
+LM off: 2 CPUs). Each phase is its own open-loop run (`--rate` requests/s for `--seconds`, `--search-share` of
+them POST /v1/search, the rest GET /v1/suggest) from a separate process; the fault comes a quarter of the way
+in. Phase (b) runs until 15 s after the node answers again; each phase starts once the app answers searches
+again. Figures (`bench/chaos_figures.py`) are printed and written to bench/results/chaos.json. Goals: (a) <= 0.5%
+failed and none sent 10 s after the kill; (b) only 503s while the node is down, no failure after it is back;
+(c) no failed search and the alias on its old version.
 """
 
 from __future__ import annotations
@@ -38,14 +39,15 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._latency import Reply, descendants, open_loop, process_title  # noqa: E402
+from bench._latency import descendants, process_title  # noqa: E402
 from bench.chaos_figures import Outcome, es_outage, reindex_kill, replica_kill  # noqa: E402
 
 INDEX = "chaos"
 APP = "chaos"
 DATASET = REPO.parent / "shared" / "datasets" / "scifact"
 OUTAGE_S = 10.0
-AFTER_UP_S = 12.0  # phase (b) lasts until at least this long after the node is back
+AFTER_UP_S = 15.0  # phase (b) lasts until this long after the node is back
+MAX_PHASE_S = 600.0
 
 
 def free_port() -> int:
@@ -77,35 +79,45 @@ def workload(queries: list[str], n: int, search_share: float, seed: int = 7) -> 
     return out
 
 
-def run_load(url: str, plan: list[dict[str, Any]], rate: float, seconds: float, start_at: float) -> list[dict]:
-    """Open-loop: request i is due at start_at + i / rate; its latency runs from then to the reply."""
+def run_load(
+    url: str, plan: list[dict[str, Any]], rate: float, seconds: float, start_at: float, until: str | None = None
+) -> list[dict]:
+    """Open-loop: request i is due at start_at + i / rate whatever happened to the others; its latency runs from
+    then to the reply. Runs `seconds`, or with `until` (a path) until that file exists (at most MAX_PHASE_S)."""
     import httpx
 
     async def go() -> list[dict]:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        out: list[dict] = []
         async with httpx.AsyncClient(base_url=url, timeout=30.0, limits=limits) as client:
 
-            async def send(i: int) -> Reply:
+            async def fire(i: int, due: float, t0: float) -> None:
                 req = plan[i % len(plan)]
-                if req["kind"] == "search":
-                    r = await client.post("/v1/search", json=req["body"])
-                else:
-                    r = await client.get("/v1/suggest", params=req["params"])
-                ok = 200 <= r.status_code < 300
-                return Reply(ok=ok, status=r.status_code, tag=None if ok else r.text[:160])
+                status, error = None, None
+                try:
+                    if req["kind"] == "search":
+                        r = await client.post("/v1/search", json=req["body"])
+                    else:
+                        r = await client.get("/v1/suggest", params=req["params"])
+                    status, error = r.status_code, None if r.is_success else r.text[:160]
+                except Exception as exc:  # no reply at all: a data point
+                    error = f"{type(exc).__name__}: {exc}"
+                latency = time.perf_counter() - t0 - due
+                out.append({"t": due, "kind": req["kind"], "status": status, "latency": latency, "error": error})
 
             await asyncio.sleep(max(0.0, start_at - time.time()))
-            run = await open_loop(send, rate, seconds)
-        return [
-            {
-                "t": s.due,
-                "kind": plan[s.index % len(plan)]["kind"],
-                "status": s.status,
-                "latency": s.latency,
-                "error": s.error or s.tag,
-            }
-            for s in run.samples
-        ]
+            t0 = time.perf_counter()
+            tasks, i = [], 0
+            while True:
+                due = i / rate
+                done = os.path.exists(until) if until else due >= seconds
+                if done or due >= MAX_PHASE_S:
+                    break
+                await asyncio.sleep(max(0.0, due - (time.perf_counter() - t0)))
+                tasks.append(asyncio.create_task(fire(i, due, t0)))
+                i += 1
+            await asyncio.gather(*tasks)
+        return sorted(out, key=lambda o: o["t"])
 
     return asyncio.run(go())
 
@@ -113,9 +125,17 @@ def run_load(url: str, plan: list[dict[str, Any]], rate: float, seconds: float, 
 class Load:
     """One phase's load in a worker process, started `lead_s` from now; times are relative to its start."""
 
-    def __init__(self, pool: ProcessPoolExecutor, url: str, plan: list[dict], rate: float, seconds: float) -> None:
+    def __init__(
+        self, pool: ProcessPoolExecutor, url: str, plan: list[dict], rate: float, seconds: float, until: Path | None
+    ) -> None:
         self.start_at = time.time() + 2.0
-        self.future = pool.submit(run_load, url, plan, rate, seconds, self.start_at)
+        self.until = until
+        self.future = pool.submit(run_load, url, plan, rate, seconds, self.start_at, str(until) if until else None)
+
+    def stop(self) -> None:
+        """End an open-ended load (`until`) now."""
+        if self.until is not None:
+            self.until.touch()
 
     def now(self) -> float:
         return time.time() - self.start_at
@@ -154,7 +174,6 @@ def app_config(es_url: str, port: int, data_dir: Path) -> Any:
             "port": port,
             "store": "es",
             "elasticsearch_url": es_url,
-            "es_request_timeout_s": 3,
             "data_dir": str(data_dir),
             "search": {"default_index": INDEX},
             "ingress": {"num_cpus": 0.25, "replicas": 2, "max_ongoing_requests": 256},
@@ -175,6 +194,20 @@ def wait_ready(url: str, timeout: float = 300) -> None:
                 return
         time.sleep(0.5)
     raise RuntimeError(f"{url} never became ready")
+
+
+def settle(url: str, queries: list[str], timeout: float = 300) -> None:
+    """Before a phase: the app answers 5 searches in a row (after a restart the node warms up first)."""
+    import httpx
+
+    deadline, streak = time.monotonic() + timeout, 0
+    while streak < 5:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the app did not answer searches again before the next phase")
+        with contextlib.suppress(httpx.HTTPError):
+            r = httpx.post(f"{url}/v1/search", json={"query": queries[streak]}, timeout=30)
+            streak = streak + 1 if r.status_code == 200 else 0
+        time.sleep(0.2 if streak else 1.0)
 
 
 def replicas(role: str) -> list[int]:
@@ -228,9 +261,11 @@ def phase_b(load: Load, at: float, node: Any) -> dict[str, Any]:
     log(f"(b) node stopped at t={down_t:.1f}s (took {load.now() - down_t:.1f}s); down for {OUTAGE_S:g}s")
     time.sleep(OUTAGE_S)
     restart_t = load.now()
-    node.start()
+    node.start(timeout=300)
     up_t = load.now()
     log(f"(b) node restarted at t={restart_t:.1f}s, answering at t={up_t:.1f}s")
+    load.sleep_until(max(up_t + AFTER_UP_S, at * 4))
+    load.stop()
     outcomes = load.outcomes()
     times = {"down_t": round(down_t, 2), "restart_t": round(restart_t, 2), "up_t": round(up_t, 2)}
     return {**times, **es_outage(outcomes, down_t, up_t), **timeline(outcomes)}
@@ -344,12 +379,12 @@ def main() -> None:
         with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
             pool.submit(run_load, url, plan[:40], 20, 2, time.time()).result()  # warm up (and start the worker)
             for name in phases:
-                seconds = args.seconds
-                if name == "b":  # stop + 10 s + restart + AFTER_UP_S, whatever --seconds says
-                    seconds = max(seconds, args.seconds / 4 + 5 + OUTAGE_S + 40 + AFTER_UP_S)
-                load = Load(pool, url, plan, args.rate, seconds)
+                settle(url, queries)
+                until = tmp / f"stop-{name}" if name == "b" else None  # (b): until AFTER_UP_S after the node is up
+                load = Load(pool, url, plan, args.rate, args.seconds, until)
                 at = args.seconds / 4
-                log(f"phase ({name}): {args.rate:g} req/s for {seconds:g} s, fault at t={at:g}s")
+                span = "until 15 s after recovery" if until else f"for {args.seconds:g} s"
+                log(f"phase ({name}): {args.rate:g} req/s {span}, fault at t={at:g}s")
                 if name == "a":
                     f = phase_a(load, at, args.victim)
                     wait_replicas(args.victim, 2 if args.victim == "ingress" else 1)
