@@ -99,6 +99,8 @@ class OpenVersions:
             self._served[alias] = version
         if before is not None and before != version:
             self.retire(before)
+        elif self._retired:
+            self.reap()  # a reader that never sees another swap still closes what it retired
 
     def retire(self, version: str) -> None:
         with self.lock:
