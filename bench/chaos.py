@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench._latency import descendants, process_title  # noqa: E402
+from bench._latency import descendants, percentile, process_title  # noqa: E402
 from bench.chaos_figures import Outcome, es_outage, reindex_kill, replica_kill  # noqa: E402
 
 INDEX = "chaos"
@@ -238,8 +238,32 @@ def timeline(outcomes: list[Outcome]) -> dict[str, Any]:
         if not o.ok:
             slot = per_s.setdefault(int(o.t), {})
             slot[f"{o.kind}:{o.label}"] = slot.get(f"{o.kind}:{o.label}", 0) + 1
-    samples = sorted({f"{o.kind} {o.label}: {o.error}" for o in outcomes if not o.ok})[:8]
-    return {"failures_per_s": {str(k): v for k, v in sorted(per_s.items())}, "failure_samples": samples}
+    details: dict[str, int] = {}
+    for o in outcomes:
+        if not o.ok:
+            key = f"{o.kind} {o.label}: {(o.error or '').split(',')[0][:90]}"
+            details[key] = details.get(key, 0) + 1
+    lat = sorted(o.latency * 1000 for o in outcomes if o.ok)
+    return {
+        "ok_p50_ms": round(percentile(lat, 50), 1) if lat else None,
+        "ok_p99_ms": round(percentile(lat, 99), 1) if lat else None,
+        "failure_kinds": details,
+        "failures_per_s": {str(k): v for k, v in sorted(per_s.items())},
+    }
+
+
+def phase_base(load: Load) -> dict[str, Any]:
+    """No fault: what the machine sustains at this rate (failures here are capacity, not faults)."""
+    outcomes = load.outcomes()
+    failed = sum(1 for o in outcomes if not o.ok)
+    pct = round(100 * failed / len(outcomes), 3) if outcomes else 0.0
+    return {
+        "requests": len(outcomes),
+        "failed": failed,
+        "failed_pct": pct,
+        "goal_met": failed == 0,
+        **timeline(outcomes),
+    }
 
 
 def phase_a(load: Load, at: float, victim: str) -> dict[str, Any]:
@@ -302,7 +326,9 @@ def phase_c(load: Load, at: float, es_url: str, source: Path, env: dict[str, str
 
 def print_phase(name: str, f: dict[str, Any]) -> None:
     verdict = "PASS" if f["goal_met"] else "FAIL"
-    if name == "a":
+    if name == "base":
+        line = f"(baseline, no fault) {f['failed']}/{f['requests']} failed ({f['failed_pct']}%)"
+    elif name == "a":
         line = (
             f"(a) {f['victim']} replica killed: {f['failed']}/{f['requests']} failed ({f['failed_pct']}%), "
             f"recovered {f['recovery_s']} s after the kill, {f['failed_after_10s']} failed after 10 s "
@@ -320,7 +346,7 @@ def print_phase(name: str, f: dict[str, Any]) -> None:
             f"(c) reindex killed mid-way: {f['killed_mid_way']}; {f['failed_searches']}/{f['searches']} searches "
             f"failed; alias {f['alias_before']} -> {f['alias_after']} (goal: 0 failed, alias unchanged)"
         )
-    print(f"{line}  {verdict}", flush=True)
+    print(f"{line}  {verdict}  [ok p50 {f['ok_p50_ms']} ms, p99 {f['ok_p99_ms']} ms]", flush=True)
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -333,7 +359,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=60.0, help="load per phase")
     p.add_argument("--rate", type=float, default=50.0, help="requests per second")
     p.add_argument("--search-share", type=float, default=0.5)
-    p.add_argument("--phases", default="a,b,c")
+    p.add_argument("--phases", default="base,a,b,c", help="base: the same load with no fault, for comparison")
     p.add_argument("--victim", choices=["ingress", "query_encoder"], default="ingress")
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--limit", type=int, default=None, help="index only the first N documents")
@@ -385,15 +411,18 @@ def main() -> None:
                 at = args.seconds / 4
                 span = "until 15 s after recovery" if until else f"for {args.seconds:g} s"
                 log(f"phase ({name}): {args.rate:g} req/s {span}, fault at t={at:g}s")
-                if name == "a":
+                if name == "base":
+                    f = phase_base(load)
+                elif name == "a":
                     f = phase_a(load, at, args.victim)
                     wait_replicas(args.victim, 2 if args.victim == "ingress" else 1)
                 elif name == "b":
                     f = phase_b(load, at, node)
                 else:
                     f = phase_c(load, at, node.url, source, env)
-                results["phases"][name] = f
+                results["phases"][name] = {**f, "loadavg": os.getloadavg()}
                 print_phase(name, f)
+                log(f"load average {results['phases'][name]['loadavg']} (2 CPUs; other work shares them)")
                 write(args.out, results)  # a run cut short keeps the phases it finished
     finally:
         if ray_started:
