@@ -154,7 +154,8 @@ class IndexingPipeline:
         return self._finish(report, dead, started)
 
     def update(self, source: Path | None, index: str, delete_ids: Sequence[str] = ()) -> IndexReport:
-        """Incremental run: upsert changed documents and apply deletions in the live version."""
+        """Incremental run: upsert changed documents and apply deletions in the live version, under the build
+        lock (a full build running meanwhile would swap to a version without these changes)."""
         started = time.perf_counter()
         self.store.warm_up()
         version = self.store.current_version(index)
@@ -162,6 +163,13 @@ class IndexingPipeline:
             raise IndexNotFound(f"index {index!r} does not exist: run a full build first")
         report = IndexReport(index=index, version=version, mode="incremental")
         dead = DeadLetter(self._dead_letter_path(index, version))
+        with build_lock(self.store, index, self.config.lock_lease_s):
+            self._update(source, version, delete_ids, report, dead)
+        return self._finish(report, dead, started)
+
+    def _update(
+        self, source: Path | None, version: str, delete_ids: Sequence[str], report: IndexReport, dead: DeadLetter
+    ) -> None:
         try:
             items: Iterable[ReadItem] = self._items(source) if source is not None else []
             id_items = (
@@ -172,7 +180,6 @@ class IndexingPipeline:
             self.store.refresh(version)
         finally:
             dead.close()
-        return self._finish(report, dead, started)
 
     # -- internals ------------------------------------------------------------------------------------
     def _dims(self) -> int:

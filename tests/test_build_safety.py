@@ -58,6 +58,7 @@ def test_second_build_fails_fast_and_leaves_the_first_alone(
     store: IndexStore, cached: CachedEmbedder, tmp_path: Path, index_name: str
 ) -> None:
     src = write_jsonl(tmp_path / "a.jsonl", corpus(20))
+    live = IndexingPipeline(store, cached, make_config(tmp_path)).build(src, index_name)
     with build_lock(store, index_name, lease_s=60, owner="the-first-build") as held:
         assert held.lock.lease.owner == "the-first-build"
         in_progress = store.create_version(index_name, 4, make_config(tmp_path).schema_)  # its half-built version
@@ -65,8 +66,11 @@ def test_second_build_fails_fast_and_leaves_the_first_alone(
         with pytest.raises(LockHeld, match="the-first-build"):
             IndexingPipeline(store, cached, make_config(tmp_path)).build(src, index_name)
         assert time.monotonic() - started < 10
+        with pytest.raises(LockHeld, match="the-first-build"):  # nor may an incremental run write meanwhile
+            IndexingPipeline(store, cached, make_config(tmp_path)).update(None, index_name, ["doc1"])
         # The second build neither dropped the first one's version as "stale" nor created one of its own.
-        assert [v.version for v in store.list_versions(index_name)] == [in_progress]
+        assert [v.version for v in store.list_versions(index_name)] == [live.version, in_progress]
+        assert store.count(index_name) == 20 and store.get(index_name, "doc1") is not None
     report = IndexingPipeline(store, cached, make_config(tmp_path)).build(src, index_name)  # lock released
     assert report.alias_switched and store.count(index_name) == 20
 
