@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--cuts", type=int, default=2, help="Random prefixes per held-out query.")
     ap.add_argument("--lm-batch", type=int, default=16, help="Prefixes per generate call.")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--heldout-max", type=int, default=300, help="Held-out examples the loss is measured on.")
+    ap.add_argument("--limit", type=int, default=None, help="Only the first N test queries (all figures).")
     ap.add_argument("--work", type=Path, default=None, help="Reuse a work folder (index, logs, model, LM caches).")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -119,7 +121,9 @@ def main() -> None:
     else:
         full = load_beir(args.dataset, "test")
         log, test = half(full, 0), half(full, 1)
-    twins = near_twins(test.queries, log.queries.values())
+    if args.limit:  # the first N judged test queries: every figure below is on the same ones
+        test = test.model_copy(update={"qrels": {q: test.qrels[q] for q in list(test.qrels)[: args.limit]}})
+    twins = near_twins({q: t for q, t in test.queries.items() if q in test.qrels}, log.queries.values())
     print(f"{args.dataset.name}: {len(log.queries)} log queries, {len(test.qrels)} test queries, {len(twins)} "
           f"near-twins of a log query (word Jaccard >= 0.5) left out of QAC; load {os.getloadavg()[0]:.2f}; "
           f"work {work}")  # fmt: skip
@@ -142,6 +146,7 @@ def main() -> None:
             threads_per_worker=args.threads,
             cpus_per_worker=1.0,
             checkpoint_every=200,
+            heldout_max=args.heldout_max,
             storage_path=str(work / "lm-train"),
             seed=args.seed,
         )
