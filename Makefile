@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop
 
 setup: system-packages $(VENV)/.installed
 
@@ -72,6 +72,9 @@ bench-clicks: setup
 # Each store's BM25 beside the bm25s reference on scifact/cranfield/cisi test: bench/results/bm25_parity.md.
 bench-bm25: setup
 	$(PY) bench/bm25_parity.py
+
+bench-indexing: setup
+	$(PY) bench/indexing.py $(INDEXING_ARGS)
 
 # Learning to rank from simulated SciFact-train clicks: fused vs +LTR on SciFact test at 1k/5k/20k sessions.
 bench-ltr: setup

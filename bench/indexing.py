@@ -1,6 +1,11 @@
 """Indexing throughput: encode-only vs the full pipeline into each store, side by side in one run.
 
     .venv/bin/python bench/indexing.py [--dataset ../shared/datasets/scifact] [--limit 1000]
+        [--only pipeline,encoders,ndcg,ray,rss] [--rss-sizes 5000,50000]
+
+Rows of issue 17 (bench/_indexing_engines.py): `encoders` (torch fp32 vs ONNX fp32 vs ONNX int8 docs/s),
+`ndcg` (dense nDCG@10 on SciFact test, fp32 vs int8), `ray` (the Ray Data engine vs its own encode-only
+rate), `rss` (the Ray engine's peak RSS for each size of SciFact repeated with new ids).
 
 Prints docs/s and tokens/s for plain encoding (the floor any pipeline pays), then docs/s for the full
 pipeline (read, clean, chunk, embed with a cold cache, bulk write, count check, alias swap) into the
@@ -52,6 +57,45 @@ def warm_up_elasticsearch(url: str, docs: list, dims: int) -> None:  # type: ign
 
 
 def main() -> None:
+    args = parse_args()
+    if args.rss_child:
+        from bench._indexing_engines import rss_child
+
+        rss_child(args.rss_child, args.model, args.rss_encoder, args.rss_cache)
+        return
+    from bench._indexing_engines import encoder_rows, ndcg_rows, ray_rows, rss_rows
+
+    parts = set(args.only.split(","))
+    tmp = Path(tempfile.mkdtemp(prefix="sift-bench-"))
+    all_docs = [clean_document(i.doc) for i in read_source(args.dataset) if i.doc is not None]
+    all_docs = [d for d in all_docs if not is_empty(d)]
+    summary: dict[str, object] = {}
+    if args.out.exists():
+        summary.update(json.loads(args.out.read_text()))  # rows of parts not run this time are kept
+    if "encoders" in parts:
+        summary.update(encoder_rows(all_docs[: args.encode_limit], args.model, args.rounds, args.encode_batch))
+    if "ndcg" in parts:
+        summary.update(ndcg_rows(args.dataset, all_docs, args.model, args.rss_cache, args.encode_batch))
+    if "ray" in parts:
+        src = tmp / "ray-docs.jsonl"
+        with open(src, "w") as f:
+            for d in all_docs[: args.ray_limit]:
+                f.write(d.model_dump_json() + "\n")
+        summary.update(ray_rows(src, all_docs[: args.ray_limit], args.model, args.ray_encoder, args.actors, tmp))
+    if "rss" in parts:
+        sizes = [int(x) for x in args.rss_sizes.split(",")]
+        print(f"peak RSS of the ray engine ({args.rss_encoder}, cache {args.rss_cache}):")
+        summary.update(rss_rows(all_docs, sizes, args.model, args.rss_encoder, tmp, args.rss_cache))
+    if "pipeline" in parts:
+        summary.update(pipeline_rows(args, tmp))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2))
+    print(f"wrote {args.out}")
+
+
+def parse_args() -> argparse.Namespace:
+    from search.settings import Settings
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=REPO.parent / "shared" / "datasets" / "scifact")
     ap.add_argument("--limit", type=int, default=1000, help="documents to index (SciFact has 5,183)")
@@ -59,9 +103,24 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256, help="documents per pipeline batch")
     ap.add_argument("--stores", default="embedded,es")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "indexing.json")
-    args = ap.parse_args()
+    ap.add_argument("--only", default="pipeline,encoders,ndcg,ray,rss", help="comma-separated parts to run")
+    ap.add_argument("--encode-limit", type=int, default=1000, help="documents of the encoder comparison")
+    ap.add_argument("--encode-batch", type=int, default=32, help="texts per forward pass, every encoder")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the encoder comparison")
+    ap.add_argument("--ray-limit", type=int, default=1000, help="documents of the ray engine row")
+    ap.add_argument("--ray-encoder", default="onnx-int8", choices=["torch-fp32", "onnx-fp32", "onnx-int8"])
+    ap.add_argument("--actors", type=int, default=2, help="encoder actors of the ray row (2 CPUs shared)")
+    ap.add_argument("--rss-sizes", default="5000,50000", help="corpus sizes of the RSS row")
+    ap.add_argument("--rss-encoder", default="onnx-int8", choices=["torch-fp32", "onnx-fp32", "onnx-int8"])
+    ap.add_argument(
+        "--rss-cache", type=Path, default=Settings().cache_dir / "embeddings.sqlite", help="embedding cache"
+    )
+    ap.add_argument("--rss-child", type=Path, default=None, help=argparse.SUPPRESS)
+    return ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="sift-bench-"))
+
+def pipeline_rows(args: argparse.Namespace, tmp: Path) -> dict[str, object]:
+    """The original rows: encode-only vs the local pipeline into each store."""
     src = tmp / "docs.jsonl"
     docs = []
     with open(src, "w") as f:
@@ -151,9 +210,7 @@ def main() -> None:
         summary[f"{kind}_ratio"] = ratio
         verdict = "meets" if ratio >= 0.9 else "BELOW"
         print(f"ratio pipeline/encode-only, {kind:9s} {ratio:6.3f}  ({verdict} the 0.9 goal)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2))
-    print(f"wrote {args.out}")
+    return summary
 
 
 if __name__ == "__main__":

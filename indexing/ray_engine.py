@@ -125,9 +125,17 @@ class RayIndexingPipeline(IndexingPipeline):
         ds = ds.map_batches(_clean_chunk, batch_format="pyarrow", num_cpus=rc.chunk_num_cpus, fn_kwargs=chunk_kw)
         if not cfg.embed:
             return ds
+        resources = ray.cluster_resources()
         gpus = rc.encoder_num_gpus
         if gpus is None:
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+            gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+        wanted = rc.encoder_actors * rc.encoder_num_cpus + rc.chunk_num_cpus
+        if wanted > resources.get("CPU", 0):
+            # The actors would hold every CPU and the read / chunk tasks that feed them could never run.
+            msg = f"encoder actors ({rc.encoder_actors} x {rc.encoder_num_cpus} CPU) leave no CPU for the chunk tasks"
+            if not os.environ.get("RAY_ADDRESS"):
+                raise ValueError(f"{msg}: the local Ray has {resources.get('CPU', 0):g} CPUs")
+            log.warning("%s, unless the cluster scales up", msg)
         return ds.map_batches(
             _EncodeActor,
             batch_size=rc.encode_batch_docs,
