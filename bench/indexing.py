@@ -75,7 +75,9 @@ def main() -> None:
     if "encoders" in parts:
         summary.update(encoder_rows(all_docs[: args.encode_limit], args.model, args.rounds, args.encode_batch))
     if "ndcg" in parts:
-        summary.update(ndcg_rows(args.dataset, all_docs, args.model, args.rss_cache, args.encode_batch))
+        summary.update(
+            ndcg_rows(args.dataset, all_docs, args.model, args.rss_cache, args.encode_batch, args.ndcg_others)
+        )
     if "ray" in parts:
         src = tmp / "ray-docs.jsonl"
         with open(src, "w") as f:
@@ -107,6 +109,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--encode-limit", type=int, default=1000, help="documents of the encoder comparison")
     ap.add_argument("--encode-batch", type=int, default=32, help="texts per forward pass, every encoder")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the encoder comparison")
+    ap.add_argument("--ndcg-others", type=int, default=0, help="nDCG corpus: judged docs + this many others (0: all)")
     ap.add_argument("--ray-limit", type=int, default=1000, help="documents of the ray engine row")
     ap.add_argument("--ray-encoder", default="onnx-int8", choices=["torch-fp32", "onnx-fp32", "onnx-int8"])
     ap.add_argument("--actors", type=int, default=2, help="encoder actors of the ray row (2 CPUs shared)")
