@@ -49,3 +49,30 @@ def test_local_engine_with_onnx_int8_builds_and_swaps(env: Path, tiny_embedder_p
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["indexed"] == 12 and report["alias_switched"] and report["encoded"] == report["chunks"] > 0
     assert list((tmp_path / "cache").rglob("model-int8.onnx"))
+
+
+def test_rayjob_manifest_runs_a_valid_reindex_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    import yaml
+
+    k8s = Path(__file__).resolve().parent.parent / "k8s"
+    job = yaml.safe_load((k8s / "rayjob-reindex.yaml").read_text())
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:4] == ["sift", "reindex", "--engine", "ray"]
+    # Every option parses (an unknown one would say "No such option"); only the cluster's paths are missing here.
+    argv = [str(tmp_path / "absent") if a == "/data/corpus" else a for a in argv]
+    monkeypatch.setenv("SIFT_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, argv[1:])
+    assert result.exit_code == 2 and "source not found" in result.output, result.output
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
+    groups = {g["groupName"]: g for g in cluster["workerGroupSpecs"]}
+    gpu = groups["gpu"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert set(groups) == {"cpu", "gpu"} and gpu["nvidia.com/gpu"] == "1"
+    texts = [(k8s / f).read_text() for f in ("rayjob-reindex.yaml", "cronjob-reindex.yaml")]
+    images = [line.split("image:")[1].strip() for t in texts for line in t.splitlines() if "image:" in line]
+    assert images and all(":" in i and not i.endswith(":latest") for i in images)
+    cron = next(d for d in yaml.safe_load_all(texts[1]) if d["kind"] == "CronJob")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert "rayjob-reindex.yaml" in " ".join(pod["containers"][0]["args"])
