@@ -84,3 +84,16 @@ def test_int8_without_onnx_is_refused() -> None:
         EmbedderConfig(quantize="int8")
     with pytest.raises(ValidationError):
         EmbedderConfig(backend="tensorrt")  # type: ignore[arg-type]
+
+
+def test_serving_config_takes_the_backend(tiny_embedder_path: Path, onnx_cache: Path, tmp_path: Path) -> None:
+    """The query encoder is built from the app config's `embedder`, so it can run the same backend as the index."""
+    from serving.config import AppConfig
+
+    cfg_file = tmp_path / "app.yaml"
+    cfg_file.write_text(f"embedder:\n  model: {tiny_embedder_path}\n  backend: onnx\n  quantize: int8\n")
+    cfg = AppConfig.load(cfg_file)
+    query_encoder = SentenceTransformerEmbedder(cfg.embedder)
+    assert query_encoder.model_id.endswith("|onnx-int8")
+    index_encoder = _embedder(tiny_embedder_path, backend="onnx", quantize="int8")
+    np.testing.assert_array_equal(query_encoder.embed(["a query"]), index_encoder.embed(["a query"]))
