@@ -374,7 +374,7 @@ def main() -> None:
     ray_started = False
     try:
         node.wipe()
-        node.start()
+        node.start(timeout=600)  # a shared, loaded machine can take minutes
         env = {**os.environ, "ELASTICSEARCH_URL": node.url}
         source = write_corpus(args.dataset, args.limit, tmp / "corpus.jsonl")
         t = time.monotonic()
