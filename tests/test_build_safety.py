@@ -76,8 +76,8 @@ def test_second_build_fails_fast_and_leaves_the_first_alone(
 
 
 def test_lease_is_renewed_while_the_build_runs(store: IndexStore, index_name: str) -> None:
-    with build_lock(store, index_name, lease_s=0.6) as held:
-        time.sleep(1.5)  # over twice the lease: only the heartbeat keeps it
+    with build_lock(store, index_name, lease_s=2.0) as held:
+        time.sleep(4.5)  # over twice the lease: only the heartbeat (every 0.67 s) keeps it
         with pytest.raises(LockHeld):
             store.acquire_build_lock(index_name, "second", 60)
         held.check()  # not lost

@@ -280,10 +280,10 @@ class StoreContract:
             new.release()
 
     def test_renewed_lease_does_not_expire(self, store: IndexStore, index_name: str) -> None:
-        lock = store.acquire_build_lock(index_name, "long-build", 0.8)
+        lock = store.acquire_build_lock(index_name, "long-build", 2.0)
         try:
-            for _ in range(3):
-                time.sleep(0.4)
+            for _ in range(3):  # 2.4 s in all, past the lease; each renewal has 1.2 s to spare on a loaded machine
+                time.sleep(0.8)
                 lock.renew()
             with pytest.raises(LockHeld):
                 store.acquire_build_lock(index_name, "second", 60)

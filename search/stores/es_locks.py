@@ -52,7 +52,6 @@ class EsBuildLock:
                     document=lease.model_dump(mode="json"),
                     if_seq_no=self._seq[0],
                     if_primary_term=self._seq[1],
-                    refresh=True,
                 )
             )
         except (ConflictError, NotFoundError) as exc:
@@ -72,7 +71,6 @@ class EsBuildLock:
                     id=self._lease.index,
                     if_seq_no=self._seq[0],
                     if_primary_term=self._seq[1],
-                    refresh=True,
                 )
             )
         except (ConflictError, NotFoundError):
@@ -86,7 +84,7 @@ def acquire_es_lock(client: Elasticsearch, index: str, owner: str, lease_s: floa
     lease = new_lease(index, owner, lease_s)
     doc = lease.model_dump(mode="json")
     try:
-        resp = _call(lambda: client.create(index=LOCK_INDEX, id=index, document=doc, refresh=True))
+        resp = _call(lambda: client.create(index=LOCK_INDEX, id=index, document=doc))
         return EsBuildLock(client, lease, lease_s, (int(resp["_seq_no"]), int(resp["_primary_term"])))
     except ConflictError:
         pass
@@ -98,9 +96,7 @@ def acquire_es_lock(client: Elasticsearch, index: str, owner: str, lease_s: floa
         raise held_error(current)
     try:
         resp = _call(
-            lambda: client.index(
-                index=LOCK_INDEX, id=index, document=doc, if_seq_no=seq[0], if_primary_term=seq[1], refresh=True
-            )
+            lambda: client.index(index=LOCK_INDEX, id=index, document=doc, if_seq_no=seq[0], if_primary_term=seq[1])
         )
     except ConflictError:
         again = _read(client, index)
