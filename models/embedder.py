@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.device import resolve_device
+from models.onnx_encoder import RECIPE as ONNX_RECIPE
 from models.references import DEFAULT_EMBEDDER, resolve_model_path, sift_cache_dir
 
 
@@ -79,7 +80,8 @@ class SentenceTransformerEmbedder:
         self._path = resolve_model_path(self.config.model)
         self._fingerprint = _model_fingerprint(self._path)
         tag = self.config.encoder_tag
-        self.model_id = f"{self._fingerprint}|{tag}" if tag else self._fingerprint  # torch keys stay as they were
+        # Torch keys stay as they were; onnx ones carry the export/quantization recipe too.
+        self.model_id = f"{self._fingerprint}|{tag}|{ONNX_RECIPE}" if tag else self._fingerprint
         self._model: Any = None
         self._lock = threading.Lock()
 
