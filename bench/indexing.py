@@ -87,7 +87,8 @@ def main() -> None:
     if "rss" in parts:
         sizes = [int(x) for x in args.rss_sizes.split(",")]
         print(f"peak RSS of the ray engine ({args.rss_encoder}, cache {args.rss_cache}):")
-        summary.update(rss_rows(all_docs, sizes, args.model, args.rss_encoder, tmp, args.rss_cache))
+        base = all_docs[: args.rss_base] if args.rss_base else all_docs
+        summary.update(rss_rows(base, sizes, args.model, args.rss_encoder, tmp, args.rss_cache))
     if "pipeline" in parts:
         summary.update(pipeline_rows(args, tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ray-encoder", default="onnx-int8", choices=["torch-fp32", "onnx-fp32", "onnx-int8"])
     ap.add_argument("--actors", type=int, default=2, help="encoder actors of the ray row (2 CPUs shared)")
     ap.add_argument("--rss-sizes", default="5000,50000", help="corpus sizes of the RSS row")
+    ap.add_argument(
+        "--rss-base", type=int, default=0, help="RSS corpora repeat the first N SciFact docs (0: all of them)"
+    )
     ap.add_argument("--rss-encoder", default="onnx-int8", choices=["torch-fp32", "onnx-fp32", "onnx-int8"])
     ap.add_argument(
         "--rss-cache", type=Path, default=Settings().cache_dir / "embeddings.sqlite", help="embedding cache"
