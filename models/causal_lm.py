@@ -70,6 +70,8 @@ def _convert_gguf(root: Path, filename: str, target: Path) -> None:
     tok = AutoTokenizer.from_pretrained(root, gguf_file=filename)
     model: Any = AutoModelForCausalLM.from_pretrained(root, gguf_file=filename)
     model.hf_quantizer = None  # dequantized weights save as plain safetensors
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config  # a gguf marker on plain weights would make them unsavable later
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     if target.exists():  # another process converted it meanwhile

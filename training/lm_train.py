@@ -155,6 +155,14 @@ def build_model(path: str, cfg: LMTrainConfig) -> Any:
     return model
 
 
+def plain_weights(model: Any) -> None:
+    """A model loaded from a dequantized GGUF conversion still says `quantization_config: gguf`, and
+    transformers refuses to save such a model; its weights are plain fp32, so the marker is dropped."""
+    model.hf_quantizer = None
+    if getattr(model.config, "quantization_config", None) is not None:
+        del model.config.quantization_config
+
+
 def _trainable_state(model: Any) -> dict[str, Any]:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names}
@@ -169,6 +177,7 @@ def _save(model: Any, tok: Any, state: dict[str, Any], final: bool) -> Any:
     torch.save({**state, "weights": _trainable_state(model)}, d / STATE)
     if final:
         servable = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        plain_weights(servable)
         servable.save_pretrained(d / MODEL_DIR)
         tok.save_pretrained(d / MODEL_DIR)
     return Checkpoint.from_directory(str(d))
