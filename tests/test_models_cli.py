@@ -205,7 +205,7 @@ def test_beir_evaluation_and_errors(workspace: Path, tiny_reranker_path: Path) -
     common = ["--config", str(workspace / "app.yaml"), "--registry", str(reg_dir)]
     assert "no reranker version 'nope'" in run("models", "promote", "reranker", "nope", *common, code=2).output
     assert "unknown model kind" in run("models", "list", "tokenizer", "--registry", str(reg_dir), code=2).output
-    assert "no evaluation for lm" in run("models", "promote", "lm", "v", *common, code=2).output
+    assert "no lm version 'v'" in run("models", "promote", "lm", "v", *common, code=2).output
     missing = run("models", "promote", "reranker", "r1", *common, "--dataset", str(workspace / "none"), code=2)
     assert "is not a BEIR folder" in missing.output
     no_index = run("train", "reranker", *common, "--index", "missing", "--base", str(tiny_reranker_path), code=1)
