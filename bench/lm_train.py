@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.ltr import half  # noqa: E402  (the same hash halves as the LTR bench)
 from models.registry import Registry  # noqa: E402
 from search.settings import Settings  # noqa: E402
 from search.suggest.lm_completer import LMCompleterConfig  # noqa: E402
@@ -47,16 +47,6 @@ from training.qac_eval import near_twins, qac_markdown  # noqa: E402
 from training.suggest_eval import build_index, related_success, run_eval_suggest, run_qac  # noqa: E402
 
 INDEX = "lm-bench"
-
-
-def half(data: BeirData, keep: int) -> BeirData:
-    ids = {q for q in data.qrels if int(hashlib.sha256(q.encode()).hexdigest(), 16) % 2 == keep}
-    return data.model_copy(
-        update={
-            "queries": {q: t for q, t in data.queries.items() if q in ids},
-            "qrels": {q: data.qrels[q] for q in ids},
-        }
-    )
 
 
 def simulated_logs(work: Path, log: BeirData, sessions: int, seed: int) -> tuple[list[Any], list[Any], AppConfig]:

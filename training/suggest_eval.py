@@ -76,12 +76,7 @@ def run_eval_suggest(
     without a train split); `skip`: test query ids left out (near-twins of a logged query)."""
     t0 = time.perf_counter()
     store = build_index(dataset, data_dir, index, rebuild)
-    if split is None:
-        train = read_queries(dataset / "queries_train.jsonl")
-        test = read_queries(dataset / "queries.jsonl")
-        qrels = relevant_only(read_qrels(dataset / "qrels" / "test.tsv"))
-    else:
-        train, test, qrels = dict(split[0]), dict(split[1]), relevant_only(split[2])
+    train, test, qrels = read_split(dataset, split)
     qids = [q for q in test if q in qrels and q not in skip][:limit]
     prefixes = {f"{qid}#{n}": p for qid in qids for n, p in prefixes_of(test[qid], n_words).items()}
 
@@ -120,6 +115,20 @@ def run_eval_suggest(
     report["seconds"] = round(time.perf_counter() - t0, 1)
     store.close()
     return report
+
+
+Split = tuple[Mapping[str, str], Mapping[str, str], Mapping[str, Mapping[str, int]]]
+
+
+def read_split(dataset: Path, split: Split | None) -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
+    """(log queries, test queries, relevant test qrels): `split` as given, else the dataset's train and test files."""
+    if split is None:
+        split = (
+            read_queries(dataset / "queries_train.jsonl"),
+            read_queries(dataset / "queries.jsonl"),
+            read_qrels(dataset / "qrels" / "test.tsv"),
+        )
+    return dict(split[0]), dict(split[1]), relevant_only(split[2])
 
 
 def lm_candidates(
@@ -287,13 +296,7 @@ def run_qac(
     from training.qac_eval import near_twins, qac_prefixes, qac_table
 
     store = build_index(dataset, data_dir, index, rebuild=False)
-    if split is None:
-        split = (
-            read_queries(dataset / "queries_train.jsonl"),
-            read_queries(dataset / "queries.jsonl"),
-            read_qrels(dataset / "qrels" / "test.tsv"),
-        )
-    train, test, qrels = dict(split[0]), dict(split[1]), relevant_only(split[2])
+    train, test, qrels = read_split(dataset, split)
     twins = near_twins(test, train.values())
     held = {q: t for q, t in test.items() if q in qrels and q not in twins}
     prefixes = qac_prefixes(held, train.values(), per_query=cuts, seed=seed)
