@@ -44,11 +44,20 @@ class Retrieved(BaseModel):
 class HybridRetriever:
     """Plain class (usable without Ray): the API, the CLI and offline evaluation all call this."""
 
-    def __init__(self, store: IndexStore, encoder: QueryEncoder | None, config: RetrievalConfig | None = None) -> None:
+    def __init__(
+        self,
+        store: IndexStore,
+        encoder: QueryEncoder | None,
+        config: RetrievalConfig | None = None,
+        threads: int = 32,
+    ) -> None:
         self.store = store
         self.encoder = encoder
         self.config = config or RetrievalConfig()
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sift-retrieve")
+        # BM25 runs here while the caller's thread runs kNN. Each concurrent search holds one of these threads
+        # for its BM25 request, so the pool must be as wide as the callers (the ingress's pool): two threads
+        # serialised every search of a replica behind a slow node and turned a cold restart into deadlines.
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sift-retrieve")
 
     def run(
         self,

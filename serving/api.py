@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from serving.auth import BodyCapMiddleware, Guard
 from serving.backend import Backend
 from serving.errors import install_error_handlers
+from serving.executor import WorkerPoolMiddleware
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
 from serving.security import SecurityConfig
@@ -22,6 +23,12 @@ def _search_deadline(backend: Backend) -> float | None:
     """The backend's app config's `search_deadline_s` (`AppBackend`); none for other backends."""
     found = getattr(getattr(backend, "config", None), "search_deadline_s", None)
     return float(found) if isinstance(found, int | float) else None
+
+
+def _ingress_threads(backend: Backend) -> int | None:
+    """The backend's app config's `ingress_threads` (`AppBackend`); none (asyncio's default pool) otherwise."""
+    found = getattr(getattr(backend, "config", None), "ingress_threads", None)
+    return found if isinstance(found, int) else None
 
 
 def _security(backend: Backend, security: SecurityConfig | None) -> SecurityConfig:
@@ -58,6 +65,9 @@ def create_api(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     api.add_middleware(ObserveMiddleware, metrics=metrics)
+    threads = _ingress_threads(backend)
+    if threads is not None:
+        api.add_middleware(WorkerPoolMiddleware, threads=threads)
 
     install_error_handlers(api)
 

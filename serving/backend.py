@@ -85,7 +85,11 @@ class AppBackend:
         if config.elasticsearch_url:
             settings = settings.model_copy(update={"elasticsearch_url": config.elasticsearch_url})
         self.store = make_store(
-            config.store, settings, data_dir=config.data_dir, request_timeout=config.es_request_timeout_s
+            config.store,
+            settings,
+            data_dir=config.data_dir,
+            request_timeout=config.es_request_timeout_s,
+            retry_busy=config.es_retry_busy,
         )
         self.store.warm_up()
         self.summary_client = models.summary_client

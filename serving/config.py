@@ -67,6 +67,19 @@ class AppConfig(BaseModel):
         default=None, description="Cluster URL (default: ELASTICSEARCH_URL / local node)."
     )
     es_request_timeout_s: float = Field(default=10.0, gt=0, description="Per-request Elasticsearch timeout.")
+    es_retry_busy: bool = Field(
+        default=False,
+        description="Retry an Elasticsearch call that timed out or found the node busy (429, 502-504) on the "
+        "serving path. Off: a retry holds a worker thread past the search deadline and adds load to a recovering "
+        "node; the client gets 503 with Retry-After (batch jobs, which have no deadline, keep retrying).",
+    )
+    ingress_threads: int = Field(
+        default=32,
+        ge=1,
+        le=512,
+        description="Worker threads per ingress replica for blocking calls (store requests, highlighting); "
+        "asyncio's default is CPUs + 4, which a few calls stuck on a slow node fill.",
+    )
     search: SearchConfig = Field(default_factory=SearchConfig)
     embedder: EmbedderConfig = Field(
         default_factory=EmbedderConfig, description="Query encoder (same model as the index)."

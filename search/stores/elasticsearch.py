@@ -94,8 +94,13 @@ class ElasticsearchStore:
         api_key: str | None = None,
         request_timeout: float = 30.0,
         ca_certs: str | None = None,
+        retry_busy: bool = True,
     ) -> None:
         self.url = url
+        # Batch work retries a call that timed out or found the node busy (429, 502-504); a serving path must
+        # not: a retry holds its worker thread past the search deadline, and triples the load on a node that is
+        # recovering. The client gets a 503 with Retry-After instead.
+        self._retry_busy = retry_busy
         self._ca_certs = ca_certs  # a private CA's PEM (ECK's self-signed HTTP certificate)
         self.config = config or EsIndexConfig()
         self._auth = basic_auth
@@ -115,7 +120,8 @@ class ElasticsearchStore:
                 request_timeout=self._timeout,
                 ca_certs=self._ca_certs or DEFAULT,
                 max_retries=2,
-                retry_on_timeout=True,
+                retry_on_timeout=self._retry_busy,
+                retry_on_status=(429, 502, 503, 504) if self._retry_busy else (),
             )
 
     @property

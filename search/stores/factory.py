@@ -12,7 +12,12 @@ StoreKind = Literal["embedded", "es"]
 
 
 def make_store(
-    kind: StoreKind, settings: Settings | None = None, *, data_dir: Path | None = None, request_timeout: float = 30.0
+    kind: StoreKind,
+    settings: Settings | None = None,
+    *,
+    data_dir: Path | None = None,
+    request_timeout: float = 30.0,
+    retry_busy: bool = True,
 ) -> IndexStore:
     settings = settings or Settings()
     if kind == "embedded":
@@ -28,6 +33,11 @@ def make_store(
         key = settings.elasticsearch_api_key.get_secret_value() if settings.elasticsearch_api_key else None
         ca = str(settings.elasticsearch_ca_certs) if settings.elasticsearch_ca_certs else None
         return ElasticsearchStore(
-            settings.es_url(), basic_auth=auth, api_key=key, request_timeout=request_timeout, ca_certs=ca
+            settings.es_url(),
+            basic_auth=auth,
+            api_key=key,
+            request_timeout=request_timeout,
+            ca_certs=ca,
+            retry_busy=retry_busy,
         )
     raise ValueError(f"unknown store kind {kind!r}: use 'embedded' or 'es'")
