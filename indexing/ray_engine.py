@@ -48,7 +48,7 @@ class RayEngineConfig(BaseModel):
     )
     encode_batch_docs: int = Field(default=64, ge=1, le=10_000, description="Documents per encoder call.")
     chunk_num_cpus: float = Field(default=0.25, gt=0, description="CPUs per read / clean-and-chunk task.")
-    read_block_docs: int = Field(default=500, ge=1, description="Records per block a read task emits.")
+    read_block_docs: int = Field(default=64, ge=1, description="Records per block a read task emits.")
     max_inflight_writes: int = Field(default=2, ge=1, le=64, description="Bulk writes queued behind the stream.")
     num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray started here; None: all.")
     object_store_mb: int | None = Field(
@@ -113,6 +113,10 @@ class RayIndexingPipeline(IndexingPipeline):
             num_cpus=rc.chunk_num_cpus,
             fn_kwargs={"field_map": cfg.field_map.model_dump(), "block": rc.read_block_docs},
         )
+        # A read task's small tables are coalesced into one block per task (up to 128 MiB), so one file would
+        # reach the encoder pool as one bundle and keep one actor busy; cut the stream back into blocks of
+        # `read_block_docs` rows (a streaming repartition, no barrier).
+        ds = ds.repartition(target_num_rows_per_block=rc.read_block_docs)
         chunk_kw: dict[str, Any] = {"tokenizer": None, "max_tokens": 0, "overlap": 0, "max_chunks": 0}
         if cfg.embed and self.embedder is not None:
             self.embedder.warm_up()

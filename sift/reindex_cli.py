@@ -7,6 +7,8 @@ the gate (`gate:` in --config) and swap the alias only if everything is accounte
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -86,7 +88,10 @@ def reindex_cmd(
         else:
             emb = CachedEmbedder(base, EmbeddingCache(cache_path)) if base is not None else None
             pipeline = IndexingPipeline(st, emb, cfg)
-        report = pipeline.build(source, index)
+        # stdout carries the JSON report alone (batch jobs parse it); Ray prints its workers' errors (a worker
+        # killed and restarted, say) to the driver's stdout, so everything the build prints goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            report = pipeline.build(source, index)
     except GateRefused as exc:
         typer.echo(exc.result.model_dump_json(indent=2))
         raise _fail(str(exc), 3) from exc

@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -77,8 +78,8 @@ def test_killed_encoder_actor_or_driver_then_rerun(tmp_path: Path, index_name: s
         victims[0].send_signal(signal.SIGKILL)
         assert store.current_version(index_name) == v1 and store.count(index_name) == 30  # type: ignore[attr-defined]
         out, err = running.communicate(timeout=600)
-        assert running.returncode == 0, err[-3000:]
-        report = json.loads(out)
+        assert running.returncode == 0 and out.strip(), err[-3000:]
+        report = _report(out)
         assert report["indexed"] == 4000 and report["alias_switched"] and report["dead_lettered"] == 0
         assert store.current_version(index_name) == report["version"] and store.count(index_name) == 4000  # type: ignore[attr-defined]
         v1 = report["version"]
@@ -100,9 +101,9 @@ def test_killed_encoder_actor_or_driver_then_rerun(tmp_path: Path, index_name: s
         started = time.monotonic()
         rerun = sift(["reindex", "--source", str(newer), *common], env)
         out, err = rerun.communicate(timeout=600)
-        assert rerun.returncode == 0, err[-3000:]
+        assert rerun.returncode == 0 and out.strip(), err[-3000:]
         assert time.monotonic() - started < 300
-        report = json.loads(out)
+        report = _report(out)
         assert report["indexed"] == 4000 and report["alias_switched"]
         assert report["cache_hits"] > 0, "the rerun encoded everything again"
         assert store.current_version(index_name) == report["version"] and store.count(index_name) == 4000  # type: ignore[attr-defined]
@@ -151,3 +152,11 @@ def test_ray_engine_under_429s(
         if ray.is_initialized():
             ray.shutdown()
         store.close()
+
+
+def _report(out: str) -> dict[str, Any]:
+    """The run's JSON report: stdout must hold nothing else (Ray's messages about the killed worker go to stderr)."""
+    try:
+        return json.loads(out)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"stdout is not the JSON report: {out[:1500]!r}") from exc
