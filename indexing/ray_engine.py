@@ -47,6 +47,11 @@ class RayEngineConfig(BaseModel):
         default=None, ge=0, description="GPUs per encoder actor; None: 1 when the cluster has GPUs, else 0."
     )
     encode_batch_docs: int = Field(default=64, ge=1, le=10_000, description="Documents per encoder call.")
+    doc2query_actors: int = Field(default=1, ge=1, le=1024, description="doc2query actors (one LM each).")
+    doc2query_num_cpus: float = Field(default=0.5, gt=0, description="CPUs reserved per doc2query actor.")
+    doc2query_num_gpus: float | None = Field(
+        default=None, ge=0, description="GPUs per doc2query actor; None: 1 when the cluster has GPUs, else 0."
+    )
     chunk_num_cpus: float = Field(default=0.25, gt=0, description="CPUs per read / clean-and-chunk task.")
     read_block_docs: int = Field(default=64, ge=1, description="Records per block a read task emits.")
     max_inflight_writes: int = Field(default=2, ge=1, le=64, description="Bulk writes queued behind the stream.")
@@ -71,8 +76,6 @@ class RayIndexingPipeline(IndexingPipeline):
     ) -> None:
         super().__init__(store, embedder, config)
         self.ray_config = ray_config or RayEngineConfig()
-        if self.config.doc2query is not None:
-            raise ValueError("the ray engine has no doc2query stage yet: use --engine local")
         self._source: Path | None = None
 
     def build(self, source: Path, index: str) -> IndexReport:
@@ -117,6 +120,17 @@ class RayIndexingPipeline(IndexingPipeline):
         # reach the encoder pool as one bundle and keep one actor busy; cut the stream back into blocks of
         # `read_block_docs` rows (a streaming repartition, no barrier).
         ds = ds.repartition(target_num_rows_per_block=rc.read_block_docs)
+        resources = ray.cluster_resources()
+        if cfg.doc2query is not None:  # before cleaning, as locally: the same cache keys serve both engines
+            ds = ds.map_batches(
+                _Doc2QueryActor,
+                batch_size=cfg.doc2query.batch_size,
+                batch_format="pyarrow",
+                compute=ray.data.ActorPoolStrategy(size=rc.doc2query_actors),
+                num_cpus=rc.doc2query_num_cpus,
+                num_gpus=_gpus(rc.doc2query_num_gpus, resources),
+                fn_constructor_kwargs={"config": cfg.doc2query.model_dump(mode="json")},
+            )
         chunk_kw: dict[str, Any] = {"tokenizer": None, "max_tokens": 0, "overlap": 0, "max_chunks": 0}
         if cfg.embed and self.embedder is not None:
             self.embedder.warm_up()
@@ -129,14 +143,13 @@ class RayIndexingPipeline(IndexingPipeline):
         ds = ds.map_batches(_clean_chunk, batch_format="pyarrow", num_cpus=rc.chunk_num_cpus, fn_kwargs=chunk_kw)
         if not cfg.embed:
             return ds
-        resources = ray.cluster_resources()
-        gpus = rc.encoder_num_gpus
-        if gpus is None:
-            gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
+        gpus = _gpus(rc.encoder_num_gpus, resources)
         wanted = rc.encoder_actors * rc.encoder_num_cpus + rc.chunk_num_cpus
+        if cfg.doc2query is not None:
+            wanted += rc.doc2query_actors * rc.doc2query_num_cpus
         if wanted > resources.get("CPU", 0):
             # The actors would hold every CPU and the read / chunk tasks that feed them could never run.
-            msg = f"encoder actors ({rc.encoder_actors} x {rc.encoder_num_cpus} CPU) leave no CPU for the chunk tasks"
+            msg = f"the actors' {wanted - rc.chunk_num_cpus:g} CPUs leave none for the chunk tasks"
             if not os.environ.get("RAY_ADDRESS"):
                 raise ValueError(f"{msg}: the local Ray has {resources.get('CPU', 0):g} CPUs")
             log.warning("%s, unless the cluster scales up", msg)
@@ -216,6 +229,13 @@ class RayIndexingPipeline(IndexingPipeline):
             records.append(record)
             batch.positions[doc.id] = row["position"]
         return batch, records
+
+
+def _gpus(configured: float | None, resources: dict[str, float]) -> float:
+    """GPUs per actor: as configured, else one when the cluster has any."""
+    if configured is not None:
+        return configured
+    return 1.0 if resources.get("GPU", 0) > 0 else 0.0
 
 
 def _init_ray(rc: RayEngineConfig) -> bool:
@@ -333,3 +353,29 @@ class _EncodeActor:
         out = out.append_column("vectors", pa.array(blobs, type=pa.binary()))
         out = out.append_column("hits", pa.array(hits_col, type=pa.int64()))
         return out.append_column("encoded", pa.array(encoded_col, type=pa.int64()))
+
+
+class _Doc2QueryActor:
+    """One doc2query LM per actor: adds the queries it writes to each live document, cached by content hash
+    (`indexing/doc2query.py`), so a rerun or a later reindex regenerates only new and changed documents."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from indexing.doc2query import Doc2QueryConfig, Doc2QueryExpander
+
+        self.expander = Doc2QueryExpander(Doc2QueryConfig.model_validate(config))
+        self.expander.warm_up()
+
+    def __call__(self, batch: Any) -> Any:
+        import pyarrow as pa
+
+        rows = batch.to_pylist()
+        live: list[tuple[int, Document]] = []
+        for i, row in enumerate(rows):
+            if row["doc"]:
+                doc = Document.model_validate_json(row["doc"])
+                if not doc.deleted:
+                    live.append((i, doc))
+        if live:
+            for (i, _), doc in zip(live, self.expander.expand([d for _, d in live]), strict=True):
+                rows[i]["doc"] = doc.model_dump_json()
+        return pa.Table.from_pylist(rows, schema=batch.schema)

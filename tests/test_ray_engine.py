@@ -17,6 +17,9 @@ from indexing.pipeline import IndexingConfig, IndexingPipeline
 from indexing.ray_engine import RayEngineConfig, RayIndexingPipeline
 from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
 from search.stores.embedded import EmbeddedStore
+from tests.test_doc2query import tiny_d2q
+
+__all__ = ["tiny_d2q"]  # the tiny doc2query LM fixture
 
 pytestmark = pytest.mark.slow
 
@@ -117,3 +120,37 @@ def test_ray_engine_refuses_incremental_runs(tmp_path: Path, tiny_embedder_path:
     engine = RayIndexingPipeline(EmbeddedStore(tmp_path / "s"), SentenceTransformerEmbedder(cfg.embedder), cfg)
     with pytest.raises(ValueError, match="local engine"):
         engine.update(None, "docs")
+
+
+def test_ray_engine_runs_the_doc2query_stage(
+    ray_local: None, source: Path, tmp_path: Path, tiny_d2q: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """doc2query actors expand every live document (BM25-only builds here); the cache keys are the local
+    engine's, so a local build after the Ray one generates nothing and stores the same queries."""
+    from indexing.doc2query import Doc2QueryConfig
+    from search.documents import EXPANSION_FIELD
+
+    d2q = Doc2QueryConfig(model=str(tiny_d2q), num_queries=2, max_new_tokens=6, cache=tmp_path / "d2q.sqlite")
+    cfg = IndexingConfig(embed=False, progress=False, dead_letter_dir=tmp_path / "dead", batch_size=32, doc2query=d2q)
+    rc = RayEngineConfig(doc2query_actors=1, doc2query_num_cpus=0.5, read_block_docs=40)
+    ray_store = EmbeddedStore(tmp_path / "ray")
+    report = RayIndexingPipeline(ray_store, None, cfg, rc).build(source, "docs")
+    assert report.indexed == 200 and report.alias_switched
+
+    from indexing.doc2query import Doc2QueryExpander
+
+    def no_generation(self: object, docs: object) -> None:
+        raise AssertionError("the local build regenerated queries the Ray build had cached")
+
+    monkeypatch.setattr(Doc2QueryExpander, "generate", no_generation)
+    local_store = EmbeddedStore(tmp_path / "local")
+    local = IndexingPipeline(local_store, None, cfg)
+    assert local.build(source, "docs").indexed == 200
+    ids = [f"d{i}" for i in range(200)]
+    from_ray, from_local = ray_store.get_many("docs", ids), local_store.get_many("docs", ids)
+    assert all(isinstance(d.fields.get(EXPANSION_FIELD), list) for d in from_ray.values())
+    assert {k: d.fields[EXPANSION_FIELD] for k, d in from_ray.items()} == {
+        k: d.fields[EXPANSION_FIELD] for k, d in from_local.items()
+    }
+    ray_store.close()
+    local_store.close()
