@@ -22,10 +22,11 @@ from ranking.features import feature_matrix
 from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
+from search.breaker import StoreBreaker
 from search.filters import Filter
 from search.highlight import highlight_page
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
-from search.stores.base import IndexStore
+from search.stores.base import IndexStore, StoreUnavailable
 from search.text import query_terms
 
 log = logging.getLogger("sift.search")
@@ -142,6 +143,13 @@ class SearchConfig(BaseModel):
     default_index: str = Field(default="docs", description="Index searched when a request names none.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     snippet_chars: int = Field(default=200, ge=40, le=2000, description="Characters per highlight fragment.")
+    fail_fast_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="After a search finds the store unreachable or overloaded, later searches answer 503 at once "
+        "for this long, one probe at a time going through, until the store answers (search/breaker.py); 0: off.",
+    )
     exploration: ExplorationConfig = Field(
         default_factory=ExplorationConfig, description="Shuffle the top of some first pages (click-model data)."
     )
@@ -168,6 +176,7 @@ class SearchService:
         self.encoder_version = encoder_version
         self.config = config or SearchConfig()
         self.retriever = HybridRetriever(store, None, self.config.retrieval)
+        self.breaker = StoreBreaker(self.config.fail_fast_s) if self.config.fail_fast_s > 0 else None
         self._timer = timer
 
     def _time(self, stage: str, started: float) -> None:
@@ -203,6 +212,8 @@ class SearchService:
 
     async def search(self, req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
+        if self.breaker is not None:
+            self.breaker.check()  # before the encoder: a search that cannot reach the store costs nothing
         index = req.index or self.config.default_index
         cfg = self.config.retrieval.model_copy(
             update={k: v for k, v in {"mode": req.mode, "fusion": req.fusion}.items() if v is not None}
@@ -219,7 +230,14 @@ class SearchService:
         want_rerank = req.rerank and self.rerank is not None
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
         window = max(window, ltr.config.top_n if ltr is not None else 0)
-        fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
+        try:
+            fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
+        except StoreUnavailable:
+            if self.breaker is not None:
+                self.breaker.failure()
+            raise
+        if self.breaker is not None:
+            self.breaker.success()
         self._time("retrieve", t)
         stages.extend(
             {"bm25": ["bm25"], "dense": ["dense"], "hybrid": ["bm25", "dense", f"fusion:{cfg.fusion}"]}[cfg.mode]
