@@ -154,3 +154,27 @@ def test_ray_engine_runs_the_doc2query_stage(
     }
     ray_store.close()
     local_store.close()
+
+
+@pytest.mark.es
+def test_ray_engine_bulk_writes_to_elasticsearch(
+    ray_local: None, source: Path, tmp_path: Path, tiny_embedder_path: Path, es_url: str, index_name: str
+) -> None:
+    """The batch path a RayJob runs: the stream into the real node, the alias swapped once every record is in."""
+    from search.stores.elasticsearch import ElasticsearchStore
+
+    cfg = _config(tmp_path, str(tiny_embedder_path))
+    store = ElasticsearchStore(es_url)
+    rc = RayEngineConfig(encoder_actors=2, encoder_num_cpus=0.5, encode_batch_docs=16, cache_path=tmp_path / "e.sqlite")
+    try:
+        engine = RayIndexingPipeline(store, SentenceTransformerEmbedder(cfg.embedder), cfg, rc)
+        report = engine.build(source, index_name)
+        assert report.indexed == 200 and report.dead_lettered == 1 and report.alias_switched
+        version = store.current_version(index_name)
+        assert version == report.version and store.count(index_name) == 200
+        assert store.bm25_search(index_name, "sockets detail 4", 3)
+        vec = SentenceTransformerEmbedder(cfg.embedder).embed(["exceptions and errors"])[0].tolist()
+        assert len(store.knn_search(index_name, vec, 3)) == 3
+    finally:
+        store.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
+        store.close()
