@@ -18,7 +18,7 @@ from search.stores.base import StoreUnavailable
 class StoreBreaker:
     """A circuit breaker for one process's store calls: closed, open for `cooldown_s`, half-open (one probe)."""
 
-    def __init__(self, cooldown_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cooldown_s: float = 0.25, clock: Callable[[], float] = time.monotonic) -> None:
         self.cooldown_s = cooldown_s
         self._clock = clock
         self._lock = threading.Lock()

@@ -144,11 +144,13 @@ class SearchConfig(BaseModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     snippet_chars: int = Field(default=200, ge=40, le=2000, description="Characters per highlight fragment.")
     fail_fast_s: float = Field(
-        default=1.0,
+        default=0.0,
         ge=0,
         le=60,
         description="After a search finds the store unreachable or overloaded, later searches answer 503 at once "
-        "for this long, one probe at a time going through, until the store answers (search/breaker.py); 0: off.",
+        "(before encoding) for this long, one probe at a time going through, until the store answers "
+        "(search/breaker.py). 0 (default): off; on, an outage costs no encoder time but searches in the first "
+        "`fail_fast_s` after the store is back may still fail.",
     )
     exploration: ExplorationConfig = Field(
         default_factory=ExplorationConfig, description="Shuffle the top of some first pages (click-model data)."
