@@ -212,6 +212,20 @@ class SearchService:
         stages.append("encode")
         return cfg, vector, None
 
+    async def _retrieve(
+        self, index: str, req: SearchRequest, window: int, cfg: RetrievalConfig, vector: np.ndarray | None
+    ) -> list[Retrieved]:
+        """The fused window, in a worker thread; the breaker (when on) learns whether the store answered."""
+        try:
+            fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
+        except StoreUnavailable:
+            if self.breaker is not None:
+                self.breaker.failure()
+            raise
+        if self.breaker is not None:
+            self.breaker.success()
+        return fused
+
     async def search(self, req: SearchRequest) -> SearchResponse:
         t0 = time.perf_counter()
         if self.breaker is not None:
@@ -232,14 +246,7 @@ class SearchService:
         want_rerank = req.rerank and self.rerank is not None
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
         window = max(window, ltr.config.top_n if ltr is not None else 0)
-        try:
-            fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
-        except StoreUnavailable:
-            if self.breaker is not None:
-                self.breaker.failure()
-            raise
-        if self.breaker is not None:
-            self.breaker.success()
+        fused = await self._retrieve(index, req, window, cfg, vector)
         self._time("retrieve", t)
         stages.extend(
             {"bm25": ["bm25"], "dense": ["dense"], "hybrid": ["bm25", "dense", f"fusion:{cfg.fusion}"]}[cfg.mode]

@@ -59,11 +59,8 @@ def reindex_cmd(
         raise _fail(f"source not found: {source}")
     settings = Settings()
     try:
-        cfg = (
-            load_config(config, IndexingConfig)
-            if config
-            else IndexingConfig(dead_letter_dir=settings.data_dir / "dead-letter")
-        )
+        default = IndexingConfig(dead_letter_dir=settings.data_dir / "dead-letter")
+        cfg = load_config(config, IndexingConfig) if config else default
         cfg = cfg.model_copy(update={"progress": progress, **({"batch_size": batch_size} if batch_size else {})})
         enc = {"model": model, "backend": backend, "quantize": quantize}
         cfg.embedder = type(cfg.embedder).model_validate(
@@ -88,9 +85,7 @@ def reindex_cmd(
         else:
             emb = CachedEmbedder(base, EmbeddingCache(cache_path)) if base is not None else None
             pipeline = IndexingPipeline(st, emb, cfg)
-        # stdout carries the JSON report alone (batch jobs parse it); Ray prints its workers' errors (a worker
-        # killed and restarted, say) to the driver's stdout, so everything the build prints goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON report alone (Ray prints worker deaths)
             report = pipeline.build(source, index)
     except GateRefused as exc:
         typer.echo(exc.result.model_dump_json(indent=2))

@@ -97,14 +97,10 @@ class ElasticsearchStore:
         retry_busy: bool = True,
     ) -> None:
         self.url = url
-        # Batch work retries a call that timed out or found the node busy (429, 502-504); a serving path must
-        # not: a retry holds its worker thread past the search deadline, and triples the load on a node that is
-        # recovering. The client gets a 503 with Retry-After instead.
-        self._retry_busy = retry_busy
+        self._retry_busy = retry_busy  # serving: no retry past the deadline, nor extra load on a recovering node
         self._ca_certs = ca_certs  # a private CA's PEM (ECK's self-signed HTTP certificate)
         self.config = config or EsIndexConfig()
-        self._auth = basic_auth
-        self._api_key = api_key
+        self._auth, self._api_key = basic_auth, api_key
         self._timeout = request_timeout
         self._client: Elasticsearch | None = None
         self._schemas: dict[str, IndexSchema] = {}
