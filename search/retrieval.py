@@ -55,8 +55,8 @@ class HybridRetriever:
         self.encoder = encoder
         self.config = config or RetrievalConfig()
         # BM25 runs here while the caller's thread runs kNN. Each concurrent search holds one of these threads
-        # for its BM25 request, so the pool must be as wide as the callers (the ingress's pool): two threads
-        # serialised every search of a replica behind a slow node and turned a cold restart into deadlines.
+        # for its BM25 request, so the pool must be as wide as the callers (the ingress's pool): with two, every
+        # search of a replica queued its BM25 call behind a slow node's.
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sift-retrieve")
 
     def run(

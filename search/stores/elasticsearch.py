@@ -117,7 +117,7 @@ class ElasticsearchStore:
                 ca_certs=self._ca_certs or DEFAULT,
                 max_retries=2,
                 retry_on_timeout=self._retry_busy,
-                retry_on_status=(429, 502, 503, 504) if self._retry_busy else (),
+                retry_on_status=DEFAULT if self._retry_busy else (),  # the client's default: 429, 502-504
             )
 
     @property
