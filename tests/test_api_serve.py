@@ -194,7 +194,9 @@ def test_fusion_order_matches_hand_computed_rrf(http: httpx.Client, indexed: str
 
 
 def test_rerank_explanations_and_highlights(http: httpx.Client) -> None:
-    resp = search(http, query="exceptions errors", limit=10)
+    # the whole reranked head (top_n = 20): the tiny cross-encoder's scores follow its tokenizer, whose WordPiece
+    # vocabulary is not the same from run to run, so any shorter page may happen to hold no BM25 match
+    resp = search(http, query="exceptions errors", limit=20)
     assert resp["reranked"] is True and "rerank" in resp["stages"], resp["rerank_note"]
     results = resp["results"]
     scores = [r["explanation"]["rerank_score"] for r in results]
@@ -207,7 +209,7 @@ def test_rerank_explanations_and_highlights(http: httpx.Client) -> None:
         assert ex["bm25_rank"] is not None or ex["dense_rank"] is not None
         assert ex["stages"] == ["bm25", "dense", "fusion:rrf", "rerank"]
     lexical = [r for r in results if r["explanation"]["bm25_rank"] is not None]
-    assert lexical
+    assert lexical, [(r["id"], r["explanation"]) for r in results]
     for r in lexical:  # every lexical match shows where it matched
         assert "<em>" in "".join(r["highlights"]["body"] + r["highlights"]["title"]), r["highlights"]
 
