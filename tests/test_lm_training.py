@@ -106,6 +106,15 @@ def test_prefix_examples_follow_the_servers_prompt() -> None:
     header, tail, heal, _ = lm._prompt("protein fol", "complete")
     assert ex[0].header == header and tail == ex[1].prompt and ex[1].completion.startswith(heal)
     assert all(e.weight == 4.0 for e in ex)
+    # 'line' (the default) keeps the first: every later example is the same text, so under the causal mask its
+    # completion tokens see exactly the prompt they see in the line, whose labels cover them
+    (line,) = suggest_examples("protein folding in cells", 4.0, lm, every=False)
+    assert line == ex[0] and all(e.prompt + e.completion == line.prompt + line.completion for e in ex)
+    imps, clicks = _log()
+    lines = build_lm_data(imps, clicks, LMDataConfig(heldout_fraction=0.0))
+    every = build_lm_data(imps, clicks, LMDataConfig(heldout_fraction=0.0, suggest_examples="prefixes"))
+    assert {e.completion for e in lines.train} == {e.completion for e in every.train if e.prompt == "-"}
+    assert len(every.train) > len(lines.train) == lines.stats["allowed_queries"]
 
 
 def test_labels_mask_the_prompt_and_keep_eos(tmp_path: Path) -> None:

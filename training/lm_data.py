@@ -59,6 +59,12 @@ class LMDataConfig(BaseModel):
     )
     heldout_fraction: float = Field(default=0.2, ge=0.0, lt=1.0, description="Share of occurrences held out.")
     min_prefix_chars: int = Field(default=1, ge=1, description="Shortest prefix turned into a suggest example.")
+    suggest_examples: Literal["line", "prefixes"] = Field(
+        default="line",
+        description="suggest: 'line', one example per query typed up to `min_prefix_chars` (its completion is the "
+        "whole line, and under the causal mask its loss holds every later word boundary's example, at 1/n of the "
+        "tokens); 'prefixes', one example per word boundary (later words weigh more, n times the compute).",
+    )
     max_gap_s: float = Field(
         default=1800.0, gt=0, description="related: the clicked reformulation follows within this many seconds."
     )
@@ -163,13 +169,16 @@ def _heldout_flags(occs: Sequence[_Occurrence], cfg: LMDataConfig) -> list[bool]
     return [side(o.session or o.query_id) for o in occs]
 
 
-def suggest_examples(query: str, weight: float, completer: LMCompleter, min_chars: int = 1) -> list[LMExample]:
-    """The query typed up to every length, each completed to the whole query in the server's prompt format.
+def suggest_examples(
+    query: str, weight: float, completer: LMCompleter, min_chars: int = 1, every: bool = True
+) -> list[LMExample]:
+    """The query typed up to every length (`every`; else only the shortest), each completed to the whole query in
+    the server's prompt format.
 
     The server's prompt stops before the word being typed (the generation re-types it), so every prefix of
     one word gives the same example: kept once, one example per word boundary."""
     out: dict[tuple[str, str], LMExample] = {}
-    for i in range(min_chars, len(query) + 1):
+    for i in range(min_chars, len(query) + 1 if every else min(min_chars, len(query)) + 1):
         header, tail, heal, context = completer._prompt(query[:i], "complete")
         rest = query[len(context.strip()) :].lstrip() if context else query
         completion = " " + rest + "\n"
@@ -223,7 +232,8 @@ def _examples(
     for key in sorted(keyed):
         weight = float(len(keyed[key]))
         if cfg.task == "suggest":
-            out.extend(suggest_examples(key, weight, completer, cfg.min_prefix_chars))
+            every = cfg.suggest_examples == "prefixes"
+            out.extend(suggest_examples(key, weight, completer, cfg.min_prefix_chars, every=every))
         elif cfg.task == "related":
             a, b = json.loads(key)
             header, tail, heal, _ = completer._prompt(a, "related")

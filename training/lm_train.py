@@ -17,6 +17,7 @@ import json
 import math
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -57,6 +58,9 @@ class LMTrainConfig(BaseModel):
         default=1000, ge=1, description="Held-out examples the loss is measured on (a seeded sample when more)."
     )
     checkpoint_every: int = Field(default=100, ge=1, description="Steps between checkpoints (and one at the end).")
+    log_every: int = Field(
+        default=10, ge=0, description="Steps between progress lines (step, loss, tokens/s, ETA) on stderr; 0: none."
+    )
     seed: int = Field(default=0, description="Seeds initialisation and batch order.")
     workers: int = Field(default=1, ge=1, description="Ray Train workers (one per GPU on a cluster).")
     use_gpu: bool = Field(default=False, description="One GPU per worker.")
@@ -294,6 +298,8 @@ def _train_loop(loop: dict[str, Any]) -> None:
         run.step += 1
         tokens += int(batch["attention_mask"].sum())
         losses.append(float(loss))
+        if cfg.log_every and run.rank == 0 and run.step % cfg.log_every == 0:
+            _progress(run, start_step, tokens, losses, t0)
         final = run.step == run.total
         if run.step % cfg.checkpoint_every and not final:
             continue
@@ -316,6 +322,20 @@ def _train_loop(loop: dict[str, Any]) -> None:
         if ckpt is not None:
             shutil.rmtree(ckpt.path, ignore_errors=True)  # Ray has persisted its copy
         losses = []
+
+
+def _progress(run: _Run, start_step: int, tokens: int, losses: list[float], t0: float) -> None:
+    """One line a long CPU run can be followed by (Ray forwards a worker's stderr to the driver)."""
+    done = run.step - start_step
+    elapsed = max(time.perf_counter() - t0, 1e-9)
+    eta = elapsed / done * (run.total - run.step)
+    recent = losses[-run.cfg.log_every :]
+    print(
+        f"lm train: step {run.step}/{run.total} loss {sum(recent) / len(recent):.4f} "
+        f"{tokens * run.world / elapsed:.0f} tokens/s, ETA {eta / 60:.1f} min",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _scaling(cfg: LMTrainConfig) -> Any:
