@@ -178,7 +178,8 @@ def suggest_examples(
     The server's prompt stops before the word being typed (the generation re-types it), so every prefix of
     one word gives the same example: kept once, one example per word boundary."""
     out: dict[tuple[str, str], LMExample] = {}
-    for i in range(min_chars, len(query) + 1 if every else min(min_chars, len(query)) + 1):
+    last = len(query) if every else min(min_chars, len(query))
+    for i in range(min_chars, last + 1):
         header, tail, heal, context = completer._prompt(query[:i], "complete")
         rest = query[len(context.strip()) :].lstrip() if context else query
         completion = " " + rest + "\n"
