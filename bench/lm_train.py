@@ -100,6 +100,18 @@ def main() -> None:
     ap.add_argument("--heldout-max", type=int, default=300, help="Held-out examples the loss is measured on.")
     ap.add_argument("--limit", type=int, default=None, help="Only the first N test queries (all figures).")
     ap.add_argument("--work", type=Path, default=None, help="Reuse a work folder (index, logs, model, LM caches).")
+    ap.add_argument(
+        "--validate",
+        action="store_true",
+        help="Choose settings without the test split: the log queries are halved again, the LM learns from one "
+        "half's log and every figure is measured on the other half (with its qrels).",
+    )
+    ap.add_argument(
+        "--few-shot",
+        action="store_true",
+        help="Learn with the suggester's few-shot header in the prompt (training starts from the stock LM's "
+        "behaviour; ~3x the tokens per example) instead of an empty one.",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -111,6 +123,8 @@ def main() -> None:
     else:
         full = load_beir(args.dataset, "test")
         log, test = half(full, 0), half(full, 1)
+    if args.validate:  # the test split is not read below this line
+        log, test = half(log, 0, salt="validate:"), half(log, 1, salt="validate:")
     if args.limit:  # the first N judged test queries: every figure below is on the same ones
         test = test.model_copy(update={"qrels": {q: test.qrels[q] for q in list(test.qrels)[: args.limit]}})
     twins = near_twins({q: t for q, t in test.queries.items() if q in test.qrels}, log.queries.values())
@@ -121,7 +135,7 @@ def main() -> None:
 
     t = time.perf_counter()
     imps, clicks, cfg = simulated_logs(work, log, args.sessions_per_query * len(log.queries), args.seed)
-    data = lm_examples(imps, clicks, LMDataConfig(task="suggest", heldout_fraction=0.1), cfg.suggest)
+    data = lm_examples(imps, clicks, LMDataConfig(task="suggest", heldout_fraction=0.1, prompt_examples=None if args.few_shot else []), cfg.suggest)
     print(f"log: {len(imps)} searches, {len(clicks)} click records ({time.perf_counter() - t:.0f} s); "
           f"examples: {json.dumps(data.stats)}")  # fmt: skip
     registry = Registry(work / "registry")
@@ -192,7 +206,7 @@ def evaluate(
     print("\n| blend | test queries | coverage | nDCG@10 top suggestion | nDCG@10 bare prefix |\n|---|---|---|---|---|")
     for k, r in blend.items():
         print(f"| {k.split()[0]} | {k.split()[1]} | {r['coverage']} | {r['ndcg10']} | {r['bare']} |")
-    out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}.json"
+    out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"version": version, "training": metrics, "near_twins": len(twins), "qac": table, "blend": blend,
               "related": related}  # fmt: skip

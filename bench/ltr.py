@@ -66,9 +66,9 @@ def app_config(data_dir: Path, mode: str) -> AppConfig:
     )
 
 
-def half(data: BeirData, keep: int) -> BeirData:
-    """The queries whose id hashes to `keep` (0 or 1), with their qrels."""
-    ids = {q for q in data.qrels if int(hashlib.sha256(q.encode()).hexdigest(), 16) % 2 == keep}
+def half(data: BeirData, keep: int, salt: str = "") -> BeirData:
+    """The queries whose id (after `salt`) hashes to `keep` (0 or 1), with their qrels."""
+    ids = {q for q in data.qrels if int(hashlib.sha256((salt + q).encode()).hexdigest(), 16) % 2 == keep}
     return data.model_copy(
         update={
             "queries": {q: t for q, t in data.queries.items() if q in ids},

@@ -15,7 +15,14 @@ import pytest
 from models.causal_lm import LMConfig
 from search.querylog import QueryEvent
 from search.suggest.indices import PrefixIndex
-from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task, split_prefix
+from search.suggest.lm_completer import (
+    Completion,
+    LMCompleter,
+    LMCompleterConfig,
+    Task,
+    split_prefix,
+    whole_words,
+)
 from search.suggest.safety import SafetyFilter, contains_pii
 from search.suggest.schemas import DAY_S, SuggestConfig
 from search.suggest.suggester import Suggester
@@ -80,6 +87,15 @@ def test_split_prefix_for_token_healing() -> None:
     assert split_prefix("protein fold") == (" protein", " fold")
     assert split_prefix("protein ") == (" protein", " ")
     assert split_prefix("fold") == ("", " fold")
+
+
+def test_a_line_cut_by_the_token_budget_ends_at_its_last_whole_word() -> None:
+    assert whole_words("protein folding in yeast cel", "protein fold") == "protein folding in yeast"
+    assert whole_words("protein folding in  ", "protein fold") == "protein folding in"
+    # never back into what was typed: a line that only finished the typed word is kept as it is
+    assert whole_words("protein folding", "protein fold") == "protein folding"
+    assert whole_words("protein foldi", "protein fold") == "protein foldi"
+    assert whole_words("vitamin d and bo", "") == "vitamin d and"
 
 
 # -- prefix index --------------------------------------------------------------------------------------------
@@ -397,6 +413,18 @@ def test_tiny_lm_completes_unseen_prefixes(tiny_lm_path: Path) -> None:
     assert len(sampled[0]) == 3 and all(c.text.startswith("vitamin") for c in sampled[0])
     related = lm.complete(["protein folding"], task="related")
     assert len(related[0]) == 4
+
+
+def test_tiny_lm_lines_cut_by_the_token_budget_end_at_a_whole_word(tiny_lm_path: Path) -> None:
+    full = {c.text for c in tiny_completer(tiny_lm_path).complete(["protein fo"])[0]}
+    assert "protein folding in cells" in full
+    short = tiny_completer(tiny_lm_path, max_new_tokens=4).complete(["protein fo"])[0]
+    assert short, "every beam was cut, none dropped"
+    assert len({c.text for c in short}) == len(short), "beams cut back to the same line are shown once"
+    for c in short:
+        assert c.text.startswith("protein fo")
+        # each shown line is a whole-word prefix of a line the model writes with room to finish it
+        assert any(f == c.text or f.startswith(c.text + " ") for f in full) or " " not in c.text[len("protein ") :]
 
 
 def test_tiny_lm_behind_the_suggester_with_a_deadline(tiny_lm_path: Path) -> None:

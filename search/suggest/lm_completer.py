@@ -87,6 +87,14 @@ def split_prefix(prefix: str) -> tuple[str, str]:
     return " " + prefix[:i].strip(), " " + prefix[i + 1 :]
 
 
+def whole_words(line: str, typed: str) -> str:
+    """A line cut by the token budget, back to its last whole word: the word it was typing when the budget ran
+    out may be unfinished ("... in patients with diab"), and a suggestion must not end in a word nobody types.
+    The cut never goes back into what was typed; a line with no whole word after it is kept as it is."""
+    end = line.rfind(" ")
+    return line[:end].rstrip() if end > len(typed.rstrip()) else line
+
+
 class LMCompleter:
     """Plain class around a causal LM; the Serve deployment and the eval both call `complete`."""
 
@@ -232,14 +240,18 @@ class LMCompleter:
                     live &= (hits - (gen_ids == stop).int()) == 0  # up to and including the first stop token
                 lengths = live.sum(1).clamp(min=1)
                 seq_scores = ((trans.masked_fill(~live, 0).sum(1)) / lengths).tolist()
-        decoded = tok.batch_decode(out.sequences[:, plen:], skip_special_tokens=True)
+        gen_rows = out.sequences[:, plen:]
+        decoded = tok.batch_decode(gen_rows, skip_special_tokens=True)
+        stopped = torch.isin(gen_rows, torch.tensor(self._stop_ids, device=gen_rows.device)).any(1).tolist()
         results: list[list[Completion]] = []
         for t, (_, _, _, context) in enumerate(prompts):
             cands: list[Completion] = []
             for j in range(n):
                 row = t * n + j
                 line = (context + decoded[row]).split("\n", 1)[0].strip()
-                if line:
+                if not stopped[row]:
+                    line = whole_words(line, texts[t] if task == "complete" else "")
+                if line and all(c.text != line for c in cands):  # beams cut back to one line: keep the best
                     cands.append(Completion(text=line, score=math.exp(min(0.0, float(seq_scores[row])))))
             results.append(cands)
         return results
