@@ -135,7 +135,8 @@ def main() -> None:
 
     t = time.perf_counter()
     imps, clicks, cfg = simulated_logs(work, log, args.sessions_per_query * len(log.queries), args.seed)
-    data = lm_examples(imps, clicks, LMDataConfig(task="suggest", heldout_fraction=0.1, prompt_examples=None if args.few_shot else []), cfg.suggest)
+    data_cfg = LMDataConfig(task="suggest", heldout_fraction=0.1, prompt_examples=None if args.few_shot else [])
+    data = lm_examples(imps, clicks, data_cfg, cfg.suggest)
     print(f"log: {len(imps)} searches, {len(clicks)} click records ({time.perf_counter() - t:.0f} s); "
           f"examples: {json.dumps(data.stats)}")  # fmt: skip
     registry = Registry(work / "registry")

@@ -239,10 +239,31 @@ def test_candidates_without_results_are_dropped_and_checks_cached() -> None:
         return "nothing" not in text
 
     lm = ScriptedLM({"vit": [("vitamin d", 0.6), ("vitamin nothing", 0.5)], "vita": [("vitamin d", 0.6)]})
-    s = make(lm, has_results, deadline_ms=5000)
+    s = make(lm, has_results, deadline_ms=5000, lm_backoff_words=0)
     assert [x.text for x in run(s.suggest("vit")).suggestions] == ["vitamin d"]
     assert [x.text for x in run(s.suggest("vita")).suggestions] == ["vitamin d"]
     assert checked == ["vitamin d", "vitamin nothing"]  # "vitamin d" was checked once, then cached
+
+
+def test_a_candidate_failing_the_result_check_is_cut_back_to_a_passing_query() -> None:
+    def has_results(text: str) -> bool:
+        return "quantum" not in text and "badword" not in text
+
+    lines = [
+        ("vitamin d levels in quantum yoga", 0.7),  # → "vitamin d levels" (not "... in": a stop word)
+        ("vitamin quantum", 0.6),  # → "vitamin": finishing the typed word is a suggestion
+        ("vit quantum", 0.5),  # → nothing: the cut would go back to what was typed
+        ("vitamin d badword", 0.4),  # blocklisted: dropped whole, never cut back to a clean head
+    ]
+    lm = ScriptedLM({"vit": lines})
+    s = make(lm, has_results, deadline_ms=5000, blocklist=["badword"])
+    got = [(x.text, x.score) for x in run(s.suggest("vit")).suggestions]
+    assert got == [("vitamin d levels", pytest.approx(0.35)), ("vitamin", pytest.approx(0.3))]
+    # at most `lm_backoff_words` words are cut: two are not enough to reach "vitamin d levels"
+    short = make(ScriptedLM({"vit": lines}), has_results, deadline_ms=5000, lm_backoff_words=2, blocklist=["badword"])
+    assert [x.text for x in run(short.suggest("vit")).suggestions] == ["vitamin"]
+    off = make(ScriptedLM({"vit": lines}), has_results, deadline_ms=5000, lm_backoff_words=0, blocklist=["badword"])
+    assert run(off.suggest("vit")).suggestions == []
 
 
 def test_lm_candidates_are_normalised_deduplicated_and_blended() -> None:

@@ -75,6 +75,13 @@ class SuggestConfig(BaseModel):
         le=1,
         description="Share of an LM candidate's words one of its top results must contain (0: any result will do).",
     )
+    lm_backoff_words: int = Field(
+        default=8,
+        ge=0,
+        le=32,
+        description="An LM candidate failing the result check is cut back word by word (at most this many words, "
+        "never into the typed text, never to a trailing stop word) to its longest form that passes; 0: dropped.",
+    )
     lm_min_chars: int = Field(default=2, ge=1, description="Shorter prefixes get log suggestions only.")
     results_cache_size: int = Field(default=50_000, ge=1, description="Cached store checks.")
     results_cache_ttl_s: float = Field(default=600.0, gt=0, description="Store checks are redone after this.")

@@ -148,9 +148,31 @@ class Suggester:
                 continue
             if t not in best or c.score > best[t]:
                 best[t] = c.score
-        out = [(t, s) for t, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])) if self._passes(t)]
+        kept: dict[str, float] = {}
+        for t, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])):
+            shown = self._checked(t, core, len(core) if task == "complete" else 0)
+            if shown is not None and shown not in kept:
+                kept[shown] = s
+        out = list(kept.items())
         self.lm_cache.put((task, text), out)
         return out
+
+    def _checked(self, text: str, core: str, floor: int) -> str | None:
+        """`text`, or its longest word-boundary cut that passes the result check. A long LM line ("... in quantum
+        yoga") often fails on one invented word while its head is a good query; the cut keeps more than `floor`
+        characters, never ends in a stop word, and is None when nothing passes or the text is blocked."""
+        if not self.safety.allows(text):
+            return None
+        words = text.split(" ")
+        for n in range(len(words), max(0, len(words) - self.config.lm_backoff_words - 1), -1):
+            cut = " ".join(words[:n])
+            if len(cut) <= floor or cut == core:
+                return None
+            if n < len(words) and not query_terms(words[n - 1]):
+                continue  # "vitamin d and": a trailing stop word is no query
+            if self._passes(cut):
+                return cut
+        return None
 
     def _ensure_workers(self) -> Workers:
         if self._workers is None:
