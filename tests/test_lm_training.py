@@ -94,6 +94,20 @@ def test_reformulations_become_related_examples() -> None:
     assert pairs[("protein =>", " protein folding in cells\n")] == 3.0  # sessions 3, 9, 15
 
 
+def test_only_the_trained_tasks_few_shot_lines_are_replaced() -> None:
+    """The saved prompt drops the trained task's shots and keeps the other task's, which it was not taught."""
+    imps, clicks = _log(n_sessions=18)
+    stock = LMCompleterConfig()
+    suggest = build_lm_data(imps, clicks, LMDataConfig(heldout_fraction=0.0), completer=stock)
+    assert suggest.prompt == {"examples": [], "related_examples": stock.related_examples}
+    assert suggest.train[0].header == "Search queries:\n"
+    related = build_lm_data(imps, clicks, LMDataConfig(task="related", heldout_fraction=0.0), completer=stock)
+    assert related.prompt == {"examples": stock.examples, "related_examples": []}
+    kept = build_lm_data(imps, clicks, LMDataConfig(heldout_fraction=0.0, prompt_examples=None), completer=stock)
+    assert kept.prompt == {"examples": stock.examples, "related_examples": stock.related_examples}
+    assert "- crispr gene editing in mice\n" in kept.train[0].header
+
+
 def test_prefix_examples_follow_the_servers_prompt() -> None:
     lm = LMCompleter()
     ex = suggest_examples("protein folding in cells", 4.0, lm)
@@ -182,7 +196,10 @@ def test_train_on_ray_lowers_heldout_loss_and_registers(local_ray: None, tiny_ba
     model, tok, _ = load_lm(LMConfig(model=str(trained.path), device="cpu"))
     assert tok.eos_token_id is not None and model.config.vocab_size == len(tok)
     # served unchanged: the suggester's own completer, prompt and all, now completes the learnt queries
-    completer = LMCompleter(LMCompleterConfig(lm=LMConfig(model=str(trained.path), device="cpu"), nice=0))
+    # (12 tokens: the tiny tokenizer needs over 8 for the rest of the line, and a line cut by the budget loses its
+    # last word)
+    lm_cfg = LMConfig(model=str(trained.path), device="cpu")
+    completer = LMCompleter(LMCompleterConfig(lm=lm_cfg, nice=0, max_new_tokens=12))
     tops = [c[0].text for c in completer.complete(["protein fol", "insulin "])]
     assert tops == ["protein folding in cells", "insulin resistance in mice"]
 

@@ -71,9 +71,9 @@ class LMDataConfig(BaseModel):
     doc_chars: int = Field(default=600, ge=32, description="doc2query: characters of document text in the prompt.")
     prompt_examples: list[str] | None = Field(
         default_factory=list,
-        description="Few-shot query lines of the prompt learnt, saved with the model and served with it. [] (the "
-        "default): a tuned model needs no examples, and short prompts train and serve faster; None: the "
-        "suggester's configured examples.",
+        description="Few-shot query lines of the trained task's prompt (suggest; related: any list means none), "
+        "saved with the model and served with it; the other task keeps the suggester's. [] (the default): a tuned "
+        "model needs no examples, and short prompts train and serve faster; None: the suggester's examples.",
     )
 
 
@@ -262,8 +262,11 @@ def build_lm_data(
         raise ValueError("doc2query needs the documents' texts (a store to read them from)")
     lm_cfg = completer or LMCompleterConfig()
     prompt: dict[str, Any] = {"examples": lm_cfg.examples, "related_examples": lm_cfg.related_examples}
-    if cfg.prompt_examples is not None:
-        prompt = {"examples": list(cfg.prompt_examples), "related_examples": []}
+    if cfg.prompt_examples is not None and cfg.task != "doc2query":
+        # only the trained task's few-shot lines change: a suggest-tuned model still writes related searches
+        # from the configured pairs (without them, it lost half its related-search success on Cranfield)
+        key = "examples" if cfg.task == "suggest" else "related_examples"
+        prompt[key] = [] if cfg.task == "related" else list(cfg.prompt_examples)
     lm = LMCompleter(lm_cfg.model_copy(update=prompt))  # only its prompt builder: no model is loaded
     occs = _occurrences(impressions, clicks)
     allowed = allowed_queries(occs, cfg)
