@@ -119,11 +119,12 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     has_train = (args.dataset / "qrels" / "train.tsv").exists()
     if has_train:
-        log, test = load_beir(args.dataset, "train"), load_beir(args.dataset, "test")
+        log = load_beir(args.dataset, "train")
+        test = log if args.validate else load_beir(args.dataset, "test")  # validation never loads the test split
     else:
         full = load_beir(args.dataset, "test")
         log, test = half(full, 0), half(full, 1)
-    if args.validate:  # the test split is not read below this line
+    if args.validate:  # the log's queries, halved again: one half's log is learnt, the other half is scored
         log, test = half(log, 0, salt="validate:"), half(log, 1, salt="validate:")
     if args.limit:  # the first N judged test queries: every figure below is on the same ones
         test = test.model_copy(update={"qrels": {q: test.qrels[q] for q in list(test.qrels)[: args.limit]}})

@@ -262,11 +262,12 @@ def build_lm_data(
         raise ValueError("doc2query needs the documents' texts (a store to read them from)")
     lm_cfg = completer or LMCompleterConfig()
     prompt: dict[str, Any] = {"examples": lm_cfg.examples, "related_examples": lm_cfg.related_examples}
-    if cfg.prompt_examples is not None and cfg.task != "doc2query":
-        # only the trained task's few-shot lines change: a suggest-tuned model still writes related searches
-        # from the configured pairs (without them, it lost half its related-search success on Cranfield)
-        key = "examples" if cfg.task == "suggest" else "related_examples"
-        prompt[key] = [] if cfg.task == "related" else list(cfg.prompt_examples)
+    # only the trained task's few-shot lines change: a suggest-tuned model still writes related searches from the
+    # configured pairs (without them, it lost half its related-search success on Cranfield)
+    if cfg.prompt_examples is not None and cfg.task == "suggest":
+        prompt["examples"] = list(cfg.prompt_examples)
+    elif cfg.prompt_examples is not None and cfg.task == "related":
+        prompt["related_examples"] = []
     lm = LMCompleter(lm_cfg.model_copy(update=prompt))  # only its prompt builder: no model is loaded
     occs = _occurrences(impressions, clicks)
     allowed = allowed_queries(occs, cfg)

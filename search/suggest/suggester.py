@@ -112,9 +112,8 @@ class Suggester:
         return sum(self.record(ev) for ev in events)
 
     # -- LM candidates --------------------------------------------------------------------------------------
-    def _passes(self, text: str) -> bool:
-        if not self.safety.allows(text):
-            return False
+    def _store_ok(self, text: str) -> bool:
+        """The (cached) result check; the safety filter is applied once per LM line, by `_checked`."""
         if self._has_results is None:
             return True
         ok = self.results_cache.get(text)
@@ -161,7 +160,7 @@ class Suggester:
         """`text`, or its longest word-boundary cut that passes the result check. A long LM line ("... in quantum
         yoga") often fails on one invented word while its head is a good query; the cut keeps more than `floor`
         characters, never ends in a stop word, and is None when nothing passes or the text is blocked."""
-        if not self.safety.allows(text):
+        if not self.safety.allows(text):  # a cut at word boundaries of an allowed line holds no blocked word or PII
             return None
         words = text.split(" ")
         for n in range(len(words), max(0, len(words) - self.config.lm_backoff_words - 1), -1):
@@ -170,7 +169,7 @@ class Suggester:
                 return None
             if n < len(words) and not query_terms(words[n - 1]):
                 continue  # "vitamin d and": a trailing stop word is no query
-            if self._passes(cut):
+            if self._store_ok(cut):
                 return cut
         return None
 
