@@ -34,6 +34,7 @@ from bench.ltr import half  # noqa: E402  (the same hash halves as the LTR bench
 from models.registry import Registry  # noqa: E402
 from search.settings import Settings  # noqa: E402
 from search.suggest.lm_completer import LMCompleterConfig  # noqa: E402
+from search.suggest.schemas import SuggestConfig  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
 from serving.local import local_backend  # noqa: E402
 from sift.clicks_cli import _backend_search  # noqa: E402
@@ -100,6 +101,10 @@ def main() -> None:
     ap.add_argument("--heldout-max", type=int, default=300, help="Held-out examples the loss is measured on.")
     ap.add_argument("--limit", type=int, default=None, help="Only the first N test queries (all figures).")
     ap.add_argument("--work", type=Path, default=None, help="Reuse a work folder (index, logs, model, LM caches).")
+    ap.add_argument("--skip-related", action="store_true",
+                    help="No related figures (the LM's top rewrite; the suggester's checks do not apply).")  # fmt: skip
+    ap.add_argument("--coverage-of", choices=("candidate", "added"), default=SuggestConfig().term_coverage_of,
+                    help="The result check's `suggest.term_coverage_of` (default: the served default).")  # fmt: skip
     ap.add_argument(
         "--validate",
         action="store_true",
@@ -184,7 +189,7 @@ def evaluate(
     table: dict[str, Any] = {}
     for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
         qac = run_qac(args.dataset, work, lm_cfg, index=INDEX, cuts=args.cuts, batch=args.lm_batch, split=split,
-                      lm_cache=work / f"qac-{label}.json", seed=args.seed)  # fmt: skip
+                      lm_cache=work / f"qac-{label}.json", seed=args.seed, coverage_of=args.coverage_of)  # fmt: skip
         table.setdefault("trie", qac["table"]["log"])
         table[f"lm {label}"], table[f"blend {label}"] = qac["table"]["lm"], qac["table"]["blend"]
         print(f"QAC {label}: {qac['prefixes']} prefixes of {qac['held_out_queries']} held-out queries "
@@ -192,7 +197,7 @@ def evaluate(
     print(qac_markdown(table))
     related: dict[str, Any] = {}
     held = {q: t for q, t in test.queries.items() if q not in twins}
-    for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
+    for label, lm_cfg in () if args.skip_related else (("stock", stock), ("tuned", tuned)):
         related[label] = related_success(store, INDEX, lm_cfg, held, test.qrels, batch=args.lm_batch)
         print(f"related searches, {label} LM: {json.dumps(related[label])}")
     store.close()
@@ -201,7 +206,8 @@ def evaluate(
     for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
         for subset, skip in (("all", set()), ("no-twins", set(twins))):
             rep = run_eval_suggest(args.dataset, work, lm_cfg, index=INDEX, split=split, skip=skip,
-                                   lm_cache=work / f"eval-{label}.json", batch=args.lm_batch)  # fmt: skip
+                                   lm_cache=work / f"eval-{label}.json", batch=args.lm_batch,
+                                   coverage_of=args.coverage_of)  # fmt: skip
             row = rep["systems"]["blend"]["all"]
             blend[f"{label} {subset}"] = {"coverage": row["coverage"], "ndcg10": row["ndcg10_top_suggestion"],
                                           "bare": row["ndcg10_bare_prefix"]}  # fmt: skip
@@ -211,7 +217,7 @@ def evaluate(
     out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"version": version, "training": metrics, "near_twins": len(twins), "qac": table, "blend": blend,
-              "related": related}  # fmt: skip
+              "related": related, "term_coverage_of": args.coverage_of}  # fmt: skip
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwritten {out}")
 

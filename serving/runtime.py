@@ -27,7 +27,9 @@ class SuggestRuntime:
         if not config.suggest.enabled:
             return
         index = config.suggest.check_index or config.search.default_index
-        check = store_has_results(store, index, config.suggest.min_term_coverage)
+        check = store_has_results(
+            store, index, config.suggest.min_term_coverage, coverage_of=config.suggest.term_coverage_of
+        )
         self.suggester = Suggester(
             config.suggest, complete=complete, has_results=check, index=config.search.default_index
         )

@@ -15,6 +15,7 @@ import typer
 
 from search.settings import Settings
 from search.suggest.lm_completer import LMCompleterConfig
+from search.suggest.schemas import CoverageOf, SuggestConfig
 
 
 def eval_suggest_cmd(
@@ -32,6 +33,10 @@ def eval_suggest_cmd(
     term_coverage: Annotated[
         float, typer.Option("--term-coverage", min=0.0, max=1.0, help="LM result check strictness (see config).")
     ] = 1.0,
+    term_coverage_of: Annotated[
+        str,
+        typer.Option("--term-coverage-of", help="Words the check counts: `candidate` (all) or `added` (the LM's)."),
+    ] = SuggestConfig.model_fields["term_coverage_of"].default,
     qac: Annotated[
         int, typer.Option("--qac", min=0, max=10, help="Also QAC MRR@10 etc. on N random prefixes per query (0: off).")
     ] = 0,
@@ -46,6 +51,10 @@ def eval_suggest_cmd(
     )
     for noisy in ("httpx", "sift.indexing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if term_coverage_of not in ("candidate", "added"):
+        typer.secho("error: --term-coverage-of is `candidate` or `added`", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    coverage_of: CoverageOf = "added" if term_coverage_of == "added" else "candidate"
     if not (dataset / "queries_train.jsonl").exists():
         typer.secho(f"error: {dataset} has no queries_train.jsonl", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
@@ -67,6 +76,7 @@ def eval_suggest_cmd(
         rebuild=rebuild,
         lm_cache=data_dir / "lm-completions.json",
         min_term_coverage=term_coverage,
+        coverage_of=coverage_of,
     )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +88,8 @@ def eval_suggest_cmd(
         from training.suggest_eval import run_qac
 
         result = run_qac(dataset, data_dir, lm_cfg, index=index, cuts=qac, batch=batch,
-                         lm_cache=data_dir / "qac-completions.json")  # fmt: skip
+                         lm_cache=data_dir / "qac-completions.json", min_term_coverage=term_coverage,
+                         coverage_of=coverage_of)  # fmt: skip
         typer.echo(f"\nQAC: {result['prefixes']} prefixes ({result['seen']} seen) of {result['held_out_queries']} "
                    f"test queries; {result['near_twins']} near-twins of a train query left out")  # fmt: skip
         typer.echo(qac_markdown(result["table"]))

@@ -234,19 +234,19 @@ def test_blocklisted_and_email_completions_never_appear() -> None:
 def test_candidates_without_results_are_dropped_and_checks_cached() -> None:
     checked: list[str] = []
 
-    def has_results(text: str) -> bool:
+    def has_results(text: str, given: str = "") -> bool:
         checked.append(text)
         return "nothing" not in text
 
     lm = ScriptedLM({"vit": [("vitamin d", 0.6), ("vitamin nothing", 0.5)], "vita": [("vitamin d", 0.6)]})
-    s = make(lm, has_results, deadline_ms=5000, lm_backoff_words=0)
+    s = make(lm, has_results, deadline_ms=5000, lm_backoff_words=0, term_coverage_of="candidate")
     assert [x.text for x in run(s.suggest("vit")).suggestions] == ["vitamin d"]
     assert [x.text for x in run(s.suggest("vita")).suggestions] == ["vitamin d"]
     assert checked == ["vitamin d", "vitamin nothing"]  # "vitamin d" was checked once, then cached
 
 
 def test_a_candidate_failing_the_result_check_is_cut_back_to_a_passing_query() -> None:
-    def has_results(text: str) -> bool:
+    def has_results(text: str, given: str = "") -> bool:
         return "quantum" not in text and "badword" not in text
 
     lines = [
@@ -264,6 +264,25 @@ def test_a_candidate_failing_the_result_check_is_cut_back_to_a_passing_query() -
     assert [x.text for x in run(short.suggest("vit")).suggestions] == ["vitamin"]
     off = make(ScriptedLM({"vit": lines}), has_results, deadline_ms=5000, lm_backoff_words=0, blocklist=["badword"])
     assert run(off.suggest("vit")).suggestions == []
+
+
+def test_the_result_check_is_given_what_was_typed_when_it_counts_only_the_added_words() -> None:
+    checked: list[tuple[str, str]] = []
+
+    def has_results(text: str, given: str = "") -> bool:
+        checked.append((text, given))
+        return True
+
+    lines = {"lack of vit": [("lack of vitamin d", 0.6)], "lack of vita": [("lack of vitamin d", 0.6)]}
+    s = make(ScriptedLM(lines), has_results, deadline_ms=5000)  # the default: "added"
+    for typed in ("lack of vit", "lack of vita"):
+        assert [x.text for x in run(s.suggest(typed)).suggestions] == ["lack of vitamin d"]
+    assert checked == [("lack of vitamin d", "lack of vit"), ("lack of vitamin d", "lack of vita")]  # one per typing
+    whole = make(ScriptedLM(lines), has_results, deadline_ms=5000, term_coverage_of="candidate")  # one per candidate
+    checked.clear()
+    for typed in ("lack of vit", "lack of vita"):
+        run(whole.suggest(typed))
+    assert checked == [("lack of vitamin d", "")]
 
 
 def test_lm_candidates_are_normalised_deduplicated_and_blended() -> None:
@@ -492,4 +511,9 @@ def test_store_result_check_wants_the_words_found(tmp_path: Path) -> None:
     assert strict("vitamin d deficiency") and strict("protein folding in cells")  # word forms differ, stems match
     assert not loose("quantum yoga") and not strict("quantum yoga")
     assert store_has_results(store, "docs", 0.5)("vitamin fractures yoga")
+    # "added": only the words the LM added to what was typed must be found; the user's own words are theirs
+    added = store_has_results(store, "docs", 1.0, coverage_of="added")
+    assert added("lack of vitamin d deficiency", "lack of vitamin d def") and not strict("lack of vitamin d deficiency")
+    assert not added("vitamin d quantum yoga", "vitamin d")  # the LM's invention is still caught
+    assert not added("vitamin d quantum", "vitamin d quant")  # finishing the typed word: the finished word counts
     store.close()

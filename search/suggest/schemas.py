@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +17,13 @@ MAX_K = 20
 DAY_S = 86_400.0
 
 CompleteFn = Callable[[str, Task], list[Completion]]
-HasResultsFn = Callable[[str], bool]
+CoverageOf = Literal["candidate", "added"]
+
+
+class HasResultsFn(Protocol):
+    """The result check of an LM candidate; `given`: what the user typed (the words that are not the LM's)."""
+
+    def __call__(self, text: str, given: str = "", /) -> bool: ...
 
 
 class Suggestion(BaseModel):
@@ -74,6 +80,11 @@ class SuggestConfig(BaseModel):
         ge=0,
         le=1,
         description="Share of an LM candidate's words one of its top results must contain (0: any result will do).",
+    )
+    term_coverage_of: CoverageOf = Field(
+        default="added",
+        description="Which words `min_term_coverage` counts: all the candidate's, or only those the LM added to "
+        "what the user typed (the user's own words are theirs to search for, not the LM's invention).",
     )
     lm_backoff_words: int = Field(
         default=8,

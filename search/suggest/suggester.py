@@ -38,6 +38,7 @@ from search.suggest.schemas import (
     DAY_S,
     MAX_PREFIX_CHARS,
     CompleteFn,
+    CoverageOf,
     HasResultsFn,
     RelatedQuery,
     RelatedResponse,
@@ -79,7 +80,7 @@ class Suggester:
         self.lm_cache: TTLCache[tuple[str, str], list[tuple[str, float]]] = TTLCache(
             cfg.completion_cache_size, cfg.completion_cache_ttl_s
         )
-        self.results_cache: TTLCache[str, bool] = TTLCache(cfg.results_cache_size, cfg.results_cache_ttl_s)
+        self.results_cache: TTLCache[tuple[str, str], bool] = TTLCache(cfg.results_cache_size, cfg.results_cache_ttl_s)
         self._inflight: OrderedDict[tuple[str, str], concurrent.futures.Future[list[tuple[str, float]]]] = OrderedDict()
         self._inflight_lock = threading.Lock()
         self._workers: Workers | None = None
@@ -112,18 +113,20 @@ class Suggester:
         return sum(self.record(ev) for ev in events)
 
     # -- LM candidates --------------------------------------------------------------------------------------
-    def _store_ok(self, text: str) -> bool:
-        """The (cached) result check; the safety filter is applied once per LM line, by `_checked`."""
+    def _store_ok(self, text: str, given: str) -> bool:
+        """The (cached) result check of `text` typed as `given`; the safety filter is applied once per LM line,
+        by `_checked`."""
         if self._has_results is None:
             return True
-        ok = self.results_cache.get(text)
+        key = (text, given if self.config.term_coverage_of == "added" else "")
+        ok = self.results_cache.get(key)
         if ok is None:
             try:
-                ok = bool(self._has_results(text))
+                ok = bool(self._has_results(text, key[1]))
             except Exception as exc:  # store down: drop the candidate now, ask again next time
                 log.warning("a suggestion's result check failed (%s); dropped for now", type(exc).__name__)
                 return False
-            self.results_cache.put(text, ok)
+            self.results_cache.put(key, ok)
         return ok
 
     def lm_candidates(self, text: str, task: Task) -> list[tuple[str, float]]:
@@ -169,7 +172,7 @@ class Suggester:
                 return None
             if n < len(words) and not query_terms(words[n - 1]):
                 continue  # "vitamin d and": a trailing stop word is no query
-            if self._store_ok(cut):
+            if self._store_ok(cut, core):
                 return cut
         return None
 
@@ -394,18 +397,29 @@ def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
 
 
-def store_has_results(store: Any, index: str, min_term_coverage: float = 0.0, depth: int = 3) -> HasResultsFn:
+def store_has_results(
+    store: Any,
+    index: str,
+    min_term_coverage: float = 0.0,
+    depth: int = 3,
+    coverage_of: CoverageOf = "added",
+) -> HasResultsFn:
     """The store check: a BM25 search for the candidate. With `min_term_coverage` > 0, one of the top `depth`
     results must also contain that share of the candidate's words (BM25 is an OR of the words, so an
-    invented "vitamin d and quantum yoga" would otherwise pass on "vitamin" alone)."""
+    invented "vitamin d and quantum yoga" would otherwise pass on "vitamin" alone). `coverage_of="added"`
+    counts only the words that are not in `given` (what the user typed): a claim the user words their own way
+    ("... biomaterials lack inductive pr") is not the LM's invention, the completed "properties" is."""
 
-    def check(text: str) -> bool:
+    def check(text: str, given: str = "") -> bool:
         if min_term_coverage <= 0:
             return bool(store.bm25_search(index, text, 1, with_docs=False))
         hits = store.bm25_search(index, text, depth)
         if not hits:
             return False
         terms = query_terms(text)
+        if coverage_of == "added":
+            typed = set(query_terms(given))
+            terms = [t for t in terms if t not in typed]
         if not terms:
             return True
         need = math.ceil(min_term_coverage * len(terms) - 1e-9)
