@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,13 @@ import typer
 from search.settings import Settings
 from search.suggest.lm_completer import LMCompleterConfig
 from search.suggest.schemas import CoverageOf, SuggestConfig
+
+
+class CoverageChoice(StrEnum):
+    """`suggest.term_coverage_of`'s values, for typer to validate."""
+
+    candidate = "candidate"
+    added = "added"
 
 
 def eval_suggest_cmd(
@@ -34,9 +42,9 @@ def eval_suggest_cmd(
         float, typer.Option("--term-coverage", min=0.0, max=1.0, help="LM result check strictness (see config).")
     ] = 1.0,
     term_coverage_of: Annotated[
-        str,
+        CoverageChoice,
         typer.Option("--term-coverage-of", help="Words the check counts: `candidate` (all) or `added` (the LM's)."),
-    ] = SuggestConfig.model_fields["term_coverage_of"].default,
+    ] = CoverageChoice(SuggestConfig.model_fields["term_coverage_of"].default),
     qac: Annotated[
         int, typer.Option("--qac", min=0, max=10, help="Also QAC MRR@10 etc. on N random prefixes per query (0: off).")
     ] = 0,
@@ -51,10 +59,7 @@ def eval_suggest_cmd(
     )
     for noisy in ("httpx", "sift.indexing"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if term_coverage_of not in ("candidate", "added"):
-        typer.secho("error: --term-coverage-of is `candidate` or `added`", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2)
-    coverage_of: CoverageOf = "added" if term_coverage_of == "added" else "candidate"
+    coverage_of: CoverageOf = "added" if term_coverage_of is CoverageChoice.added else "candidate"
     if not (dataset / "queries_train.jsonl").exists():
         typer.secho(f"error: {dataset} has no queries_train.jsonl", fg=typer.colors.RED, err=True)
         raise typer.Exit(2)

@@ -67,6 +67,10 @@ def test_errors_are_clear(env: Path) -> None:
     assert r.exit_code == 2 and "does not exist" in r.output
     r = runner.invoke(app, ["index", "--source", str(env), "--index", "x", "--store", "mongo"])
     assert r.exit_code == 2 and "--store must be" in r.output
+    r = runner.invoke(app, ["eval-suggest", "--term-coverage-of", "typed", "--no-lm"])
+    assert r.exit_code == 2 and "'typed' is not one of" in r.output
+    r = runner.invoke(app, ["eval-suggest", "--dataset", str(env), "--term-coverage-of", "candidate", "--no-lm"])
+    assert r.exit_code == 2 and "has no queries_train.jsonl" in r.output
 
 
 def test_demo_corpus_command(env: Path) -> None:
