@@ -5,6 +5,11 @@ Reuses `bench/lm_train.py`'s work folder (its BM25 index and simulated click log
 stage of `sift index` (indexing/doc2query.py) over the whole corpus → BM25 Recall@100 and nDCG@10 on the test
 split, plain against expanded. The test split is read once, for the reported figures.
 
+`--filter-model M --min-relevance T` drops written queries whose cosine to their document is under T (Doc2Query--).
+`--validate --min-relevance T1 T2 ...` chooses T without the test split: every figure is on SciFact's *train*
+queries and qrels (the log the LM learnt from, so expansion itself looks better there than it is; the comparison
+between thresholds is what it is for).
+
 Run: `make bench-doc2query` (after `make bench-lm`), or
 `.venv/bin/python bench/doc2query.py --work /tmp/lmb-scifact`.
 """
@@ -51,6 +56,10 @@ def main() -> None:
     ap.add_argument("--doc-chars", type=int, default=400)
     ap.add_argument("--num-queries", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--filter-model", default=None, help="Embedder scoring each query against its document.")
+    ap.add_argument("--min-relevance", type=float, nargs="+", default=[0.0],
+                    help="Cosine under which a query is dropped (several with --validate).")  # fmt: skip
+    ap.add_argument("--validate", action="store_true", help="Train queries and qrels only; never reads test.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -83,27 +92,42 @@ def main() -> None:
         version, metrics = trained.version, trained.metrics
     print(f"trained {version}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
                                                if not k.startswith("examples_")))  # fmt: skip
-    test = load_beir(args.dataset, "test")
+    split = "train" if args.validate else "test"
+    test = load_beir(args.dataset, split)
+    if not args.validate and len(args.min_relevance) > 1:
+        raise SystemExit("several --min-relevance values only with --validate: the test split is read once")
     plain = bm25_figures(store, INDEX, test.queries, test.qrels)
-    d2q = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries,
-                          doc_chars=args.doc_chars, cache=args.work / "doc2query.sqlite")  # fmt: skip
-    t = time.perf_counter()
-    icfg = IndexingConfig(embed=False, progress=True, dead_letter_dir=args.work / "dead", format="beir", doc2query=d2q)
-    report = IndexingPipeline(store, None, icfg).build(args.dataset, INDEX + "-d2q")
-    build_s = time.perf_counter() - t
-    expanded = bm25_figures(store, INDEX + "-d2q", test.queries, test.qrels)
+    base = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries,
+                           doc_chars=args.doc_chars, cache=args.work / "doc2query.sqlite")  # fmt: skip
+    runs = [("all queries", base)] if args.filter_model is None or args.validate else []
+    if args.filter_model is not None:
+        runs += [(f"cosine >= {t}", base.model_copy(update={"filter_model": args.filter_model, "min_relevance": t}))
+                 for t in args.min_relevance]  # fmt: skip
+    ids = [json.loads(line)["_id"] for line in (args.dataset / "corpus.jsonl").open()]
+    rows: dict[str, dict[str, float]] = {}
+    for name, d2q in runs:
+        t = time.perf_counter()
+        icfg = IndexingConfig(embed=False, progress=True, dead_letter_dir=args.work / "dead", format="beir",
+                              doc2query=d2q)  # fmt: skip
+        report = IndexingPipeline(store, None, icfg).build(args.dataset, INDEX + "-d2q")
+        kept = sum(len(d.fields.get("doc2query", [])) for d in store.get_many(INDEX + "-d2q", ids).values())
+        rows[name] = {**bm25_figures(store, INDEX + "-d2q", test.queries, test.qrels), "queries_kept": kept,
+                      "build_s": round(time.perf_counter() - t, 1)}  # fmt: skip
+        print(f"{name}: {report.indexed} documents, {json.dumps(rows[name])}", flush=True)
     sample = store.get_many(INDEX + "-d2q", [next(iter(test.qrels[q])) for q in list(test.qrels)[:3]])
     store.close()
-    print(f"\nexpanded index built in {build_s:.0f} s ({report.indexed} documents)")
-    print("| BM25 on SciFact test | nDCG@10 | Recall@100 |\n|---|---|---|")
-    print(f"| plain | {plain['ndcg@10']} | {plain['recall@100']} |")
-    print(f"| + doc2query ({args.num_queries} queries/doc) | {expanded['ndcg@10']} | {expanded['recall@100']} |")
+    print(f"| BM25 on SciFact {split} | nDCG@10 | Recall@100 | queries kept |\n|---|---|---|---|")
+    print(f"| plain | {plain['ndcg@10']} | {plain['recall@100']} | 0 |")
+    for name, r in rows.items():
+        label = f"+ doc2query ({args.num_queries}/doc, {name})"
+        print(f"| {label} | {r['ndcg@10']} | {r['recall@100']} | {r['queries_kept']} |")
     for d in sample.values():
         print(f"  {d.id}: {d.title[:60]!r} → {d.fields.get('doc2query')}")
-    out = REPO / "bench" / "results" / "doc2query.json"
+    out = REPO / "bench" / "results" / f"doc2query{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats, "plain": plain,
-                               "expanded": expanded, "build_s": round(build_s, 1)}, indent=1))  # fmt: skip
+    out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats, "split": split,
+                               "num_queries": args.num_queries, "filter_model": args.filter_model, "plain": plain,
+                               "expanded": rows}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -6,6 +6,11 @@ expand passages (Nogueira et al., 2019).
 Generation is the expensive part of a reindex, so each document's queries are cached by (model version, content
 hash of the unexpanded document, settings): a rebuild regenerates only new or changed documents. The prompt is
 the one `sift train lm --task doc2query` learns (training/lm_data.py builds it with `prompt`).
+
+A small LM also writes queries its document does not answer ("hallucinated"); they add foreign words that pull
+the document up for other queries. With `filter_model`, a sentence embedder scores each query against its
+document and those under `min_relevance` are dropped, as Doc2Query-- does (Gospodinov et al., 2023). The filter
+runs after the cache, so changing the threshold never regenerates.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.causal_lm import LMConfig, load_lm, resolve_lm
+from models.embedder import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from search.documents import EXPANSION_FIELD, Document
 from search.text import normalize_query
 
@@ -34,9 +40,12 @@ def doc2query_prompt(text: str) -> str:
     return f"Document: {text}\nQuery:"
 
 
+def _prompt_text(doc: Document, doc_chars: int) -> str:
+    return " ".join(f"{doc.title} {doc.body}".split())[:doc_chars]
+
+
 def prompt(doc: Document, doc_chars: int) -> str:
-    body = " ".join(f"{doc.title} {doc.body}".split())[:doc_chars]
-    return doc2query_prompt(body)
+    return doc2query_prompt(_prompt_text(doc, doc_chars))
 
 
 class Doc2QueryConfig(BaseModel):
@@ -51,6 +60,13 @@ class Doc2QueryConfig(BaseModel):
     batch_size: int = Field(default=16, ge=1, le=256, description="Documents per generate call.")
     device: str | None = Field(default=None, description="Torch device; None: the resolver's choice.")
     cache: Path | None = Field(default=None, description="SQLite cache of generated queries; None: no cache.")
+    filter_model: str | None = Field(
+        default=None,
+        description="Sentence embedder (HF id or path) scoring each query against its document; None: keep all.",
+    )
+    min_relevance: float = Field(
+        default=0.0, ge=-1.0, le=1.0, description="Queries whose cosine (filter_model) to the document is lower go."
+    )
 
 
 class QueryCache:
@@ -90,17 +106,23 @@ class QueryCache:
 class Doc2QueryExpander:
     """Adds `fields["doc2query"]` to documents; light `__init__`, the model loads in `warm_up`."""
 
-    def __init__(self, config: Doc2QueryConfig) -> None:
+    def __init__(self, config: Doc2QueryConfig, scorer: Embedder | None = None) -> None:
+        """`scorer`: the filter's embedder when the caller already holds one; else `filter_model` loads it."""
         self.config = config
+        self._scorer = scorer
         self._model: Any = None
         self._tok: Any = None
         self._device = "cpu"
         self._stops: list[int] = []
         self._cache = QueryCache(config.cache) if config.cache is not None else None
         self._lock = threading.Lock()
-        self.stats = {"generated": 0, "cached": 0}
+        self.stats = {"generated": 0, "cached": 0, "filtered_out": 0}
 
     def warm_up(self) -> None:
+        self._warm_lm()
+        self._warm_scorer()
+
+    def _warm_lm(self) -> None:
         with self._lock:
             if self._model is None:
                 model, tok, self._device = load_lm(LMConfig(model=self.config.model, device=self.config.device))
@@ -108,6 +130,16 @@ class Doc2QueryExpander:
                 newline = tok("\n", add_special_tokens=False)["input_ids"]
                 self._stops = [i for i in (tok.eos_token_id, *newline) if i is not None]
                 self._tok, self._model = tok, model
+
+    def _warm_scorer(self) -> None:
+        """The filter's embedder only: a rebuild whose queries are all cached never loads the LM."""
+        with self._lock:
+            if self._scorer is None and self.config.filter_model is not None:
+                self._scorer = SentenceTransformerEmbedder(
+                    EmbedderConfig(model=self.config.filter_model, device=self.config.device)
+                )
+            if self._scorer is not None:
+                self._scorer.warm_up()
 
     def _key(self, doc: Document) -> str:
         c = self.config
@@ -119,7 +151,7 @@ class Doc2QueryExpander:
         """`num_queries` distinct normalised queries per document (fewer when the samples repeat)."""
         import torch
 
-        self.warm_up()
+        self._warm_lm()
         c, tok = self.config, self._tok
         texts = [DOC2QUERY_HEADER + prompt(d, c.doc_chars) for d in docs]
         enc = tok(texts, return_tensors="pt", padding=True).to(self._device)
@@ -156,10 +188,28 @@ class Doc2QueryExpander:
         self.stats["generated"] += len(fresh)
         self.stats["cached"] += len(docs) - len(fresh)
         every = {**found, **fresh}
+        kept = self._relevant(docs, [every[k] for k in keys])
         return [
-            d.model_copy(update={"fields": {**d.fields, EXPANSION_FIELD: every[k]}})
-            for d, k in zip(docs, keys, strict=True)
+            d.model_copy(update={"fields": {**d.fields, EXPANSION_FIELD: q}}) for d, q in zip(docs, kept, strict=True)
         ]
+
+    def _relevant(self, docs: Sequence[Document], queries: list[list[str]]) -> list[list[str]]:
+        """Each document's queries at or over `min_relevance` (cosine to the prompt's text); all without a scorer."""
+        if self._scorer is None and self.config.filter_model is None:
+            return queries
+        self._warm_scorer()
+        assert self._scorer is not None
+        flat = [q for qs in queries for q in qs]
+        if not flat:
+            return queries
+        doc_vecs = self._scorer.embed([_prompt_text(d, self.config.doc_chars) for d in docs])
+        query_vecs = iter(self._scorer.embed(flat))
+        out = []
+        for dv, qs in zip(doc_vecs, queries, strict=True):
+            kept = [q for q in qs if float(next(query_vecs) @ dv) >= self.config.min_relevance]
+            self.stats["filtered_out"] += len(qs) - len(kept)
+            out.append(kept)
+        return out
 
     def close(self) -> None:
         if self._cache is not None:

@@ -3,10 +3,12 @@ both stores, cached by content hash so a rebuild regenerates only changed docume
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexing.doc2query import Doc2QueryConfig, Doc2QueryExpander, expand_stream
@@ -36,14 +38,60 @@ def test_expansion_is_cached_by_content(tiny_d2q: Path, tmp_path: Path) -> None:
     exp = _expander(tiny_d2q, tmp_path / "d2q.sqlite")
     first = exp.expand(DOCS)
     assert all(isinstance(d.fields[EXPANSION_FIELD], list) for d in first)
-    assert exp.stats == {"generated": 2, "cached": 0}
+    assert exp.stats == {"generated": 2, "cached": 0, "filtered_out": 0}
     exp.close()
     again = _expander(tiny_d2q, tmp_path / "d2q.sqlite")  # a later reindex: a new process, the same cache
     changed = DOCS[1].model_copy(update={"body": "Writing files."})
     second = again.expand([DOCS[0], changed])
-    assert again.stats == {"generated": 1, "cached": 1}
+    assert again.stats == {"generated": 1, "cached": 1, "filtered_out": 0}
     assert second[0].fields[EXPANSION_FIELD] == first[0].fields[EXPANSION_FIELD]
     again.close()
+
+
+class WordsEmbedder:
+    """A bag-of-words embedder (hashed words, unit length): cosine is word overlap, so a test can say which query
+    is about its document."""
+
+    model_id = "words"
+    dims = 256
+    max_tokens = 512
+    tokenizer = None
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def warm_up(self) -> None:
+        pass
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for i, t in enumerate(texts):
+            for w in t.lower().replace(".", " ").replace(":", " ").split():
+                out[i, int(hashlib.sha256(w.encode()).hexdigest(), 16) % self.dims] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+def test_the_filter_drops_queries_unrelated_to_their_document_after_the_cache(tiny_d2q: Path, tmp_path: Path) -> None:
+    written = {"a": ["iterating over items with while", "zebra crossing rules"], "b": ["reading files line by line"]}
+    cfg = Doc2QueryConfig(model=str(tiny_d2q), num_queries=2, max_new_tokens=6, cache=tmp_path / "d2q.sqlite")
+    plain = Doc2QueryExpander(cfg)
+    plain._cache.put_many({plain._key(d): written[d.id] for d in DOCS})  # type: ignore[union-attr]
+    plain.close()
+
+    scorer = WordsEmbedder()
+    kept = Doc2QueryExpander(cfg.model_copy(update={"min_relevance": 0.3}), scorer=scorer)
+    out = {d.id: d.fields[EXPANSION_FIELD] for d in kept.expand(DOCS)}
+    assert out == {"a": ["iterating over items with while"], "b": ["reading files line by line"]}
+    assert kept.stats == {"generated": 0, "cached": 2, "filtered_out": 1}
+    assert kept._model is None  # every query came from the cache: the LM was never loaded
+    kept.close()
+
+    # A lower threshold keeps both, from the same cache: changing the filter regenerates nothing.
+    loose = Doc2QueryExpander(cfg.model_copy(update={"min_relevance": -1.0}), scorer=scorer)
+    assert [d.fields[EXPANSION_FIELD] for d in loose.expand(DOCS)] == [written["a"], written["b"]]
+    assert loose.stats["generated"] == 0 and loose.stats["filtered_out"] == 0
+    loose.close()
 
 
 def test_stream_keeps_order_and_passes_errors_through(tiny_d2q: Path) -> None:
