@@ -5,7 +5,8 @@ Reuses `bench/lm_train.py`'s work folder (its BM25 index and simulated click log
 stage of `sift index` (indexing/doc2query.py) over the whole corpus → BM25 Recall@100 and nDCG@10 on the test
 split, plain against expanded. The test split is read once, for the reported figures.
 
-`--filter-model M --min-relevance T` drops written queries whose cosine to their document is under T (Doc2Query--).
+The served filter is on (`Doc2QueryConfig.filter_model`, `min_relevance`: written queries whose cosine to their
+document is under T are dropped, as Doc2Query-- does); `--filter-model none` keeps every query.
 `--validate --min-relevance T1 T2 ...` chooses T without the test split: every figure is on SciFact's *train*
 queries and qrels (the log the LM learnt from, so expansion itself looks better there than it is; the comparison
 between thresholds is what it is for).
@@ -56,11 +57,15 @@ def main() -> None:
     ap.add_argument("--doc-chars", type=int, default=400)
     ap.add_argument("--num-queries", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--filter-model", default=None, help="Embedder scoring each query against its document.")
-    ap.add_argument("--min-relevance", type=float, nargs="+", default=[0.0],
+    served = Doc2QueryConfig(model="-")
+    ap.add_argument("--filter-model", default=served.filter_model,
+                    help="Embedder scoring each query against its document; `none`: keep all.")  # fmt: skip
+    ap.add_argument("--min-relevance", type=float, nargs="+", default=[served.min_relevance],
                     help="Cosine under which a query is dropped (several with --validate).")  # fmt: skip
     ap.add_argument("--validate", action="store_true", help="Train queries and qrels only; never reads test.")
     args = ap.parse_args()
+    if str(args.filter_model).lower() == "none":
+        args.filter_model = None
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     from search.settings import Settings
@@ -97,7 +102,7 @@ def main() -> None:
     if not args.validate and len(args.min_relevance) > 1:
         raise SystemExit("several --min-relevance values only with --validate: the test split is read once")
     plain = bm25_figures(store, INDEX, test.queries, test.qrels)
-    base = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries,
+    base = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries, filter_model=None,
                            doc_chars=args.doc_chars, cache=args.work / "doc2query.sqlite")  # fmt: skip
     runs = [("all queries", base)] if args.filter_model is None or args.validate else []
     if args.filter_model is not None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.causal_lm import LMConfig, load_lm, resolve_lm
 from models.embedder import Embedder, EmbedderConfig, SentenceTransformerEmbedder
+from models.references import DEFAULT_EMBEDDER
 from search.documents import EXPANSION_FIELD, Document
 from search.text import normalize_query
 
@@ -61,11 +62,15 @@ class Doc2QueryConfig(BaseModel):
     device: str | None = Field(default=None, description="Torch device; None: the resolver's choice.")
     cache: Path | None = Field(default=None, description="SQLite cache of generated queries; None: no cache.")
     filter_model: str | None = Field(
-        default=None,
+        default=DEFAULT_EMBEDDER,
         description="Sentence embedder (HF id or path) scoring each query against its document; None: keep all.",
     )
     min_relevance: float = Field(
-        default=0.0, ge=-1.0, le=1.0, description="Queries whose cosine (filter_model) to the document is lower go."
+        default=0.5,
+        ge=-1.0,
+        le=1.0,
+        description="Queries whose cosine (filter_model) to the document is lower go; 0.5 was chosen for the "
+        "default embedder on SciFact train (bench/doc2query.py --validate): choose again for another model.",
     )
 
 

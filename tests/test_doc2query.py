@@ -31,7 +31,8 @@ def tiny_d2q(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _expander(model: Path, cache: Path | None) -> Doc2QueryExpander:
-    return Doc2QueryExpander(Doc2QueryConfig(model=str(model), num_queries=2, max_new_tokens=6, cache=cache))
+    cfg = Doc2QueryConfig(model=str(model), num_queries=2, max_new_tokens=6, cache=cache, filter_model=None)
+    return Doc2QueryExpander(cfg)
 
 
 def test_expansion_is_cached_by_content(tiny_d2q: Path, tmp_path: Path) -> None:
