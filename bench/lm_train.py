@@ -105,6 +105,8 @@ def main() -> None:
                     help="No related figures (the LM's top rewrite; the suggester's checks do not apply).")  # fmt: skip
     ap.add_argument("--coverage-of", choices=("candidate", "added"), default=SuggestConfig().term_coverage_of,
                     help="The result check's `suggest.term_coverage_of` (default: the served default).")  # fmt: skip
+    ap.add_argument("--min-shared", type=int, default=SuggestConfig().lm_min_shared_results,
+                    help="The drift guard's `suggest.lm_min_shared_results`.")  # fmt: skip
     ap.add_argument(
         "--validate",
         action="store_true",
@@ -189,7 +191,8 @@ def evaluate(
     table: dict[str, Any] = {}
     for label, lm_cfg in (("stock", stock), ("tuned", tuned)):
         qac = run_qac(args.dataset, work, lm_cfg, index=INDEX, cuts=args.cuts, batch=args.lm_batch, split=split,
-                      lm_cache=work / f"qac-{label}.json", seed=args.seed, coverage_of=args.coverage_of)  # fmt: skip
+                      lm_cache=work / f"qac-{label}.json", seed=args.seed, coverage_of=args.coverage_of,
+                      min_shared=args.min_shared)  # fmt: skip
         table.setdefault("trie", qac["table"]["log"])
         table[f"lm {label}"], table[f"blend {label}"] = qac["table"]["lm"], qac["table"]["blend"]
         print(f"QAC {label}: {qac['prefixes']} prefixes of {qac['held_out_queries']} held-out queries "
@@ -207,7 +210,7 @@ def evaluate(
         for subset, skip in (("all", set()), ("no-twins", set(twins))):
             rep = run_eval_suggest(args.dataset, work, lm_cfg, index=INDEX, split=split, skip=skip,
                                    lm_cache=work / f"eval-{label}.json", batch=args.lm_batch,
-                                   coverage_of=args.coverage_of)  # fmt: skip
+                                   coverage_of=args.coverage_of, min_shared=args.min_shared)  # fmt: skip
             row = rep["systems"]["blend"]["all"]
             blend[f"{label} {subset}"] = {"coverage": row["coverage"], "ndcg10": row["ndcg10_top_suggestion"],
                                           "bare": row["ndcg10_bare_prefix"]}  # fmt: skip
@@ -217,7 +220,8 @@ def evaluate(
     out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"version": version, "training": metrics, "near_twins": len(twins), "qac": table, "blend": blend,
-              "related": related, "term_coverage_of": args.coverage_of}  # fmt: skip
+              "related": related, "term_coverage_of": args.coverage_of,
+              "lm_min_shared_results": args.min_shared}  # fmt: skip
     out.write_text(json.dumps(result, indent=1))
     print(f"\nwritten {out}")
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from search.querylog import QueryEvent, QueryLog, make_query_log
 from search.stores.base import IndexStore
+from search.suggest.result_check import store_has_results
 from search.suggest.schemas import CompleteFn
-from search.suggest.suggester import Suggester, store_has_results
+from search.suggest.suggester import Suggester
 from serving.config import AppConfig
 
 log = logging.getLogger("sift.serving")
@@ -28,7 +29,11 @@ class SuggestRuntime:
             return
         index = config.suggest.check_index or config.search.default_index
         check = store_has_results(
-            store, index, config.suggest.min_term_coverage, coverage_of=config.suggest.term_coverage_of
+            store,
+            index,
+            config.suggest.min_term_coverage,
+            coverage_of=config.suggest.term_coverage_of,
+            min_shared=config.suggest.lm_min_shared_results,
         )
         self.suggester = Suggester(
             config.suggest, complete=complete, has_results=check, index=config.search.default_index

@@ -45,6 +45,10 @@ def eval_suggest_cmd(
         CoverageChoice,
         typer.Option("--term-coverage-of", help="Words the check counts: `candidate` (all) or `added` (the LM's)."),
     ] = CoverageChoice(SuggestConfig.model_fields["term_coverage_of"].default),
+    min_shared: Annotated[
+        int,
+        typer.Option("--min-shared-results", min=0, max=10, help="LM drift guard (suggest.lm_min_shared_results)."),
+    ] = SuggestConfig.model_fields["lm_min_shared_results"].default,
     qac: Annotated[
         int, typer.Option("--qac", min=0, max=10, help="Also QAC MRR@10 etc. on N random prefixes per query (0: off).")
     ] = 0,
@@ -82,6 +86,7 @@ def eval_suggest_cmd(
         lm_cache=data_dir / "lm-completions.json",
         min_term_coverage=term_coverage,
         coverage_of=coverage_of,
+        min_shared=min_shared,
     )
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -94,7 +99,7 @@ def eval_suggest_cmd(
 
         result = run_qac(dataset, data_dir, lm_cfg, index=index, cuts=qac, batch=batch,
                          lm_cache=data_dir / "qac-completions.json", min_term_coverage=term_coverage,
-                         coverage_of=coverage_of)  # fmt: skip
+                         coverage_of=coverage_of, min_shared=min_shared)  # fmt: skip
         typer.echo(f"\nQAC: {result['prefixes']} prefixes ({result['seen']} seen) of {result['held_out_queries']} "
                    f"test queries; {result['near_twins']} near-twins of a train query left out")  # fmt: skip
         typer.echo(qac_markdown(result["table"]))

@@ -266,6 +266,34 @@ def test_a_candidate_failing_the_result_check_is_cut_back_to_a_passing_query() -
     assert run(off.suggest("vit")).suggestions == []
 
 
+def test_the_drift_guard_wants_the_candidates_results_to_overlap_the_typed_texts(tmp_path: Path) -> None:
+    """Against a real (embedded) index: with `min_shared`, a completion whose top results leave those of what was
+    typed fails, one that narrows them passes; with nothing typed there is nothing to drift from."""
+    import json
+
+    from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from search.stores.embedded import EmbeddedStore
+    from search.suggest.result_check import store_has_results
+
+    vitamin = [f"Vitamin D {w} in adults." for w in ("deficiency", "levels", "supplements", "and sunlight")]
+    folding = [f"Protein folding {w}: misfolded proteins aggregate in cells." for w in ("kinetics", "chaperones",
+               "disease", "pathways")]  # fmt: skip
+    src = tmp_path / "docs.jsonl"
+    src.write_text(
+        "\n".join(json.dumps({"id": str(i), "title": "", "text": t}) for i, t in enumerate(vitamin + folding))
+    )
+    store = EmbeddedStore(tmp_path / "indices")
+    IndexingPipeline(store, None, IndexingConfig(embed=False, dead_letter_dir=tmp_path / "d", progress=False)).build(
+        src, "docs"
+    )
+    guard = store_has_results(store, "docs", 0.0, min_shared=2, shared_depth=3)
+    assert guard("vitamin d deficiency", "vitamin d")  # narrows the typed text's results
+    assert not guard("vitamin d misfolded protein folding in cells", "vitamin d")  # leads to other documents
+    assert guard("vitamin d misfolded protein folding in cells", "")  # nothing typed: no guard
+    assert store_has_results(store, "docs", 0.0)("vitamin d misfolded protein folding in cells", "vitamin d")
+    store.close()
+
+
 def test_the_result_check_is_given_what_was_typed_when_it_counts_only_the_added_words() -> None:
     checked: list[tuple[str, str]] = []
 
@@ -495,7 +523,7 @@ def test_store_result_check_wants_the_words_found(tmp_path: Path) -> None:
 
     from indexing.pipeline import IndexingConfig, IndexingPipeline
     from search.stores.embedded import EmbeddedStore
-    from search.suggest.suggester import store_has_results
+    from search.suggest.result_check import store_has_results
 
     src = tmp_path / "docs.jsonl"
     rows = [

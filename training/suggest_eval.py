@@ -22,14 +22,16 @@ from typing import Any
 from search.querylog import QueryEvent
 from search.stores.base import IndexStore
 from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
+from search.suggest.result_check import store_has_results
 from search.suggest.schemas import CoverageOf, SuggestConfig
-from search.suggest.suggester import Suggester, store_has_results
+from search.suggest.suggester import Suggester
 from search.text import normalize_query
 from training.beir import read_qrels, read_queries, relevant_only
 from training.metrics import per_query_metrics, ranking_to_run
 
 log = logging.getLogger("sift.eval_suggest")
 SYSTEMS = ("log", "lm", "blend")
+SERVED = SuggestConfig()  # the served defaults of the settings measured here
 
 
 def prefixes_of(query: str, n_words: Sequence[int]) -> dict[int, str]:
@@ -72,6 +74,7 @@ def run_eval_suggest(
     split: tuple[Mapping[str, str], Mapping[str, str], Mapping[str, Mapping[str, int]]] | None = None,
     skip: Collection[str] = (),
     coverage_of: CoverageOf = "added",
+    min_shared: int = SERVED.lm_min_shared_results,
 ) -> dict[str, Any]:
     """`split`: (log queries, test queries, test qrels) instead of the dataset's train and test files (a collection
     without a train split); `skip`: test query ids left out (near-twins of a logged query)."""
@@ -83,7 +86,7 @@ def run_eval_suggest(
 
     # LM candidates for every distinct prefix, generated in batches once and shared by "lm" and "blend".
     lm_raw, lm_seconds = lm_candidates(set(prefixes.values()), lm_config, batch, lm_cache)
-    suggesters, learnt = _suggesters(store, index, train, lm_config, lm_raw, min_term_coverage, coverage_of)
+    suggesters, learnt = _suggesters(store, index, train, lm_config, lm_raw, min_term_coverage, coverage_of, min_shared)
     top = _top_suggestions(suggesters, prefixes, lm_config)
 
     wanted = set(prefixes.values()) | {normalize_query(test[q]) for q in qids}
@@ -102,6 +105,7 @@ def run_eval_suggest(
         "retrieval": "bm25 (BM25-only index, embed=False)",
         "min_term_coverage": min_term_coverage,
         "term_coverage_of": coverage_of,
+        "lm_min_shared_results": min_shared,
         "lm": {"model": lm_config.lm.model, "enabled": lm_config.enabled, "seconds": round(lm_seconds, 1)},
         "ndcg10_full_query": round(sum(full.values()) / max(1, len(full)), 4),
         "systems": {},
@@ -176,16 +180,22 @@ def _suggesters(
     lm_raw: Mapping[str, list[Completion]],
     min_term_coverage: float,
     coverage_of: CoverageOf = "added",
+    min_shared: int = SERVED.lm_min_shared_results,
 ) -> tuple[dict[str, Suggester], int]:
     """One suggester per system, the log ones loaded with the training queries; and how many the log learnt."""
 
     def complete(text: str, task: Task) -> list[Completion]:
         return lm_raw.get(text, [])
 
-    has_results = store_has_results(store, index, min_term_coverage, coverage_of=coverage_of)
+    has_results = store_has_results(store, index, min_term_coverage, coverage_of=coverage_of, min_shared=min_shared)
     now = datetime.now(UTC)
     events = [QueryEvent(ts=now, query=q, result_count=1) for q in train.values()]
-    base = SuggestConfig(prefetch_top=0, min_term_coverage=min_term_coverage, term_coverage_of=coverage_of)
+    base = SuggestConfig(
+        prefetch_top=0,
+        min_term_coverage=min_term_coverage,
+        term_coverage_of=coverage_of,
+        lm_min_shared_results=min_shared,
+    )
     suggesters = {
         "log": Suggester(base.model_copy(update={"lm": lm_config.model_copy(update={"enabled": False})})),
         "lm": Suggester(base.model_copy(update={"lm": lm_config}), complete=complete, has_results=has_results),
@@ -295,6 +305,7 @@ def run_qac(
     seed: int = 0,
     min_term_coverage: float = 1.0,
     coverage_of: CoverageOf = "added",
+    min_shared: int = SERVED.lm_min_shared_results,
 ) -> dict[str, Any]:
     """QAC figures (training/qac_eval.py) of the prefix index, the LM and the blend: held-out queries without a
     near-twin in the log, typed up to `cuts` random points each; `split` as for `run_eval_suggest`."""
@@ -306,7 +317,7 @@ def run_qac(
     held = {q: t for q, t in test.items() if q in qrels and q not in twins}
     prefixes = qac_prefixes(held, train.values(), per_query=cuts, seed=seed)
     raw, seconds = lm_candidates({p.typed for p in prefixes}, lm_config, batch, lm_cache)
-    suggesters, _ = _suggesters(store, index, train, lm_config, raw, min_term_coverage, coverage_of)
+    suggesters, _ = _suggesters(store, index, train, lm_config, raw, min_term_coverage, coverage_of, min_shared)
     systems: dict[str, dict[str, list[str]]] = {}
     for name, s in suggesters.items():
         if name == "lm" and not lm_config.enabled:

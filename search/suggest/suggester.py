@@ -20,8 +20,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
-import math
-import re
 import threading
 import time
 import weakref
@@ -38,7 +36,6 @@ from search.suggest.schemas import (
     DAY_S,
     MAX_PREFIX_CHARS,
     CompleteFn,
-    CoverageOf,
     HasResultsFn,
     RelatedQuery,
     RelatedResponse,
@@ -47,7 +44,7 @@ from search.suggest.schemas import (
     SuggestResponse,
 )
 from search.suggest.workers import Workers
-from search.text import normalize_prefix, normalize_query, prefix_stem, query_terms
+from search.text import normalize_prefix, normalize_query, query_terms
 
 log = logging.getLogger("sift.suggest")
 
@@ -395,41 +392,3 @@ def _close_live_suggesters() -> None:
 
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000, 3)
-
-
-def store_has_results(
-    store: Any,
-    index: str,
-    min_term_coverage: float = 0.0,
-    depth: int = 3,
-    coverage_of: CoverageOf = "added",
-) -> HasResultsFn:
-    """The store check: a BM25 search for the candidate. With `min_term_coverage` > 0, one of the top `depth`
-    results must also contain that share of the candidate's words (BM25 is an OR of the words, so an
-    invented "vitamin d and quantum yoga" would otherwise pass on "vitamin" alone). `coverage_of="added"`
-    counts only the words that are not in `given` (what the user typed): a claim the user words their own way
-    ("... biomaterials lack inductive pr") is not the LM's invention, the completed "properties" is."""
-
-    def check(text: str, given: str = "") -> bool:
-        if min_term_coverage <= 0:
-            return bool(store.bm25_search(index, text, 1, with_docs=False))
-        hits = store.bm25_search(index, text, depth)
-        if not hits:
-            return False
-        terms = query_terms(text)
-        if coverage_of == "added":
-            typed = set(query_terms(given))
-            terms = [t for t in terms if t not in typed]
-        if not terms:
-            return True
-        need = math.ceil(min_term_coverage * len(terms) - 1e-9)
-        patterns = [re.compile(r"(?<!\w)" + re.escape(prefix_stem(t))) for t in terms]
-        for h in hits:
-            if h.doc is None:
-                continue
-            body = f"{h.doc.title} {h.doc.body}".lower()
-            if sum(1 for p in patterns if p.search(body)) >= need:
-                return True
-        return False
-
-    return check
