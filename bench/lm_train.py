@@ -213,10 +213,14 @@ def evaluate(
                                    coverage_of=args.coverage_of, min_shared=args.min_shared)  # fmt: skip
             row = rep["systems"]["blend"]["all"]
             blend[f"{label} {subset}"] = {"coverage": row["coverage"], "ndcg10": row["ndcg10_top_suggestion"],
-                                          "bare": row["ndcg10_bare_prefix"]}  # fmt: skip
+                                          "bare": row["ndcg10_bare_prefix"],
+                                          "by_source": rep["blend_by_source"]}  # fmt: skip
     print("\n| blend | test queries | coverage | nDCG@10 top suggestion | nDCG@10 bare prefix |\n|---|---|---|---|---|")
     for k, r in blend.items():
         print(f"| {k.split()[0]} | {k.split()[1]} | {r['coverage']} | {r['ndcg10']} | {r['bare']} |")
+    for k, r in blend.items():  # where the blend's top suggestion came from, against the bare prefix
+        print(f"{k}: " + "; ".join(f"{src} {v['prefixes']} prefixes {v['ndcg10_top_suggestion']} vs bare "
+                                   f"{v['ndcg10_bare_prefix']}" for src, v in r["by_source"].items()))  # fmt: skip
     out = REPO / "bench" / "results" / f"lm_train-{args.dataset.name}{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     result = {"version": version, "training": metrics, "near_twins": len(twins), "qac": table, "blend": blend,

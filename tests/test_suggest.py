@@ -291,6 +291,9 @@ def test_the_drift_guard_wants_the_candidates_results_to_overlap_the_typed_texts
     assert not guard("vitamin d misfolded protein folding in cells", "vitamin d")  # leads to other documents
     assert guard("vitamin d misfolded protein folding in cells", "")  # nothing typed: no guard
     assert store_has_results(store, "docs", 0.0)("vitamin d misfolded protein folding in cells", "vitamin d")
+    strict = store_has_results(store, "docs", 0.0, min_shared=5, shared_depth=10)
+    assert strict("vitamin d deficiency", "vitamin d")  # the typed text finds 4: all 4 must stay, and do
+    assert not strict("protein folding kinetics", "vitamin d")
     store.close()
 
 

@@ -87,7 +87,7 @@ def run_eval_suggest(
     # LM candidates for every distinct prefix, generated in batches once and shared by "lm" and "blend".
     lm_raw, lm_seconds = lm_candidates(set(prefixes.values()), lm_config, batch, lm_cache)
     suggesters, learnt = _suggesters(store, index, train, lm_config, lm_raw, min_term_coverage, coverage_of, min_shared)
-    top = _top_suggestions(suggesters, prefixes, lm_config)
+    top, blend_source = _top_suggestions(suggesters, prefixes, lm_config)
 
     wanted = set(prefixes.values()) | {normalize_query(test[q]) for q in qids}
     wanted |= {t for per in top.values() for t in per.values() if t}
@@ -114,6 +114,7 @@ def run_eval_suggest(
         if (name == "lm" and not lm_config.enabled) or not top[name]:
             continue
         report["systems"][name] = _system_rows(top[name], prefixes, n_words, cache, qrels, bare)
+    report["blend_by_source"] = _by_source(top["blend"], blend_source, prefixes, cache, qrels, bare)
     report["examples"] = [
         {"prefix": prefixes[k], "query": test[k.split("#")[0]], **{n: top[n].get(k) for n in SYSTEMS}}
         for k in list(prefixes)[:12]
@@ -209,17 +210,21 @@ def _suggesters(
 
 def _top_suggestions(
     suggesters: Mapping[str, Suggester], prefixes: Mapping[str, str], lm_config: LMCompleterConfig
-) -> dict[str, dict[str, str | None]]:
-    """system → prefix key → the first suggestion (None: nothing suggested); each suggester is closed after."""
+) -> tuple[dict[str, dict[str, str | None]], dict[str, str]]:
+    """system → prefix key → the first suggestion (None: nothing suggested), and the blend's first suggestion's
+    source per prefix key; each suggester is closed after."""
     top: dict[str, dict[str, str | None]] = {name: {} for name in SYSTEMS}
+    blend_source: dict[str, str] = {}
     for name, s in suggesters.items():
         if name == "lm" and not lm_config.enabled:
             continue
         for key, p in prefixes.items():
             got = s.suggest_blocking(p, k=10).suggestions
             top[name][key] = got[0].text if got else None
+            if name == "blend" and got:
+                blend_source[key] = got[0].source
         s.close()
-    return top
+    return top, blend_source
 
 
 def _search_all(store: IndexStore, index: str, texts: set[str]) -> dict[str, list[str]]:
@@ -266,6 +271,25 @@ def _system_rows(
             "losses": sum(sugg[k] < bare[k] - 1e-9 for k in covered),
         }
     return rows
+
+
+def _by_source(
+    top: Mapping[str, str | None],
+    source: Mapping[str, str],
+    prefixes: Mapping[str, str],
+    cache: Mapping[str, list[str]],
+    qrels: Mapping[str, Mapping[str, int]],
+    bare: Mapping[str, float],
+) -> dict[str, dict[str, Any]]:
+    """The blend's covered prefixes by where the top suggestion came from (log, lm, log+lm): does each kind
+    search better than the bare prefix? (On validation the LM's did not: the drift guard's reason.)"""
+    out: dict[str, dict[str, Any]] = {}
+    for src in sorted(set(source.values())):
+        keys = [k for k in prefixes if source.get(k) == src and top.get(k)]
+        sugg = ndcg10(qrels, {k: cache[top[k] or prefixes[k]] for k in keys}) if keys else {}
+        out[src] = {"prefixes": len(keys), "ndcg10_top_suggestion": _mean(sugg, keys),
+                    "ndcg10_bare_prefix": _mean(bare, keys)}  # fmt: skip
+    return out
 
 
 def _mean(values: Mapping[str, float], keys: Sequence[str]) -> float | None:

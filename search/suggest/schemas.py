@@ -87,11 +87,12 @@ class SuggestConfig(BaseModel):
         "what the user typed (the user's own words are theirs to search for, not the LM's invention).",
     )
     lm_min_shared_results: int = Field(
-        default=0,
+        default=5,
         ge=0,
         le=10,
         description="An LM candidate's top 10 BM25 results must share at least this many documents with those of "
-        "what the user typed (a drift guard: a fluent completion may search for something else); 0: off.",
+        "what the user typed (a drift guard: a fluent completion may search for something else; 5 chosen on "
+        "validation, `bench/lm_train.py --validate`); 0: off.",
     )
     lm_backoff_words: int = Field(
         default=8,
