@@ -34,6 +34,7 @@ class SuggestRuntime:
             config.suggest.min_term_coverage,
             coverage_of=config.suggest.term_coverage_of,
             min_shared=config.suggest.lm_min_shared_results,
+            typed_cache_ttl_s=config.suggest.results_cache_ttl_s,
         )
         self.suggester = Suggester(
             config.suggest, complete=complete, has_results=check, index=config.search.default_index

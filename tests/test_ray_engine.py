@@ -130,7 +130,9 @@ def test_ray_engine_runs_the_doc2query_stage(
     from indexing.doc2query import Doc2QueryConfig
     from search.documents import EXPANSION_FIELD
 
-    d2q = Doc2QueryConfig(model=str(tiny_d2q), num_queries=2, max_new_tokens=6, cache=tmp_path / "d2q.sqlite")
+    d2q = Doc2QueryConfig(  # the relevance filter runs after the cache in both engines: off here, tested alone
+        model=str(tiny_d2q), num_queries=2, max_new_tokens=6, cache=tmp_path / "d2q.sqlite", filter_model=None
+    )
     cfg = IndexingConfig(embed=False, progress=False, dead_letter_dir=tmp_path / "dead", batch_size=32, doc2query=d2q)
     rc = RayEngineConfig(doc2query_actors=1, doc2query_num_cpus=0.5, read_block_docs=40)
     ray_store = EmbeddedStore(tmp_path / "ray")

@@ -234,19 +234,21 @@ def test_blocklisted_and_email_completions_never_appear() -> None:
 def test_candidates_without_results_are_dropped_and_checks_cached() -> None:
     checked: list[str] = []
 
-    def has_results(text: str, given: str = "") -> bool:
+    def has_results(text: str, given: str = "", completes: bool = False) -> bool:
         checked.append(text)
         return "nothing" not in text
 
     lm = ScriptedLM({"vit": [("vitamin d", 0.6), ("vitamin nothing", 0.5)], "vita": [("vitamin d", 0.6)]})
-    s = make(lm, has_results, deadline_ms=5000, lm_backoff_words=0, term_coverage_of="candidate")
+    s = make(
+        lm, has_results, deadline_ms=5000, lm_backoff_words=0, term_coverage_of="candidate", lm_min_shared_results=0
+    )
     assert [x.text for x in run(s.suggest("vit")).suggestions] == ["vitamin d"]
     assert [x.text for x in run(s.suggest("vita")).suggestions] == ["vitamin d"]
     assert checked == ["vitamin d", "vitamin nothing"]  # "vitamin d" was checked once, then cached
 
 
 def test_a_candidate_failing_the_result_check_is_cut_back_to_a_passing_query() -> None:
-    def has_results(text: str, given: str = "") -> bool:
+    def has_results(text: str, given: str = "", completes: bool = False) -> bool:
         return "quantum" not in text and "badword" not in text
 
     lines = [
@@ -287,33 +289,49 @@ def test_the_drift_guard_wants_the_candidates_results_to_overlap_the_typed_texts
         src, "docs"
     )
     guard = store_has_results(store, "docs", 0.0, min_shared=2, shared_depth=3)
-    assert guard("vitamin d deficiency", "vitamin d")  # narrows the typed text's results
-    assert not guard("vitamin d misfolded protein folding in cells", "vitamin d")  # leads to other documents
-    assert guard("vitamin d misfolded protein folding in cells", "")  # nothing typed: no guard
-    assert store_has_results(store, "docs", 0.0)("vitamin d misfolded protein folding in cells", "vitamin d")
+    drifting = "vitamin d misfolded protein folding in cells"
+    assert guard("vitamin d deficiency", "vitamin d", True)  # narrows the typed text's results
+    assert not guard(drifting, "vitamin d", True)  # leads to other documents
+    assert guard(drifting, "", True)  # nothing typed: no guard
+    assert guard(drifting, "vitamin d", False)  # not a completion (a related search): no guard
+    assert store_has_results(store, "docs", 0.0)(drifting, "vitamin d", True)  # min_shared 0: off
     strict = store_has_results(store, "docs", 0.0, min_shared=5, shared_depth=10)
-    assert strict("vitamin d deficiency", "vitamin d")  # the typed text finds 4: all 4 must stay, and do
-    assert not strict("protein folding kinetics", "vitamin d")
+    assert strict("vitamin d deficiency", "vitamin d", True)  # the typed text finds 4: all 4 must stay, and do
+    assert not strict("protein folding kinetics", "vitamin d", True)
     store.close()
 
 
 def test_the_result_check_is_given_what_was_typed_when_it_counts_only_the_added_words() -> None:
-    checked: list[tuple[str, str]] = []
+    checked: list[tuple[str, str, bool]] = []
 
-    def has_results(text: str, given: str = "") -> bool:
-        checked.append((text, given))
+    def has_results(text: str, given: str = "", completes: bool = False) -> bool:
+        checked.append((text, given, completes))
         return True
 
     lines = {"lack of vit": [("lack of vitamin d", 0.6)], "lack of vita": [("lack of vitamin d", 0.6)]}
-    s = make(ScriptedLM(lines), has_results, deadline_ms=5000)  # the default: "added"
+    s = make(ScriptedLM(lines), has_results, deadline_ms=5000, lm_min_shared_results=0)  # "added" (the default)
     for typed in ("lack of vit", "lack of vita"):
         assert [x.text for x in run(s.suggest(typed)).suggestions] == ["lack of vitamin d"]
-    assert checked == [("lack of vitamin d", "lack of vit"), ("lack of vitamin d", "lack of vita")]  # one per typing
-    whole = make(ScriptedLM(lines), has_results, deadline_ms=5000, term_coverage_of="candidate")  # one per candidate
+    one_per_typing = [("lack of vitamin d", "lack of vit", False), ("lack of vitamin d", "lack of vita", False)]
+    assert checked == one_per_typing
+    whole = make(
+        ScriptedLM(lines), has_results, deadline_ms=5000, term_coverage_of="candidate", lm_min_shared_results=0
+    )
     checked.clear()
     for typed in ("lack of vit", "lack of vita"):
         run(whole.suggest(typed))
-    assert checked == [("lack of vitamin d", "")]
+    assert checked == [("lack of vitamin d", "", False)]  # one per candidate
+    # The drift guard (the default, 5) needs what was typed even when all the candidate's words count; a related
+    # search is no completion of the query and is not guarded.
+    guarded = make(ScriptedLM(lines), has_results, deadline_ms=5000, term_coverage_of="candidate")
+    checked.clear()
+    for typed in ("lack of vit", "lack of vita"):
+        run(guarded.suggest(typed))
+    assert checked == [("lack of vitamin d", "lack of vit", True), ("lack of vitamin d", "lack of vita", True)]
+    related = make(ScriptedLM({"lack of vitamin": [("vitamin d deficiency", 0.6)]}), has_results, deadline_ms=5000)
+    checked.clear()
+    assert [r.text for r in run(related.related("lack of vitamin")).related] == ["vitamin d deficiency"]
+    assert checked == [("vitamin d deficiency", "lack of vitamin", False)]
 
 
 def test_lm_candidates_are_normalised_deduplicated_and_blended() -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from search.suggest.lm_completer import LMCompleterConfig
-from training.suggest_eval import run_eval_suggest
+from training.suggest_eval import prefixes_of, run_eval_suggest
 
 
 def _beir(root: Path) -> Path:
@@ -40,3 +40,23 @@ def test_the_blend_is_scored_against_the_bare_prefix_and_by_source(tmp_path: Pat
     log_rows = report["blend_by_source"]["log"]
     assert log_rows["ndcg10_top_suggestion"] >= log_rows["ndcg10_bare_prefix"]  # the logged query finds d1 first
     assert report["lm_min_shared_results"] == 5 and report["term_coverage_of"] == "added"
+
+
+def test_lm_lines_fill_the_gaps_of_the_log_and_are_reported_as_lm(tmp_path: Path) -> None:
+    """The LM's completions (here read from the evaluation's completion cache, so no model loads) cover prefixes
+    the log cannot, and the report says how their searches compare with the bare prefix."""
+    beir = _beir(tmp_path / "beir")
+    cfg = LMCompleterConfig()
+    lines = {"lung": "lung cancer risk", "lung cancer": "lung cancer risk and smoking"}
+    typed = {
+        p
+        for q in ("vitamin d deficiency in the elderly", "lung cancer and smoking")
+        for p in prefixes_of(q, (1, 2, 3)).values()
+    }
+    cache = tmp_path / "lm.json"
+    completions = {p: [{"text": lines[p], "score": 0.5}] if p in lines else [] for p in typed}
+    cache.write_text(json.dumps({"config": cfg.model_dump(mode="json"), "completions": completions}))
+    report = run_eval_suggest(beir, tmp_path / "data", cfg, index="t", lm_cache=cache)
+    assert report["systems"]["blend"]["all"]["coverage"] == round(5 / 6, 4)  # 3 log + 2 lm; "lung cancer and": none
+    lm = report["blend_by_source"]["lm"]
+    assert lm["prefixes"] == 2 and lm["ndcg10_top_suggestion"] == 1.0  # both find d3 first

@@ -32,7 +32,8 @@ def store_has_results(
     """The check for `Suggester(has_results=...)`. With `min_term_coverage` > 0, one of the top `depth` results
     must contain that share of the candidate's words; `coverage_of="added"` counts only the words not in `given`
     (what the user typed): a claim the user words their own way ("... biomaterials lack inductive pr") is not the
-    LM's invention, the completed "properties" is. With `min_shared` > 0 and something typed, the candidate's top
+    LM's invention, the completed "properties" is. With `min_shared` > 0, for a candidate that `completes` what was
+    typed, its top
     `shared_depth` results must include at least `min_shared` of the typed text's top `shared_depth` (or all of
     them, when it finds fewer)."""
     typed_ids: TTLCache[str, frozenset[str]] = TTLCache(4096, typed_cache_ttl_s)
@@ -46,11 +47,11 @@ def store_has_results(
             typed_ids.put(given, ids)
         return sum(1 for h in hits[:shared_depth] if h.id in ids) < min(min_shared, len(ids))
 
-    def check(text: str, given: str = "") -> bool:
-        guard = min_shared > 0 and bool(given.strip())
+    def check(text: str, given: str = "", completes: bool = False) -> bool:
+        guard = min_shared > 0 and completes and bool(given.strip())
         if min_term_coverage <= 0 and not guard:
             return bool(store.bm25_search(index, text, 1, with_docs=False))
-        hits = store.bm25_search(index, text, max(depth, shared_depth if guard else 0))
+        hits = store.bm25_search(index, text, max(depth, shared_depth if guard else 0), with_docs=min_term_coverage > 0)
         if not hits or (guard and drifts(hits, given)):
             return False
         if min_term_coverage <= 0:

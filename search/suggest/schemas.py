@@ -21,9 +21,10 @@ CoverageOf = Literal["candidate", "added"]
 
 
 class HasResultsFn(Protocol):
-    """The result check of an LM candidate; `given`: what the user typed (the words that are not the LM's)."""
+    """The result check of an LM candidate; `given`: what the user typed (the words that are not the LM's);
+    `completes`: the candidate completes `given` (a suggestion, not a related search), so the drift guard applies."""
 
-    def __call__(self, text: str, given: str = "", /) -> bool: ...
+    def __call__(self, text: str, given: str = "", completes: bool = False, /) -> bool: ...
 
 
 class Suggestion(BaseModel):
@@ -91,8 +92,9 @@ class SuggestConfig(BaseModel):
         ge=0,
         le=10,
         description="An LM candidate's top 10 BM25 results must share at least this many documents with those of "
-        "what the user typed (a drift guard: a fluent completion may search for something else; 5 chosen on "
-        "validation, `bench/lm_train.py --validate`); 0: off.",
+        "what the user typed, or all of them when it finds fewer (a drift guard for completions, not related "
+        "searches: a fluent completion may search for something else; 5 chosen on validation, "
+        "`bench/lm_train.py --validate`); 0: off.",
     )
     lm_backoff_words: int = Field(
         default=8,

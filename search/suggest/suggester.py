@@ -77,7 +77,9 @@ class Suggester:
         self.lm_cache: TTLCache[tuple[str, str], list[tuple[str, float]]] = TTLCache(
             cfg.completion_cache_size, cfg.completion_cache_ttl_s
         )
-        self.results_cache: TTLCache[tuple[str, str], bool] = TTLCache(cfg.results_cache_size, cfg.results_cache_ttl_s)
+        self.results_cache: TTLCache[tuple[str, str, bool], bool] = TTLCache(
+            cfg.results_cache_size, cfg.results_cache_ttl_s
+        )
         self._inflight: OrderedDict[tuple[str, str], concurrent.futures.Future[list[tuple[str, float]]]] = OrderedDict()
         self._inflight_lock = threading.Lock()
         self._workers: Workers | None = None
@@ -110,16 +112,19 @@ class Suggester:
         return sum(self.record(ev) for ev in events)
 
     # -- LM candidates --------------------------------------------------------------------------------------
-    def _store_ok(self, text: str, given: str) -> bool:
+    def _store_ok(self, text: str, given: str, task: Task) -> bool:
         """The (cached) result check of `text` typed as `given`; the safety filter is applied once per LM line,
-        by `_checked`."""
+        by `_checked`. The check sees what was typed when it counts only the added words or guards a completion
+        against drift; otherwise one answer per candidate serves every typing."""
         if self._has_results is None:
             return True
-        key = (text, given if self.config.term_coverage_of == "added" else "")
+        completes = task == "complete" and self.config.lm_min_shared_results > 0
+        typed = given if self.config.term_coverage_of == "added" or completes else ""
+        key = (text, typed, completes)
         ok = self.results_cache.get(key)
         if ok is None:
             try:
-                ok = bool(self._has_results(text, key[1]))
+                ok = bool(self._has_results(text, typed, completes))
             except Exception as exc:  # store down: drop the candidate now, ask again next time
                 log.warning("a suggestion's result check failed (%s); dropped for now", type(exc).__name__)
                 return False
@@ -149,17 +154,18 @@ class Suggester:
                 best[t] = c.score
         kept: dict[str, float] = {}
         for t, s in sorted(best.items(), key=lambda kv: (-kv[1], kv[0])):
-            shown = self._checked(t, core, len(core) if task == "complete" else 0)
+            shown = self._checked(t, core, task)
             if shown is not None and shown not in kept:
                 kept[shown] = s
         out = list(kept.items())
         self.lm_cache.put((task, text), out)
         return out
 
-    def _checked(self, text: str, core: str, floor: int) -> str | None:
+    def _checked(self, text: str, core: str, task: Task) -> str | None:
         """`text`, or its longest word-boundary cut that passes the result check. A long LM line ("... in quantum
-        yoga") often fails on one invented word while its head is a good query; the cut keeps more than `floor`
-        characters, never ends in a stop word, and is None when nothing passes or the text is blocked."""
+        yoga") often fails on one invented word while its head is a good query; the cut keeps more than what was
+        typed (a completion), never ends in a stop word, and is None when nothing passes or the text is blocked."""
+        floor = len(core) if task == "complete" else 0
         if not self.safety.allows(text):  # a cut at word boundaries of an allowed line holds no blocked word or PII
             return None
         words = text.split(" ")
@@ -169,7 +175,7 @@ class Suggester:
                 return None
             if n < len(words) and not query_terms(words[n - 1]):
                 continue  # "vitamin d and": a trailing stop word is no query
-            if self._store_ok(cut, core):
+            if self._store_ok(cut, core, task):
                 return cut
         return None
 
