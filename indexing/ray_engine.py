@@ -362,8 +362,9 @@ class _Doc2QueryActor:
     def __init__(self, config: dict[str, Any]) -> None:
         from indexing.doc2query import Doc2QueryConfig, Doc2QueryExpander
 
+        # No eager warm_up: the LM loads on the first document the cache lacks, so a rebuild whose queries are
+        # all cached never loads it (the relevance filter's embedder loads on first use too).
         self.expander = Doc2QueryExpander(Doc2QueryConfig.model_validate(config))
-        self.expander.warm_up()
 
     def __call__(self, batch: Any) -> Any:
         import pyarrow as pa
