@@ -32,10 +32,9 @@ def store_has_results(
     """The check for `Suggester(has_results=...)`. With `min_term_coverage` > 0, one of the top `depth` results
     must contain that share of the candidate's words; `coverage_of="added"` counts only the words not in `given`
     (what the user typed): a claim the user words their own way ("... biomaterials lack inductive pr") is not the
-    LM's invention, the completed "properties" is. With `min_shared` > 0, for a candidate that `completes` what was
-    typed, its top
-    `shared_depth` results must include at least `min_shared` of the typed text's top `shared_depth` (or all of
-    them, when it finds fewer)."""
+    LM's invention, the completed "properties" is. With `min_shared` > 0, a candidate that `completes` what was
+    typed must keep, among its top `shared_depth` results, at least `min_shared` of the typed text's top
+    `shared_depth` (all of them when it finds fewer)."""
     typed_ids: TTLCache[str, frozenset[str]] = TTLCache(4096, typed_cache_ttl_s)
 
     def drifts(hits: list[Any], given: str) -> bool:
