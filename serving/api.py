@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from serving.admission import Admission, AdmissionConfig
 from serving.auth import BodyCapMiddleware, Guard
 from serving.backend import Backend
 from serving.errors import install_error_handlers
@@ -23,6 +24,12 @@ def _search_deadline(backend: Backend) -> float | None:
     """The backend's app config's `search_deadline_s` (`AppBackend`); none for other backends."""
     found = getattr(getattr(backend, "config", None), "search_deadline_s", None)
     return float(found) if isinstance(found, int | float) else None
+
+
+def _admission(backend: Backend) -> AdmissionConfig:
+    """The backend's app config's `search_admission` (`AppBackend`), else the defaults."""
+    found = getattr(getattr(backend, "config", None), "search_admission", None)
+    return found if isinstance(found, AdmissionConfig) else AdmissionConfig()
 
 
 def _ingress_threads(backend: Backend) -> int | None:
@@ -59,6 +66,7 @@ def create_api(
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
     api.state.guard = Guard(security)
     api.state.search_deadline_s = _search_deadline(backend)
+    api.state.search_admission = Admission(_admission(backend))
     api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
     if cors_origins:
         api.add_middleware(

@@ -17,6 +17,7 @@ from search.querylog import QueryLogConfig
 from search.service import SearchConfig
 from search.suggest.schemas import SuggestConfig
 from search.summarize.config import SummarizerConfig
+from serving.admission import AdmissionConfig
 from serving.security import SecurityConfig
 
 
@@ -140,6 +141,10 @@ class AppConfig(BaseModel):
         gt=0,
         description="End-to-end deadline of POST /v1/search: past it the client gets 503 with Retry-After instead "
         "of waiting on a stuck store or replica; null: none.",
+    )
+    search_admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig,
+        description="Searches each ingress replica runs at once, and how long one waits for a slot before 503.",
     )
     security: SecurityConfig = Field(
         default_factory=SecurityConfig,

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from search.service import SearchRequest, SearchResponse
+from serving.admission import Overloaded
 from serving.auth import SearchAuth
 from serving.backend import logged_search
 from serving.dependencies import BackendDep
@@ -35,16 +36,23 @@ class ErrorBody(BaseModel):
         403: {"model": ErrorBody, "description": "The key lacks the search scope or this index"},
         404: {"model": ErrorBody, "description": "Unknown index"},
         429: {"model": ErrorBody, "description": "Rate limit exceeded (see Retry-After)"},
-        503: {"model": ErrorBody, "description": "Store unreachable or the search deadline passed (Retry-After)"},
+        503: {
+            "model": ErrorBody,
+            "description": "Store unreachable, the search deadline passed or the replica is full (Retry-After)",
+        },
     },
 )
 async def search(body: SearchRequest, request: Request, backend: BackendDep, principal: SearchAuth) -> Any:
     note_query(request, body.query)
     index = body.index or backend.service.config.default_index
     principal.check_index(index)
-    await check_filter_values(backend.service.store, index, body.filters)
     try:
-        resp = await asyncio.wait_for(logged_search(backend, body), request.app.state.search_deadline_s)
+        async with request.app.state.search_admission.slot():
+            await check_filter_values(backend.service.store, index, body.filters)
+            resp = await asyncio.wait_for(logged_search(backend, body), request.app.state.search_deadline_s)
+    except Overloaded:
+        detail = "the server is overloaded; retry later"
+        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
     except TimeoutError:
         deadline = request.app.state.search_deadline_s
         log.warning("a search passed the %s s deadline", deadline)
