@@ -226,7 +226,9 @@ class SearchService:
             self.breaker.success()
         return fused
 
-    async def search(self, req: SearchRequest) -> SearchResponse:
+    async def search(self, req: SearchRequest, lighter: bool = False) -> SearchResponse:
+        """`lighter`: the server is under load (serving/admission.py), so a hybrid search runs as BM25 alone and
+        skips the rerank, each with a note: a slightly worse answer now rather than a 503."""
         t0 = time.perf_counter()
         if self.breaker is not None:
             self.breaker.check()  # before the encoder: a search that cannot reach the store costs nothing
@@ -239,11 +241,19 @@ class SearchService:
         if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
             await asyncio.to_thread(self._validate, req, index)
         stages: list[str] = []
+        light_note = None
+        if lighter and cfg.mode == "hybrid":
+            cfg, light_note = (
+                cfg.model_copy(update={"mode": "bm25"}),
+                "dense retrieval skipped: the server is under load",
+            )
         cfg, vector, retrieval_note = await self._encode(req.query, cfg, stages)
+        retrieval_note = retrieval_note or light_note
         t = time.perf_counter()
         ltr = self.ltr
         versions = {"embedder": self.encoder_version} if vector is not None and self.encoder_version else {}
-        want_rerank = req.rerank and self.rerank is not None
+        versions["retrieval"] = cfg.mode if cfg.mode != "hybrid" else f"hybrid-{cfg.fusion}"  # what ran: logs
+        want_rerank = req.rerank and self.rerank is not None and not lighter
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
         window = max(window, ltr.config.top_n if ltr is not None else 0)
         fused = await self._retrieve(index, req, window, cfg, vector)
@@ -258,6 +268,8 @@ class SearchService:
             note = "reranking not requested"
         elif self.rerank is None:
             note = "no reranker configured"
+        elif lighter:
+            note = "reranking skipped: the server is under load"
         elif fused:
             head = fused[: self.rerank.top_n]
             t = time.perf_counter()

@@ -1,5 +1,5 @@
-"""Admission control for searches: a bounded number run at once in a replica, and one that cannot start soon
-is answered 503 at once.
+"""Admission control for searches: a bounded number run at once in a replica, those that start while it is
+busy run lighter, and one that cannot start soon is answered 503 at once.
 
 Why: with an unbounded FIFO queue, an overload that lasts a moment (a cold JVM, a replica restarting) makes every
 queued search late: each waits behind all the others, runs, and then passes its deadline, so the replica spends
@@ -7,6 +7,8 @@ its CPU on answers nobody gets and stays overloaded after the load is back to no
 bench/chaos.py at 50 req/s on 2 CPUs failed 43% of its searches with no fault at all). Shedding what cannot
 start within `wait_s` keeps the admitted searches fast, and the replica leaves the overload when the load does,
 as concurrency limiters in front of a service do (Netflix's concurrency-limits, Envoy's admission control).
+Before shedding, a busy replica degrades: searches admitted while more than `lighter_from` of the slots are in
+use skip the query encoder, kNN and the rerank (a brownout), so each costs less and fewer have to be shed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ class AdmissionConfig(BaseModel):
     max_concurrent: int = Field(
         default=16, ge=1, le=4096, description="Searches one ingress replica runs at once; the others wait."
     )
+    lighter_from: float | None = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of the slots in use from which a search runs lighter (hybrid as BM25 alone, no "
+        "rerank, each with a note): degrade before shedding; null: never.",
+    )
     max_wait_s: float = Field(
         default=1.0,
         gt=0,
@@ -48,20 +57,28 @@ class Admission:
         self.config = config
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self.shed = 0
+        self.in_use = 0
+        self.lightened = 0
         self._warned_at = -WARN_EVERY_S
         self._warned_shed = 0
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[bool]:
+        """Holds a slot for the block; yields whether the search should run lighter (the replica is busy)."""
         try:
             await asyncio.wait_for(self._slots.acquire(), self.config.max_wait_s)
         except TimeoutError:
             self.shed += 1
             self._warn()
             raise Overloaded from None
+        self.in_use += 1
+        share = self.config.lighter_from
+        lighter = share is not None and self.in_use > share * self.config.max_concurrent
+        self.lightened += lighter
         try:
-            yield
+            yield lighter
         finally:
+            self.in_use -= 1
             self._slots.release()
 
     def _warn(self) -> None:

@@ -134,9 +134,9 @@ class AppBackend:
         return checks
 
 
-async def logged_search(backend: Backend, req: SearchRequest) -> SearchResponse:
+async def logged_search(backend: Backend, req: SearchRequest, lighter: bool = False) -> SearchResponse:
     """A search and its impression in the query log: /v1/search and the in-process click simulator."""
-    resp = await backend.service.search(req)
+    resp = await backend.service.search(req, lighter=lighter)
     runtime = backend.suggest
     if runtime is not None:
         try:

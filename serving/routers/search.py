@@ -47,9 +47,10 @@ async def search(body: SearchRequest, request: Request, backend: BackendDep, pri
     index = body.index or backend.service.config.default_index
     principal.check_index(index)
     try:
-        async with request.app.state.search_admission.slot():
+        async with request.app.state.search_admission.slot() as lighter:
             await check_filter_values(backend.service.store, index, body.filters)
-            resp = await asyncio.wait_for(logged_search(backend, body), request.app.state.search_deadline_s)
+            found = logged_search(backend, body, lighter=lighter)
+            resp = await asyncio.wait_for(found, request.app.state.search_deadline_s)
     except Overloaded:
         detail = "the server is overloaded; retry later"
         return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
