@@ -28,6 +28,10 @@ log = logging.getLogger("sift.models.onnx")
 # Bump when the export or quantization recipe changes: old files are then never loaded again.
 RECIPE = "v2"
 _POOLINGS = ("mean", "cls")
+_POOLING_KEYS: dict[str, str] = {
+    "mean": "pooling_mode_mean_tokens",
+    "cls": "pooling_mode_cls_token",
+}  # 1_Pooling/config.json
 
 
 def onnx_cache_path(cache_dir: Path, fingerprint: str, quantize: str) -> Path:
@@ -43,6 +47,16 @@ class OnnxSentenceEncoder:
     def __init__(
         self, path: str, fingerprint: str, *, quantize: str, cache_dir: Path, max_seq_length: int | None
     ) -> None:
+        target = onnx_cache_path(cache_dir, fingerprint, quantize)
+        folder = _folder_settings(path) if target.exists() else None
+        if folder is not None:  # exported before: tokenizer and pooling from the folder, no torch model to load
+            from transformers import AutoTokenizer
+
+            self.pooling, self._dims, st_max = folder
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.max_seq_length = int(max_seq_length or st_max or min(self.tokenizer.model_max_length, 512))
+            self._open(target)
+            return
         from sentence_transformers import SentenceTransformer
 
         st = SentenceTransformer(path, device="cpu")
@@ -51,7 +65,6 @@ class OnnxSentenceEncoder:
         self.max_seq_length = int(max_seq_length or st.max_seq_length or 512)
         get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
         self._dims = int(get_dim() or 0)
-        target = onnx_cache_path(cache_dir, fingerprint, quantize)
         if not target.exists():
             fp32 = onnx_cache_path(cache_dir, fingerprint, "none")
             if not fp32.exists():
@@ -59,6 +72,9 @@ class OnnxSentenceEncoder:
             if quantize == "int8":
                 _quantize_int8(fp32, target)
         del st  # the torch weights are not needed any more
+        self._open(target)
+
+    def _open(self, target: Path) -> None:
         self.path = target
         self.session = _session(target)
         self.input_names = [i.name for i in self.session.get_inputs()]
@@ -86,6 +102,30 @@ class OnnxSentenceEncoder:
             vecs = (hidden * mask).sum(axis=1) / np.clip(mask.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return (vecs / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+def _folder_settings(path: str) -> tuple[str, int, int | None] | None:
+    """(pooling, dims, max_seq_length) from a sentence-transformers folder's own files, or None when they do not
+    say (an HF id, another layout): then the model is loaded as before. Why: a serving replica that only runs
+    the exported file starts without importing sentence-transformers or reading the torch weights, which on a
+    busy 2-CPU machine is most of a replacement replica's start (bench/chaos.py, phase a)."""
+    import json
+
+    root = Path(path)
+    try:
+        modules = json.loads((root / "modules.json").read_text())
+        pooling_dir = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
+        cfg = json.loads((root / pooling_dir / "config.json").read_text())
+        st_cfg = root / "sentence_bert_config.json"
+        st_max = json.loads(st_cfg.read_text()).get("max_seq_length") if st_cfg.exists() else None
+    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        return None
+    flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]  # the older layout
+    mode = cfg.get("pooling_mode") or next((m for m, k in _POOLING_KEYS.items() if flags == [k]), None)
+    dims = cfg.get("embedding_dimension", cfg.get("word_embedding_dimension"))
+    if mode not in _POOLINGS or (flags and "pooling_mode" in cfg) or not isinstance(dims, int):
+        return None
+    return str(mode), dims, int(st_max) if st_max else None
 
 
 def _pooling_mode(st: Any) -> str:

@@ -48,16 +48,23 @@ def test_onnx_fp32_and_int8_match_torch(tiny_embedder_path: Path, onnx_cache: Pa
     assert fp32.max_tokens == _embedder(tiny_embedder_path).max_tokens
 
 
-def test_export_is_cached_on_disk(tiny_embedder_path: Path, onnx_cache: Path) -> None:
+def test_export_is_cached_on_disk(tiny_embedder_path: Path, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = _embedder(tiny_embedder_path, backend="onnx", quantize="int8")
     first.warm_up()
     files = sorted(onnx_cache.rglob("*.onnx"))
     assert [f.name for f in files] == ["model-int8.onnx", "model.onnx"]
     stamps = {f: f.stat().st_mtime_ns for f in files}
+    import sentence_transformers
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("a cached export loads without the torch model")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse)
     second = _embedder(tiny_embedder_path, backend="onnx", quantize="int8")
-    second.warm_up()  # loads the files, exports nothing
+    second.warm_up()  # loads the files, exports nothing, reads pooling and window from the folder
     assert {f: f.stat().st_mtime_ns for f in sorted(onnx_cache.rglob("*.onnx"))} == stamps
     np.testing.assert_array_equal(first.embed(TEXTS), second.embed(TEXTS))
+    assert (second.dims, second.max_tokens) == (first.dims, first.max_tokens)
 
 
 def test_cache_keys_differ_by_backend_and_quantization(
