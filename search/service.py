@@ -262,24 +262,7 @@ class SearchService:
             {"bm25": ["bm25"], "dense": ["dense"], "hybrid": ["bm25", "dense", f"fusion:{cfg.fusion}"]}[cfg.mode]
         )
 
-        rerank_scores: dict[str, float] = {}
-        note: str | None = None
-        if not req.rerank:
-            note = "reranking not requested"
-        elif self.rerank is None:
-            note = "no reranker configured"
-        elif lighter:
-            note = "reranking skipped: the server is under load"
-        elif fused:
-            head = fused[: self.rerank.top_n]
-            t = time.perf_counter()
-            outcome = await self.rerank.run(req.query, head, [_rerank_text(r) for r in head])
-            rerank_scores, note = outcome.scores, outcome.note
-            if rerank_scores:
-                stages.append("rerank")
-                if outcome.version:
-                    versions["reranker"] = outcome.version
-            self._time("rerank", t)
+        rerank_scores, note = await self._rerank(req, fused, stages, versions, lighter)
         ordered = apply_rerank(fused, rerank_scores)
         key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
         fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}  # the rank features see, as in training
@@ -318,6 +301,28 @@ class SearchService:
             teams=teams,
             model_versions=versions,
         )
+
+    async def _rerank(
+        self, req: SearchRequest, fused: list[Retrieved], stages: list[str], versions: dict[str, str], lighter: bool
+    ) -> tuple[dict[str, float], str | None]:
+        """The cross-encoder's scores of the window's head, or none and why (`rerank_note`)."""
+        if not req.rerank:
+            return {}, "reranking not requested"
+        if self.rerank is None:
+            return {}, "no reranker configured"
+        if lighter:
+            return {}, "reranking skipped: the server is under load"
+        if not fused:
+            return {}, None
+        head = fused[: self.rerank.top_n]
+        t = time.perf_counter()
+        outcome = await self.rerank.run(req.query, head, [_rerank_text(r) for r in head])
+        if outcome.scores:
+            stages.append("rerank")
+            if outcome.version:
+                versions["reranker"] = outcome.version
+        self._time("rerank", t)
+        return outcome.scores, outcome.note
 
     def _learnt_order(
         self,
