@@ -2,19 +2,22 @@
 while (a) one replica is killed, (b) the node is stopped for 10 s and restarted, (c) a reindex is SIGKILLed.
 
     .venv/bin/python bench/chaos.py [--seconds 60] [--rate 50] [--phases a,b,c] [--victim ingress|query_encoder]
+        [--config configs/cpu.yaml] [--encoder torch|onnx-int8] [--encoder-placement deployment|ingress]
 
-Setup: a node of its own (port SIFT_BENCH_CHAOS_ES_PORT, 9291, wiped before and after), SciFact's corpus (or
-its first --limit documents) indexed with `sift index`, and the app started by `serving.ray_env.run_local` (what
-`sift serve` runs) with two ingress replicas, the query-encoder deployment, suggestions from the query log (their
-LM off: 2 CPUs). Each phase is its own open-loop run (`--rate` requests/s for `--seconds`, `--search-share` of
-them POST /v1/search, the rest GET /v1/suggest) from a separate process; the fault comes a quarter of the way
-in. Phase (b) runs until 15 s after the node answers again; each phase starts once the app answers searches
-again. Figures (`bench/chaos_figures.py`) are printed and written to bench/results/chaos.json. Goals: (a) <= 0.5%
-failed and none sent 10 s after the kill; (b) only 503s while the node is down, no failure after it is back
-(answers a search on the index: its yellow health comes a moment earlier); (c) no failed search and the alias
-on its old version. Phase (c)'s reindex runs in a session of its own at autogroup niceness 19 (--reindex-nice),
-as a batch job sharing the serving machine should: at normal priority on 2 CPUs its start (imports, model
-load) slows searches past their deadline, which says nothing about the kill.
+Setup: a node of its own (port SIFT_BENCH_CHAOS_ES_PORT, 9291, wiped before and after), SciFact's corpus (or its
+first --limit documents) indexed with `sift index` (the served config's encoder), and the app started by
+`serving.ray_env.run_local` (what `sift serve` runs) with `--config`: by default configs/cpu.yaml, the CPU-only
+machine's settings (two ingress replicas encoding queries with ONNX int8, suggestions from the query log, their LM
+off). `--encoder torch --encoder-placement deployment` serves the torch query-encoder deployment instead (the
+layout for GPUs; on 2 CPUs it does not carry 50 req/s). Each phase is its own open-loop run (`--rate` requests/s
+for `--seconds`, `--search-share` of them POST /v1/search, the rest GET /v1/suggest) from a separate process; the
+fault comes a quarter of the way in. Phase (b) runs until 15 s after the node answers again; each phase starts once
+the app answers searches again. Figures (`bench/chaos_figures.py`) are printed and written to
+bench/results/chaos.json. Goals: (a) <= 0.5% failed and none sent 10 s after the kill; (b) only 503s while the node
+is down, no failure after it is back (answers a search on the index: its yellow health comes a moment earlier); (c)
+no failed search and the alias on its old version. Phase (c)'s reindex runs in a session of its own at autogroup
+niceness 19 (--reindex-nice), as a batch job sharing the serving machine should: at normal priority on 2 CPUs its
+start (imports, model load) slows searches past their deadline, which says nothing about the kill.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from bench.chaos_figures import Outcome, es_outage, reindex_kill, replica_kill  
 INDEX = "chaos"
 APP = "chaos"
 DATASET = REPO.parent / "shared" / "datasets" / "scifact"
+CPU_CONFIG = REPO / "configs" / "cpu.yaml"
 OUTAGE_S = 10.0
 AFTER_UP_S = 15.0  # phase (b) lasts until this long after the node is back
 MAX_PHASE_S = 600.0
@@ -163,11 +167,13 @@ def write_corpus(dataset: Path, limit: int | None, out: Path) -> Path:
     return out
 
 
-def sift_index(source: Path, env: dict[str, str], nice: int = 0) -> subprocess.Popen[bytes]:
+def sift_index(source: Path, env: dict[str, str], nice: int = 0, config: Path | None = None) -> subprocess.Popen[bytes]:
     """`sift index` into the ES node; `nice` > 0 runs it as a batch job sharing the serving machine should
-    (on 2 CPUs, a reindex at normal priority slows searches past their deadline while it loads its model)."""
+    (on 2 CPUs, a reindex at normal priority slows searches past their deadline while it loads its model).
+    `config`: an IndexingConfig YAML (the embedder the app queries with)."""
     cmd = ["nice", "-n", str(nice)] if nice > 0 else []
     cmd += [str(REPO / ".venv" / "bin" / "sift"), "index", "--source", str(source), "--index", INDEX]
+    cmd += ["--config", str(config)] if config else []
     cmd += ["--store", "es", "--quiet", "--no-progress"]
     proc = subprocess.Popen(
         cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=nice > 0
@@ -187,23 +193,32 @@ def _autogroup_nice(pid: int, nice: int) -> None:
         log(f"could not set the reindex's autogroup niceness ({exc}): only its own niceness applies")
 
 
-def app_config(es_url: str, port: int, data_dir: Path) -> Any:
+ENCODERS = {"torch": {"backend": "torch", "quantize": "none"}, "onnx-int8": {"backend": "onnx", "quantize": "int8"}}
+
+
+def app_config(
+    path: Path, es_url: str, port: int, data_dir: Path, encoder: str | None = None, placement: str | None = None
+) -> Any:
+    """The served config (`--config`: configs/cpu.yaml by default, what a CPU-only machine runs) pointed at this
+    bench's node, index and port; `--encoder` / `--encoder-placement` override its query encoder."""
     from serving.config import AppConfig
 
-    return AppConfig.model_validate(
-        {
-            "app_name": APP,
-            "port": port,
-            "store": "es",
-            "elasticsearch_url": es_url,
-            "data_dir": str(data_dir),
-            "search": {"default_index": INDEX},
-            "ingress": {"num_cpus": 0.25, "replicas": 2, "max_ongoing_requests": 256},
-            "encoder_resources": {"num_cpus": 0.4, "replicas": 1},
-            "suggest": {"lm": {"enabled": False}},
-            "summarizer": None,
-        }
-    )
+    raw = AppConfig.load(path).model_dump()
+    raw.update(app_name=APP, port=port, store="es", elasticsearch_url=es_url, data_dir=data_dir)
+    raw["search"]["default_index"] = INDEX
+    if encoder:
+        raw["embedder"].update(ENCODERS[encoder])
+    if placement:
+        raw["encoder_placement"] = placement
+    return AppConfig.model_validate(raw)
+
+
+def indexing_config(app: Any, path: Path) -> Path:
+    """The IndexingConfig YAML of `sift index`: the app's encoder, so the vectors match its queries'."""
+    import yaml
+
+    path.write_text(yaml.safe_dump({"embedder": app.embedder.model_dump(mode="json", exclude_defaults=True)}))
+    return path
 
 
 def wait_ready(url: str, timeout: float = 300) -> None:
@@ -370,13 +385,15 @@ def _probe_node(url: str, load: Load, out: list[tuple[float, float, int | None]]
         stop.wait(0.5)
 
 
-def phase_c(load: Load, at: float, es_url: str, source: Path, env: dict[str, str], nice: int) -> dict[str, Any]:
+def phase_c(
+    load: Load, at: float, es_url: str, source: Path, env: dict[str, str], nice: int, config: Path
+) -> dict[str, Any]:
     from search.stores.elasticsearch import ElasticsearchStore
 
     store = ElasticsearchStore(es_url)
     before = store.current_version(INDEX)
     load.sleep_until(at)
-    proc = sift_index(source, env, nice)
+    proc = sift_index(source, env, nice, config)
     killed: str | None = None
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -441,6 +458,19 @@ def main() -> None:
         "restarts answers, but its JVM stays cold (slow) for a minute, which would land in the next phase",
     )
     p.add_argument("--victim", choices=["ingress", "query_encoder"], default="ingress")
+    p.add_argument("--config", type=Path, default=CPU_CONFIG, help="the served AppConfig YAML")
+    p.add_argument(
+        "--encoder",
+        choices=sorted(ENCODERS),
+        default=None,
+        help="override the config's query and document encoder (torch: sentence-transformers)",
+    )
+    p.add_argument(
+        "--encoder-placement",
+        choices=["deployment", "ingress"],
+        default=None,
+        help="override AppConfig.encoder_placement (deployment: the query-encoder deployment, one Serve hop more)",
+    )
     p.add_argument("--dataset", type=Path, default=DATASET)
     p.add_argument("--limit", type=int, default=None, help="index only the first N documents")
     p.add_argument(
@@ -456,6 +486,9 @@ def main() -> None:
     from sift.es_node import LocalElasticsearch
 
     node = LocalElasticsearch(port=int(os.environ.get("SIFT_BENCH_CHAOS_ES_PORT", "9291")))
+    served = app_config(args.config, node.url, free_port(), tmp / "data", args.encoder, args.encoder_placement)
+    if args.victim == "query_encoder" and served.encoder_placement != "deployment":
+        p.error("--victim query_encoder needs the encoder deployment (--encoder-placement deployment)")
     results: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()}, "phases": {}}
     ray_started = False
     try:
@@ -464,13 +497,14 @@ def main() -> None:
         env = {**os.environ, "ELASTICSEARCH_URL": node.url}
         source = write_corpus(args.dataset, args.limit, tmp / "corpus.jsonl")
         t = time.monotonic()
-        proc = sift_index(source, env)
+        index_cfg = indexing_config(served, tmp / "indexing.yaml")
+        proc = sift_index(source, env, config=index_cfg)
         _, err = proc.communicate()
         if proc.returncode != 0:
             raise RuntimeError(f"sift index failed: {err.decode()[-2000:]}")
         log(f"indexed {source} into {node.url} in {time.monotonic() - t:.0f} s")
-        with open(args.dataset / "queries.jsonl", encoding="utf-8") as f:
-            queries = [json.loads(line)["text"] for line in f if line.strip()]
+        with open(args.dataset / "queries.jsonl", encoding="utf-8") as fh:
+            queries = [json.loads(line)["text"] for line in fh if line.strip()]
 
         import ray
 
@@ -480,10 +514,9 @@ def main() -> None:
         prepare_ray_env()
         ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
         ray_started = True
-        port = free_port()
         os.environ["ELASTICSEARCH_URL"] = node.url
-        run_local(app_config(node.url, port, tmp / "data"), Settings())
-        url = f"http://127.0.0.1:{port}"
+        run_local(served, Settings())
+        url = f"http://127.0.0.1:{served.port}"
         wait_ready(url)
         log(f"app ready on {url}")
         n = max(1, round(args.rate * max(args.seconds, 60)))
@@ -501,11 +534,13 @@ def main() -> None:
                     f = phase_base(load)
                 elif name == "a":
                     f = phase_a(load, at, args.victim)
-                    wait_replicas(args.victim, 2 if args.victim == "ingress" else 1)
+                    wait_replicas(
+                        args.victim, (served.ingress if args.victim == "ingress" else served.encoder_resources).replicas
+                    )
                 elif name == "b":
                     f = phase_b(load, at, node)
                 else:
-                    f = phase_c(load, at, node.url, source, env, args.reindex_nice)
+                    f = phase_c(load, at, node.url, source, env, args.reindex_nice, index_cfg)
                 results["phases"][name] = {**f, "loadavg": os.getloadavg()}
                 print_phase(name, f)
                 log(f"load average {results['phases'][name]['loadavg']} (2 CPUs; other work shares them)")
