@@ -13,6 +13,7 @@ Pooling (mean or CLS) and normalisation run in numpy, as the model's own modules
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -28,10 +29,6 @@ log = logging.getLogger("sift.models.onnx")
 # Bump when the export or quantization recipe changes: old files are then never loaded again.
 RECIPE = "v2"
 _POOLINGS = ("mean", "cls")
-_POOLING_KEYS: dict[str, str] = {
-    "mean": "pooling_mode_mean_tokens",
-    "cls": "pooling_mode_cls_token",
-}  # 1_Pooling/config.json
 
 
 def onnx_cache_path(cache_dir: Path, fingerprint: str, quantize: str) -> Path:
@@ -48,13 +45,13 @@ class OnnxSentenceEncoder:
         self, path: str, fingerprint: str, *, quantize: str, cache_dir: Path, max_seq_length: int | None
     ) -> None:
         target = onnx_cache_path(cache_dir, fingerprint, quantize)
-        folder = _folder_settings(path) if target.exists() else None
-        if folder is not None:  # exported before: tokenizer and pooling from the folder, no torch model to load
+        cached = _cached_settings(path, target) if target.exists() else None
+        if cached is not None:  # exported before: what the model said then, its tokenizer, no torch model to load
             from transformers import AutoTokenizer
 
-            self.pooling, self._dims, st_max = folder
+            self.pooling, self._dims, st_max = cached
             self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.max_seq_length = int(max_seq_length or st_max or min(self.tokenizer.model_max_length, 512))
+            self.max_seq_length = int(max_seq_length or st_max)
             self._open(target)
             return
         from sentence_transformers import SentenceTransformer
@@ -71,6 +68,7 @@ class OnnxSentenceEncoder:
                 _export(st, fp32)
             if quantize == "int8":
                 _quantize_int8(fp32, target)
+        _write_settings(target, self.pooling, self._dims, int(st.max_seq_length or 512))
         del st  # the torch weights are not needed any more
         self._open(target)
 
@@ -104,28 +102,45 @@ class OnnxSentenceEncoder:
         return (vecs / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def _folder_settings(path: str) -> tuple[str, int, int | None] | None:
-    """(pooling, dims, max_seq_length) from a sentence-transformers folder's own files, or None when they do not
-    say (an HF id, another layout): then the model is loaded as before. Why: a serving replica that only runs
-    the exported file starts without importing sentence-transformers or reading the torch weights, which on a
-    busy 2-CPU machine is most of a replacement replica's start (bench/chaos.py, phase a)."""
-    import json
+def _settings_file(target: Path) -> Path:
+    return target.parent / "settings.json"
 
+
+def _write_settings(target: Path, pooling: str, dims: int, max_seq_length: int) -> None:
+    """What the loaded SentenceTransformer said, beside the export, for the next process's fast start."""
+    tmp = _atomic_target(target)
+    tmp.write_text(json.dumps({"pooling": pooling, "dims": dims, "max_seq_length": max_seq_length}))
+    os.replace(tmp, _settings_file(target))
+
+
+def _cached_settings(path: str, target: Path) -> tuple[str, int, int] | None:
+    """(pooling, dims, max_seq_length) that the SentenceTransformer gave when this export was last loaded, when the
+    model folder is one whose tokenizer `AutoTokenizer` alone reproduces (a transformer at the folder's root, then
+    pooling and maybe normalisation; no lower-casing, tokenizer arguments or other tokenizer path); else None, and
+    the model is loaded as before. Why: a serving replica that only runs the export then starts without importing
+    sentence-transformers or reading the torch weights, most of a replacement replica's start on a busy 2-CPU
+    machine (bench/chaos.py, phase a)."""
     root = Path(path)
     try:
+        saved = json.loads(_settings_file(target).read_text())
         modules = json.loads((root / "modules.json").read_text())
-        pooling_dir = next(m["path"] for m in modules if m.get("type", "").endswith(".Pooling"))
-        cfg = json.loads((root / pooling_dir / "config.json").read_text())
+        kinds = [(str(m.get("type", "")).rsplit(".", 1)[-1], m.get("path", "")) for m in modules]
         st_cfg = root / "sentence_bert_config.json"
-        st_max = json.loads(st_cfg.read_text()).get("max_seq_length") if st_cfg.exists() else None
-    except (OSError, ValueError, StopIteration, KeyError, TypeError):
+        extra = json.loads(st_cfg.read_text()) if st_cfg.exists() else {}
+        pooling, dims, window = str(saved["pooling"]), int(saved["dims"]), int(saved["max_seq_length"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]  # the older layout
-    mode = cfg.get("pooling_mode") or next((m for m, k in _POOLING_KEYS.items() if flags == [k]), None)
-    dims = cfg.get("embedding_dimension", cfg.get("word_embedding_dimension"))
-    if mode not in _POOLINGS or (flags and "pooling_mode" in cfg) or not isinstance(dims, int):
+    plain = kinds[:1] == [("Transformer", "")] and [k for k, _ in kinds[1:]] in (["Pooling"], ["Pooling", "Normalize"])
+    others = [f for f in root.glob("sentence_*_config.json") if f.name != st_cfg.name]
+    if (
+        not plain
+        or others
+        or extra.get("do_lower_case")
+        or extra.get("tokenizer_args")
+        or extra.get("tokenizer_name_or_path")
+    ):
         return None
-    return str(mode), dims, int(st_max) if st_max else None
+    return (pooling, dims, window) if pooling in _POOLINGS and dims > 0 and window > 0 else None
 
 
 def _pooling_mode(st: Any) -> str:

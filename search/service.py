@@ -127,8 +127,8 @@ class SearchResponse(BaseModel):
     )
     model_versions: dict[str, str] = Field(
         default_factory=dict,
-        description="The model versions that served this response (embedder, and reranker / ranker when they "
-        "ran): during a hot reload two responses may name different versions.",
+        description="What served this response: `retrieval` (the mode that ran), the embedder, and the reranker "
+        "/ ranker when they ran; during a hot reload two responses may name different versions.",
     )
     summary_url: str | None = Field(
         default=None,
@@ -266,7 +266,7 @@ class SearchService:
         ordered = apply_rerank(fused, rerank_scores)
         key = f"{req.session_id}\x1f{req.query}" if req.session_id else None
         fused_rank = {r.id: i for i, r in enumerate(fused, start=1)}  # the rank features see, as in training
-        ordered, learnt, teams = self._learnt_order(ltr, req, fused_rank, ordered, rerank_scores, stages, key)
+        ordered, learnt, teams = self._learnt_order(ltr, req, fused_rank, ordered, rerank_scores, stages, key, lighter)
         if learnt is not None and ltr is not None:
             versions["ranker"] = ltr.version
         explored = False
@@ -333,9 +333,11 @@ class SearchService:
         rerank: dict[str, float],
         stages: list[str],
         key: str | None,
+        lighter: bool = False,
     ) -> tuple[list[Retrieved], LTROutcome | None, list[str] | None]:
         """The learnt ranker's order of the head (or, interleaving, the head team-drafted from the order without
-        it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved."""
+        it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved. A lighter
+        search is not interleaved: its arm a is not the one the comparison is about."""
         if ltr is None or not ordered:
             return ordered, None, None
         t = time.perf_counter()
@@ -344,7 +346,7 @@ class SearchService:
         learnt = ltr.rank(query_terms(req.query), head, {r.id: r.doc for r in head}, rerank, ranks)
         by_id = {r.id: r for r in head}
         teams = None
-        if ltr.config.interleave and req.offset == 0:
+        if ltr.config.interleave and req.offset == 0 and not lighter:
             mixed, all_teams = team_draft([r.id for r in head], learnt.order, len(head), key)
             out = [by_id[d] for d in mixed] + ordered[len(head) :]
             teams = all_teams[: req.limit]

@@ -5,10 +5,12 @@ Why: with an unbounded FIFO queue, an overload that lasts a moment (a cold JVM, 
 queued search late: each waits behind all the others, runs, and then passes its deadline, so the replica spends
 its CPU on answers nobody gets and stays overloaded after the load is back to normal (a metastable collapse:
 bench/chaos.py at 50 req/s on 2 CPUs failed 43% of its searches with no fault at all). Shedding what cannot
-start within `wait_s` keeps the admitted searches fast, and the replica leaves the overload when the load does,
+start within `max_wait_s` keeps the admitted searches fast, and the replica leaves the overload when the load does,
 as concurrency limiters in front of a service do (Netflix's concurrency-limits, Envoy's admission control).
-Before shedding, a busy replica degrades: searches admitted while more than `lighter_from` of the slots are in
-use skip the query encoder, kNN and the rerank (a brownout), so each costs less and fewer have to be shed.
+Before shedding, a busy replica degrades: searches admitted while `lighter_from` of the slots are held by others
+run a hybrid search as BM25 alone and skip the rerank (a brownout), so each costs less and fewer are shed. A
+slot bounds the searches in flight, not every thread: a search cancelled at its deadline frees its slot while a
+store call it started in a worker thread may still finish.
 """
 
 from __future__ import annotations
@@ -66,14 +68,15 @@ class Admission:
     async def slot(self) -> AsyncIterator[bool]:
         """Holds a slot for the block; yields whether the search should run lighter (the replica is busy)."""
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.config.max_wait_s)
+            async with asyncio.timeout(self.config.max_wait_s):
+                await self._slots.acquire()
         except TimeoutError:
             self.shed += 1
             self._warn()
             raise Overloaded from None
         self.in_use += 1
         share = self.config.lighter_from
-        lighter = share is not None and self.in_use > share * self.config.max_concurrent
+        lighter = share is not None and self.in_use - 1 >= share * self.config.max_concurrent  # the others
         self.lightened += lighter
         try:
             yield lighter

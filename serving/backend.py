@@ -139,8 +139,13 @@ async def logged_search(backend: Backend, req: SearchRequest, lighter: bool = Fa
     resp = await backend.service.search(req, lighter=lighter)
     runtime = backend.suggest
     if runtime is not None:
+        versions = {**backend.versions, **resp.model_versions}
+        if lighter:  # only what ran: a degraded search's impression names no encoder, reranker or interleaving
+            for k in ("embedder", "reranker", "interleave"):
+                if k not in resp.model_versions:
+                    versions.pop(k, None)
         try:
-            runtime.record(impression_for(req, resp, {**backend.versions, **resp.model_versions}))
+            runtime.record(impression_for(req, resp, versions))
         except Exception as exc:  # logging must never fail a search that succeeded
             log.warning("recording the search failed (%s)", type(exc).__name__)  # its text may quote the query
     return resp

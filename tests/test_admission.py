@@ -107,11 +107,8 @@ def test_a_search_admitted_while_the_replica_is_busy_runs_lighter_with_a_note(
     assert body["results"] and "dense" not in body["stages"] and "bm25" in body["stages"]
     assert "under load" in body["retrieval_note"]
     assert body["model_versions"]["retrieval"] == "bm25"  # the impression says what ran, for the click models
-    assert (
-        backend.service.search is not None
-        and client.post("/v1/search", json={"query": "zebrafish hearts", "index": "docs"}).json()["retrieval_note"]
-        is None
-    )
+    alone = client.post("/v1/search", json={"query": "zebrafish hearts", "index": "docs"}).json()
+    assert alone["retrieval_note"] is None and "dense" in alone["stages"]
 
 
 def test_the_gate_queues_up_to_the_wait_then_sheds_and_counts() -> None:
@@ -141,3 +138,29 @@ def test_the_gate_queues_up_to_the_wait_then_sheds_and_counts() -> None:
 
     order, shed = asyncio.run(scenario())
     assert order[:3] == ["a", "b-light", "shed:c"] and order[3].startswith("d") and order[4] == "e" and shed == 1
+
+
+def test_a_lighter_searchs_impression_names_only_what_ran() -> None:
+    from types import SimpleNamespace
+
+    from search.service import SearchRequest, SearchResponse
+    from serving.backend import logged_search
+
+    recorded: list[Any] = []
+    resp = SearchResponse(
+        request_id="r", query="q", index="docs", offset=0, limit=10, results=[], stages=["bm25"], reranked=False,
+        took_ms=1.0, model_versions={"retrieval": "bm25"},
+    )  # fmt: skip
+
+    async def search(req: Any, lighter: bool = False) -> SearchResponse:
+        return resp
+
+    served = {"retrieval": "hybrid-rrf", "embedder": "minilm", "reranker": "ce-v1", "interleave": "a=x,b=y"}
+    backend = SimpleNamespace(
+        service=SimpleNamespace(search=search), versions=served, suggest=SimpleNamespace(record=recorded.append)
+    )
+    asyncio.run(logged_search(backend, SearchRequest(query="q"), lighter=True))  # type: ignore[arg-type]
+    asyncio.run(logged_search(backend, SearchRequest(query="q")))  # type: ignore[arg-type]
+    light, full = (dict(e.versions) for e in recorded)
+    assert light["retrieval"] == "bm25" and not {"embedder", "reranker", "interleave"} & light.keys()
+    assert full["embedder"] == "minilm" and full["reranker"] == "ce-v1"

@@ -67,6 +67,34 @@ def test_export_is_cached_on_disk(tiny_embedder_path: Path, onnx_cache: Path, mo
     assert (second.dims, second.max_tokens) == (first.dims, first.max_tokens)
 
 
+def test_a_folder_whose_tokenizer_lowercases_always_loads_the_model(
+    tiny_embedder_path: Path, onnx_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sentence-transformers lower-cases for `do_lower_case`; the plain tokenizer would not: no fast start then."""
+    import json
+    import shutil
+
+    import sentence_transformers
+
+    folder = tmp_path / "lower"
+    shutil.copytree(tiny_embedder_path, folder)
+    cfg = folder / "sentence_bert_config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), "do_lower_case": True}))
+    _embedder(folder, backend="onnx").warm_up()  # exports, writes the settings
+    loads = []
+    real = sentence_transformers.SentenceTransformer
+
+    def counted(*a: object, **k: object) -> object:
+        loads.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", counted)
+    again = _embedder(folder, backend="onnx")
+    again.warm_up()
+    assert loads == [1]
+    assert np.allclose(again.embed(["Mixed CASE words"]), again.embed(["mixed case words"]), atol=1e-5)
+
+
 def test_cache_keys_differ_by_backend_and_quantization(
     tiny_embedder_path: Path, onnx_cache: Path, tmp_path: Path
 ) -> None:

@@ -24,10 +24,11 @@ from search.documents import Document
 from search.querylog import NullQueryLog
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError
+from serving.admission import Overloaded
 from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
-from serving.errors import note_query
+from serving.errors import RETRY_AFTER_S, note_query
 from serving.inputs import check_filter_values
 from serving.metrics import SummaryMetrics
 from serving.summary_clients import SummaryStream
@@ -164,8 +165,9 @@ async def _run(
         return _error(503, "summaries are not enabled on this server")
     k = body.k or backend.summary_top_k
     try:
-        if body.search is not None:
-            resp = await service.search(body.search.model_copy(update={"offset": 0, "limit": max(k, 1)}))
+        if body.search is not None:  # a search like /v1/search's: it takes one of the replica's slots
+            async with request.app.state.search_admission.slot() as lighter:
+                resp = await service.search(body.search.model_copy(update={"offset": 0, "limit": max(k, 1)}), lighter)
             query, index, ids = body.search.query, resp.index, [r.id for r in resp.results[:k]]
             if not ids:
                 return _error(404, "the search returned no results to summarize")
@@ -173,6 +175,8 @@ async def _run(
             assert body.query is not None and body.ids is not None
             query, index, ids = body.query, body.index or service.config.default_index, body.ids[:k]
         docs, missing = await asyncio.to_thread(_fetch, service, index, ids)
+    except Overloaded:
+        return _error(503, "the server is overloaded; retry later", {"Retry-After": str(RETRY_AFTER_S)})
     except IndexNotFound as exc:
         return _error(404, str(exc.args[0]) if exc.args else "index not found")
     except StoreError as exc:  # by type: a store's message may quote the query
