@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,8 +55,10 @@ class Overloaded(Exception):
 class Admission:
     """One per app (an ingress replica): `async with admission.slot(): ...` around a search."""
 
-    def __init__(self, config: AdmissionConfig) -> None:
+    def __init__(self, config: AdmissionConfig, on_outcome: Callable[[str], None] | None = None) -> None:
+        """`on_outcome("lighter" | "shed")`: a metrics hook, called once per such search."""
         self.config = config
+        self._on_outcome = on_outcome
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self.shed = 0
         self.in_use = 0
@@ -72,17 +74,24 @@ class Admission:
                 await self._slots.acquire()
         except TimeoutError:
             self.shed += 1
+            self._note("shed")
             self._warn()
             raise Overloaded from None
         self.in_use += 1
         share = self.config.lighter_from
         lighter = share is not None and self.in_use - 1 >= share * self.config.max_concurrent  # the others
-        self.lightened += lighter
+        if lighter:
+            self.lightened += 1
+            self._note("lighter")
         try:
             yield lighter
         finally:
             self.in_use -= 1
             self._slots.release()
+
+    def _note(self, outcome: str) -> None:
+        if self._on_outcome is not None:
+            self._on_outcome(outcome)
 
     def _warn(self) -> None:
         now = time.monotonic()

@@ -66,7 +66,7 @@ def create_api(
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
     api.state.guard = Guard(security)
     api.state.search_deadline_s = _search_deadline(backend)
-    api.state.search_admission = Admission(_admission(backend))
+    api.state.search_admission = Admission(_admission(backend), lambda o: metrics.admission.labels(outcome=o).inc())
     api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
     if cors_origins:
         api.add_middleware(

@@ -28,6 +28,13 @@ class Metrics:
             "sift_stage_seconds", "Latency of one search stage", ["stage"], buckets=_BUCKETS, registry=self.registry
         )
 
+        self.admission = Counter(
+            "sift_search_admission_total",
+            "Searches run lighter or shed (503) by admission control",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def observe_stage(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage=stage).observe(seconds)
 

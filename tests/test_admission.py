@@ -87,6 +87,8 @@ def test_a_search_that_finds_no_free_slot_gets_503_at_once_and_the_next_one_runs
     assert 0.25 <= waited < 5.0  # waited for a slot about max_wait_s, not the 10 s deadline
     again = client.post("/v1/search", json={"query": "zebrafish hearts", "index": "docs"})
     assert again.status_code == 200 and again.json()["results"]
+    shed_lines = [x for x in client.get("/metrics").text.splitlines() if x.startswith("sift_search_admission_total")]
+    assert any('outcome="shed"' in x and float(x.split()[-1]) >= 1 for x in shed_lines), shed_lines
 
 
 def test_a_search_admitted_while_the_replica_is_busy_runs_lighter_with_a_note(
