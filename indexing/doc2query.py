@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.causal_lm import LMConfig, load_lm, resolve_lm
+from models.causal_lm import LMConfig, load_lm, resolve_lm, sample_shared_prompts
 from models.embedder import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from models.references import DEFAULT_EMBEDDER
 from search.documents import EXPANSION_FIELD, Document
@@ -159,19 +159,21 @@ class Doc2QueryExpander:
         self._warm_lm()
         c, tok = self.config, self._tok
         texts = [DOC2QUERY_HEADER + prompt(d, c.doc_chars) for d in docs]
-        enc = tok(texts, return_tensors="pt", padding=True).to(self._device)
         torch.manual_seed(c.seed)
         with torch.inference_mode():
-            out = self._model.generate(
-                **enc,
+            new = sample_shared_prompts(
+                self._model,
+                tok,
+                texts,
+                c.num_queries,
+                self._device,
                 do_sample=True,
                 top_k=c.top_k,
-                num_return_sequences=c.num_queries,
                 max_new_tokens=c.max_new_tokens,
                 pad_token_id=tok.pad_token_id,
                 eos_token_id=self._stops,
             )
-        decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        decoded = tok.batch_decode(new, skip_special_tokens=True)
         result = []
         for i in range(len(docs)):
             lines = [normalize_query(t.split("\n", 1)[0]) for t in decoded[i * c.num_queries : (i + 1) * c.num_queries]]

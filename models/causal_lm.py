@@ -103,3 +103,32 @@ def load_lm(config: LMConfig, cache_dir: Path | None = None) -> tuple[Any, Any, 
     model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model = model.to(device).eval()
     return model, tok, device
+
+
+def sample_shared_prompts(model: Any, tok: Any, texts: list[str], n: int, device: str, **generate_kwargs: Any) -> Any:
+    """`n` continuations of each text (row i*n + j: text i's j-th), as new token ids, the prompt prefilled once.
+
+    Why: generate()'s `num_return_sequences` copies each prompt n times before the forward pass, so a long prompt
+    with a short answer (doc2query: ~100 document tokens, a ~20-token query) spends most of its time in n identical
+    prefills. Here the prompt (all but its last token) runs once, its KV cache is repeated n times, and generate()
+    continues from it. The same seed gives the same samples as `num_return_sequences` (checked in
+    tests/test_doc2query.py). The tokenizer must pad on the left."""
+    import torch
+
+    enc = tok(texts, return_tensors="pt", padding=True).to(device)
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    if ids.shape[1] < 2 or n == 1:
+        out = model.generate(**enc, num_return_sequences=n, **generate_kwargs)
+        return out[:, ids.shape[1] :]
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers left-padded prompts
+    with torch.inference_mode():
+        head = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True)
+        cache = head.cache
+        cache.batch_repeat_interleave(n)
+        out = model.generate(
+            input_ids=ids.repeat_interleave(n, 0),
+            attention_mask=mask.repeat_interleave(n, 0),
+            cache=cache,
+            **generate_kwargs,
+        )
+    return out[:, ids.shape[1] :]

@@ -167,3 +167,24 @@ def test_pipeline_runs_the_expansion_stage(tiny_d2q: Path, tmp_path: Path) -> No
     docs = store.get_many("d2q", ["a", "b"])
     assert all(isinstance(d.fields.get(EXPANSION_FIELD), list) for d in docs.values())
     store.close()
+
+
+def test_shared_prefill_samples_what_num_return_sequences_samples(tiny_d2q: Path) -> None:
+    """The prompt is prefilled once and its cache repeated (models.causal_lm.sample_shared_prompts): for the same
+    seed the samples equal generate()'s `num_return_sequences` ones, for prompts of different lengths (left pads)."""
+    import torch
+
+    from models.causal_lm import LMConfig, load_lm, sample_shared_prompts
+
+    model, tok, device = load_lm(LMConfig(model=str(tiny_d2q), device="cpu"))
+    tok.padding_side = "left"
+    texts = ["Document: loops\nQuery:", "Document: reading files line by line in python\nQuery:"]
+    kwargs = {"do_sample": True, "top_k": 10, "max_new_tokens": 8, "pad_token_id": tok.pad_token_id}
+    torch.manual_seed(7)
+    shared = sample_shared_prompts(model, tok, texts, 3, device, **kwargs)
+    enc = tok(texts, return_tensors="pt", padding=True)
+    torch.manual_seed(7)
+    plain = model.generate(**enc, num_return_sequences=3, **kwargs)[:, enc["input_ids"].shape[1] :]
+    assert shared.shape[0] == 6 and torch.equal(shared, plain)
+    torch.manual_seed(8)
+    assert not torch.equal(sample_shared_prompts(model, tok, texts, 3, device, **kwargs), shared)  # a sample
