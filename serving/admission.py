@@ -37,8 +37,8 @@ class AdmissionConfig(BaseModel):
         default=0.5,
         gt=0,
         le=1,
-        description="Share of the slots in use from which a search runs lighter (hybrid as BM25 alone, no "
-        "rerank, each with a note): degrade before shedding; null: never.",
+        description="Share of the slots held by other searches from which a search runs lighter (hybrid as BM25 "
+        "alone, no rerank, each with a note): degrade before shedding; null: never.",
     )
     max_wait_s: float = Field(
         default=1.0,

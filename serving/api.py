@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -19,31 +21,14 @@ from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
 from serving.security import SecurityConfig
 
-
-def _search_deadline(backend: Backend) -> float | None:
-    """The backend's app config's `search_deadline_s` (`AppBackend`); none for other backends."""
-    found = getattr(getattr(backend, "config", None), "search_deadline_s", None)
-    return float(found) if isinstance(found, int | float) else None
+T = TypeVar("T")
 
 
-def _admission(backend: Backend) -> AdmissionConfig:
-    """The backend's app config's `search_admission` (`AppBackend`), else the defaults."""
-    found = getattr(getattr(backend, "config", None), "search_admission", None)
-    return found if isinstance(found, AdmissionConfig) else AdmissionConfig()
-
-
-def _ingress_threads(backend: Backend) -> int | None:
-    """The backend's app config's `ingress_threads` (`AppBackend`); none (asyncio's default pool) otherwise."""
-    found = getattr(getattr(backend, "config", None), "ingress_threads", None)
-    return found if isinstance(found, int) else None
-
-
-def _security(backend: Backend, security: SecurityConfig | None) -> SecurityConfig:
-    """The given security config, else the backend's app config's (`AppBackend`), else open defaults."""
-    if security is not None:
-        return security
-    found = getattr(getattr(backend, "config", None), "security", None)
-    return found if isinstance(found, SecurityConfig) else SecurityConfig()
+def _app_setting(backend: Backend, name: str, kind: type | tuple[type, ...], default: T) -> T:
+    """A setting of the backend's app config (`AppBackend.config`) when it has the expected type, else `default`:
+    other backends (tests, a bare service) have no app config."""
+    found = getattr(getattr(backend, "config", None), name, None)
+    return cast(T, found) if isinstance(found, kind) else default
 
 
 def create_api(
@@ -55,7 +40,8 @@ def create_api(
     """The app: routes, error mapping, metrics, CORS, the body cap, and keys and quotas (`security`, by
     default the backend's `AppConfig.security`)."""
     metrics = metrics or Metrics()
-    security = _security(backend, security)
+    if security is None:
+        security = _app_setting(backend, "security", SecurityConfig, SecurityConfig())
     api = FastAPI(
         title="Sift search API",
         version="1.0",
@@ -65,15 +51,17 @@ def create_api(
     api.state.metrics = metrics
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
     api.state.guard = Guard(security)
-    api.state.search_deadline_s = _search_deadline(backend)
-    api.state.search_admission = Admission(_admission(backend), lambda o: metrics.admission.labels(outcome=o).inc())
+    deadline = _app_setting(backend, "search_deadline_s", (int, float), None)
+    api.state.search_deadline_s = float(deadline) if deadline is not None else None
+    admission = _app_setting(backend, "search_admission", AdmissionConfig, AdmissionConfig())
+    api.state.search_admission = Admission(admission, lambda o: metrics.admission.labels(outcome=o).inc())
     api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
     if cors_origins:
         api.add_middleware(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]
         )
     api.add_middleware(ObserveMiddleware, metrics=metrics)
-    threads = _ingress_threads(backend)
+    threads = _app_setting(backend, "ingress_threads", int, None)
     if threads is not None:
         api.add_middleware(WorkerPoolMiddleware, threads=threads)
 

@@ -29,6 +29,14 @@ RETRY_AFTER_S = 5
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 
 
+OVERLOADED = "the server is overloaded; retry later"
+
+
+def retry_later(detail: str, retry_after_s: int = RETRY_AFTER_S) -> JSONResponse:
+    """503 with Retry-After: the caller may try again (the replica is full, a deadline passed, the store is down)."""
+    return JSONResponse(status_code=503, headers={"Retry-After": str(retry_after_s)}, content={"detail": detail})
+
+
 def request_id(request: Request) -> str:
     """The caller's X-Request-ID when it is a plain token, else a new one."""
     given = request.headers.get("x-request-id", "")

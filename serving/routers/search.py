@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from search.service import SearchRequest, SearchResponse
@@ -15,7 +14,7 @@ from serving.admission import Overloaded
 from serving.auth import SearchAuth
 from serving.backend import logged_search
 from serving.dependencies import BackendDep
-from serving.errors import RETRY_AFTER_S, note_query
+from serving.errors import OVERLOADED, note_query, retry_later
 from serving.inputs import check_filter_values
 from serving.routers.summarize import can_link_summaries, summary_stream_url
 
@@ -52,13 +51,11 @@ async def search(body: SearchRequest, request: Request, backend: BackendDep, pri
             found = logged_search(backend, body, lighter=lighter)
             resp = await asyncio.wait_for(found, request.app.state.search_deadline_s)
     except Overloaded:
-        detail = "the server is overloaded; retry later"
-        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
+        return retry_later(OVERLOADED)
     except TimeoutError:
         deadline = request.app.state.search_deadline_s
         log.warning("a search passed the %s s deadline", deadline)
-        detail = f"the search passed its {deadline} s deadline; retry later"
-        return JSONResponse(status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)}, content={"detail": detail})
+        return retry_later(f"the search passed its {deadline} s deadline; retry later")
     if body.summarize and can_link_summaries(backend):
         resp.summary_url = summary_stream_url(resp, k=backend.summary_top_k)
     return resp

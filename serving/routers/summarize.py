@@ -28,7 +28,7 @@ from serving.admission import Overloaded
 from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
-from serving.errors import RETRY_AFTER_S, note_query
+from serving.errors import OVERLOADED, note_query, retry_later
 from serving.inputs import check_filter_values
 from serving.metrics import SummaryMetrics
 from serving.summary_clients import SummaryStream
@@ -176,12 +176,12 @@ async def _run(
             query, index, ids = body.query, body.index or service.config.default_index, body.ids[:k]
         docs, missing = await asyncio.to_thread(_fetch, service, index, ids)
     except Overloaded:
-        return _error(503, "the server is overloaded; retry later", {"Retry-After": str(RETRY_AFTER_S)})
+        return retry_later(OVERLOADED)
     except IndexNotFound as exc:
         return _error(404, str(exc.args[0]) if exc.args else "index not found")
     except StoreError as exc:  # by type: a store's message may quote the query
         log.warning("summarize: the store failed (%s)", type(exc).__name__)
-        return _error(503, "the index store is unreachable or overloaded; retry later", {"Retry-After": "5"})
+        return retry_later("the index store is unreachable or overloaded; retry later")
     if missing:
         return _error(404, {"message": "unknown result ids", "index": index, "ids": missing})
     stream = client.stream(query, docs, body.max_new_tokens)
