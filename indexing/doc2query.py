@@ -160,19 +160,18 @@ class Doc2QueryExpander:
         c, tok = self.config, self._tok
         texts = [DOC2QUERY_HEADER + prompt(d, c.doc_chars) for d in docs]
         torch.manual_seed(c.seed)
-        with torch.inference_mode():
-            new = sample_shared_prompts(
-                self._model,
-                tok,
-                texts,
-                c.num_queries,
-                self._device,
-                do_sample=True,
-                top_k=c.top_k,
-                max_new_tokens=c.max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=self._stops,
-            )
+        new = sample_shared_prompts(
+            self._model,
+            tok,
+            texts,
+            c.num_queries,
+            self._device,
+            do_sample=True,
+            top_k=c.top_k,
+            max_new_tokens=c.max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=self._stops,
+        )
         decoded = tok.batch_decode(new, skip_special_tokens=True)
         result = []
         for i in range(len(docs)):

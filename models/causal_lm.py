@@ -117,11 +117,10 @@ def sample_shared_prompts(model: Any, tok: Any, texts: list[str], n: int, device
 
     enc = tok(texts, return_tensors="pt", padding=True).to(device)
     ids, mask = enc["input_ids"], enc["attention_mask"]
-    if ids.shape[1] < 2 or n == 1:
-        out = model.generate(**enc, num_return_sequences=n, **generate_kwargs)
-        return out[:, ids.shape[1] :]
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers left-padded prompts
     with torch.inference_mode():
+        if ids.shape[1] < 2 or n == 1:  # nothing to share
+            return model.generate(**enc, num_return_sequences=n, **generate_kwargs)[:, ids.shape[1] :]
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate() numbers left-padded prompts
         head = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1], use_cache=True)
         cache = head.cache
         cache.batch_repeat_interleave(n)
