@@ -34,7 +34,7 @@ from models.registry import Registry  # noqa: E402
 from search.stores.embedded import EmbeddedStore  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
 from training.beir import load_beir  # noqa: E402
-from training.lm_data import LMDataConfig  # noqa: E402
+from training.lm_data import LMDataConfig, doc_text_chars  # noqa: E402
 from training.lm_run import lm_examples, run_lm_training  # noqa: E402
 from training.lm_train import LMTrainConfig  # noqa: E402
 from training.metrics import mean_metrics, per_query_metrics, ranking_to_run  # noqa: E402
@@ -56,6 +56,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--doc-chars", type=int, default=400)
     ap.add_argument("--num-queries", type=int, default=3)
+    ap.add_argument("--doc-part", choices=("head", "title_tail"), default="head",
+                    help="What of each document the LM sees (trained and indexed alike).")  # fmt: skip
+    ap.add_argument("--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+                    help="The LM's weights while writing queries (bfloat16: faster on AVX512-BF16 CPUs).")  # fmt: skip
     ap.add_argument("--threads", type=int, default=2)
     served = Doc2QueryConfig(model="-")
     ap.add_argument("--filter-model", default=served.filter_model,
@@ -83,16 +87,17 @@ def main() -> None:
     if not imps:
         raise SystemExit(f"no query log in {args.work}: run bench/lm_train.py --work {args.work} first")
     store = EmbeddedStore(args.work / "indices")
-    data_cfg = LMDataConfig(task="doc2query", doc_chars=args.doc_chars, heldout_fraction=0.1)
-    data = lm_examples(imps, clicks, data_cfg, cfg.suggest, store_texts(store, INDEX, 4 * args.doc_chars))
+    data_cfg = LMDataConfig(task="doc2query", doc_chars=args.doc_chars, doc_part=args.doc_part, heldout_fraction=0.1)
+    data = lm_examples(imps, clicks, data_cfg, cfg.suggest, store_texts(store, INDEX, doc_text_chars(data_cfg)))
     print(f"doc2query examples: {json.dumps(data.stats)}")
-    registry = Registry(args.work / "registry-d2q")
+    part = "" if args.doc_part == "head" else f"-{args.doc_part}"  # a model per prompt shape
+    registry = Registry(args.work / f"registry-d2q{part}")
     versions = registry.versions("lm")
     if versions:
         version, metrics = versions[-1].version, versions[-1].metrics
     else:
         tcfg = LMTrainConfig(max_steps=args.max_steps, batch_size=args.batch_size, threads_per_worker=args.threads,
-                             storage_path=str(args.work / "d2q-train"), checkpoint_every=100)  # fmt: skip
+                             storage_path=str(args.work / f"d2q-train{part}"), checkpoint_every=100)  # fmt: skip
         trained = run_lm_training(data, tcfg, registry)
         version, metrics = trained.version, trained.metrics
     print(f"trained {version}: " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())
@@ -103,7 +108,8 @@ def main() -> None:
         raise SystemExit("several --min-relevance values only with --validate: the test split is read once")
     plain = bm25_figures(store, INDEX, test.queries, test.qrels)
     base = Doc2QueryConfig(model=str(registry.path("lm", version)), num_queries=args.num_queries, filter_model=None,
-                           doc_chars=args.doc_chars, cache=args.work / "doc2query.sqlite")  # fmt: skip
+                           doc_chars=args.doc_chars, doc_part=args.doc_part, dtype=args.dtype,
+                           cache=args.work / "doc2query.sqlite")  # fmt: skip
     runs = [("all queries", base)] if args.filter_model is None or args.validate else []
     if args.filter_model is not None:
         runs += [(f"cosine >= {t}", base.model_copy(update={"filter_model": args.filter_model, "min_relevance": t}))
@@ -124,14 +130,16 @@ def main() -> None:
     print(f"| BM25 on SciFact {split} | nDCG@10 | Recall@100 | queries kept |\n|---|---|---|---|")
     print(f"| plain | {plain['ndcg@10']} | {plain['recall@100']} | 0 |")
     for name, r in rows.items():
-        label = f"+ doc2query ({args.num_queries}/doc, {name})"
+        label = f"+ doc2query ({args.num_queries}/doc, {args.doc_part} {args.doc_chars} chars, {name})"
         print(f"| {label} | {r['ndcg@10']} | {r['recall@100']} | {r['queries_kept']} |")
     for d in sample.values():
         print(f"  {d.id}: {d.title[:60]!r} → {d.fields.get('doc2query')}")
-    out = REPO / "bench" / "results" / f"doc2query{'-validate' if args.validate else ''}.json"
+    out = REPO / "bench" / "results" / f"doc2query{part}{'-validate' if args.validate else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"version": version, "training": metrics, "examples": data.stats, "split": split,
-                               "num_queries": args.num_queries, "filter_model": args.filter_model, "plain": plain,
+                               "num_queries": args.num_queries, "doc_part": args.doc_part,
+                               "doc_chars": args.doc_chars, "dtype": args.dtype, "filter_model": args.filter_model,
+                               "plain": plain,
                                "expanded": rows}, indent=1))  # fmt: skip
 
 

@@ -22,17 +22,19 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.causal_lm import LMConfig, load_lm, resolve_lm, sample_shared_prompts
 from models.embedder import Embedder, EmbedderConfig, SentenceTransformerEmbedder
 from models.references import DEFAULT_EMBEDDER
+from models.registry import CARD
 from search.documents import EXPANSION_FIELD, Document
 from search.text import normalize_query
 
 log = logging.getLogger("sift.doc2query")
+DocPart = Literal["head", "title_tail"]
 DOC2QUERY_HEADER = "For each document, a search query it answers:\n"
 
 
@@ -41,12 +43,29 @@ def doc2query_prompt(text: str) -> str:
     return f"Document: {text}\nQuery:"
 
 
-def _prompt_text(doc: Document, doc_chars: int) -> str:
-    return " ".join(f"{doc.title} {doc.body}".split())[:doc_chars]
+def prompt_text(title: str, body: str, doc_chars: int, part: DocPart = "head") -> str:
+    """What of a document the LM sees, at most `doc_chars` characters: its opening (`head`), or its title and the
+    end of its body (`title_tail`: an abstract states its findings last, and findings are what claims and
+    questions ask about). Training (training/lm_data.py) and indexing both build it here."""
+    if part == "head":
+        return " ".join(f"{title} {body}".split())[:doc_chars]
+    title, words = " ".join(title.split()), body.split()
+    room, tail = doc_chars - len(title) - 5, []
+    for word in reversed(words):  # whole words from the end, as many as fit
+        if room < len(word) + 1:
+            break
+        tail.append(word)
+        room -= len(word) + 1
+    cut = " ... " if len(tail) < len(words) else " "
+    return (f"{title}{cut}{' '.join(reversed(tail))}" if tail else title).strip()[:doc_chars]
 
 
-def prompt(doc: Document, doc_chars: int) -> str:
-    return doc2query_prompt(_prompt_text(doc, doc_chars))
+def _prompt_text(doc: Document, config: Doc2QueryConfig) -> str:
+    return prompt_text(doc.title, doc.body, config.doc_chars, config.doc_part)
+
+
+def prompt(doc: Document, config: Doc2QueryConfig) -> str:
+    return doc2query_prompt(_prompt_text(doc, config))
 
 
 class Doc2QueryConfig(BaseModel):
@@ -56,6 +75,16 @@ class Doc2QueryConfig(BaseModel):
     num_queries: int = Field(default=3, ge=1, le=20, description="Queries written per document.")
     max_new_tokens: int = Field(default=24, ge=4, le=128, description="Longest query, in tokens.")
     doc_chars: int = Field(default=600, ge=32, description="Characters of title and body in the prompt.")
+    doc_part: DocPart = Field(
+        default="head",
+        description="Which characters: the document's opening (head) or its title and the end of its body "
+        "(title_tail); the model must have been trained with the same (`sift train lm`'s `data.doc_part`).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="The LM's weights: auto (the resolver's), float32 or bfloat16 (about 1.6x faster on CPUs "
+        "with AVX512-BF16; samples differ slightly, so it is part of the cache key).",
+    )
     top_k: int = Field(default=10, ge=1, description="Sampling from the k likeliest tokens (docTTTTTquery's).")
     seed: int = Field(default=0, description="Sampling seed: the same document gets the same queries.")
     batch_size: int = Field(default=16, ge=1, le=256, description="Documents per generate call.")
@@ -72,6 +101,27 @@ class Doc2QueryConfig(BaseModel):
         description="Queries whose cosine (filter_model) to the document is lower go; 0.5 was chosen for the "
         "default embedder on SciFact train (bench/doc2query.py --validate): choose again for another model.",
     )
+
+
+def check_prompt_shape(model_dir: Path, config: Doc2QueryConfig) -> None:
+    """A registry version's card says which document text it learnt from; writing from another shape of prompt
+    gives poorer queries without any error, so a different `doc_part` is refused and other `doc_chars` warned of."""
+    try:
+        card = json.loads((model_dir / CARD).read_text())
+        data = card["config"]["data"]
+        learnt_part, learnt_chars = data.get("doc_part", "head"), int(data["doc_chars"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not a registry version (a stock or hub model), or a card without doc2query data settings
+    if card["config"].get("task") != "doc2query":
+        return
+    if learnt_part != config.doc_part:
+        raise ValueError(
+            f"doc2query model {model_dir.name} learnt from `{learnt_part}` prompts; this index asks for "
+            f"`{config.doc_part}`: set doc2query.doc_part to {learnt_part!r} or train with the same doc_part"
+        )
+    if learnt_chars != config.doc_chars:
+        log.warning("doc2query model %s learnt from %d-character prompts; indexing with %d", model_dir.name,
+                    learnt_chars, config.doc_chars)  # fmt: skip
 
 
 class QueryCache:
@@ -130,7 +180,9 @@ class Doc2QueryExpander:
     def _warm_lm(self) -> None:
         with self._lock:
             if self._model is None:
-                model, tok, self._device = load_lm(LMConfig(model=self.config.model, device=self.config.device))
+                c = self.config
+                check_prompt_shape(Path(resolve_lm(c.model)), c)
+                model, tok, self._device = load_lm(LMConfig(model=c.model, device=c.device, dtype=c.dtype))
                 tok.padding_side = "left"
                 newline = tok("\n", add_special_tokens=False)["input_ids"]
                 self._stops = [i for i in (tok.eos_token_id, *newline) if i is not None]
@@ -149,7 +201,9 @@ class Doc2QueryExpander:
     def _key(self, doc: Document) -> str:
         c = self.config
         model = Path(resolve_lm(c.model)).name if Path(resolve_lm(c.model)).exists() else c.model
-        settings = [model, c.num_queries, c.max_new_tokens, c.doc_chars, c.top_k, c.seed]
+        settings: list[Any] = [model, c.num_queries, c.max_new_tokens, c.doc_chars, c.top_k, c.seed]
+        settings += [c.doc_part] if c.doc_part != "head" else []  # the keys of head prompts stay as they were
+        settings += [c.dtype] if c.dtype != "auto" else []
         return hashlib.sha256(json.dumps([settings, doc.content_hash()]).encode()).hexdigest()
 
     def generate(self, docs: Sequence[Document]) -> list[list[str]]:
@@ -158,7 +212,7 @@ class Doc2QueryExpander:
 
         self._warm_lm()
         c, tok = self.config, self._tok
-        texts = [DOC2QUERY_HEADER + prompt(d, c.doc_chars) for d in docs]
+        texts = [DOC2QUERY_HEADER + prompt(d, c) for d in docs]
         torch.manual_seed(c.seed)
         new = sample_shared_prompts(
             self._model,
@@ -208,7 +262,7 @@ class Doc2QueryExpander:
         flat = [q for qs in queries for q in qs]
         if not flat:
             return queries
-        doc_vecs = self._scorer.embed([_prompt_text(d, self.config.doc_chars) for d in docs])
+        doc_vecs = self._scorer.embed([_prompt_text(d, self.config) for d in docs])
         query_vecs = iter(self._scorer.embed(flat))
         out = []
         for dv, qs in zip(doc_vecs, queries, strict=True):

@@ -188,3 +188,62 @@ def test_shared_prefill_samples_what_num_return_sequences_samples(tiny_d2q: Path
     assert shared.shape[0] == 6 and torch.equal(shared, plain)
     torch.manual_seed(8)
     assert not torch.equal(sample_shared_prompts(model, tok, texts, 3, device, **kwargs), shared)  # a sample
+
+
+def test_title_tail_prompts_keep_the_title_and_the_last_whole_words() -> None:
+    from indexing.doc2query import prompt_text
+
+    body = "Background words open it. Methods follow here. We conclude that statins lower risk"
+    tail = prompt_text("Statins and risk", body, 50, "title_tail")
+    assert tail == "Statins and risk ... that statins lower risk" and len(tail) <= 50
+    assert prompt_text("Statins", "lower risk", 50, "title_tail") == "Statins lower risk"  # it all fits: no cut
+    assert prompt_text("A title longer than the room", body, 12, "title_tail") == "A title long"
+    head = prompt_text("Statins  and risk", body, 30, "head")
+    assert head == " ".join(f"Statins  and risk {body}".split())[:30]  # the opening, as before the option
+
+
+def test_training_and_indexing_build_the_same_doc2query_prompt() -> None:
+    """The LM must see at indexing the text it learnt from: both sides go through `prompt_text`."""
+    from datetime import UTC, datetime
+
+    from indexing.doc2query import DOC2QUERY_HEADER, prompt
+    from search.clicklog import ClickRecord
+    from search.querylog import QueryEvent
+    from training.lm_data import LMDataConfig, build_lm_data, doc_text_chars
+
+    doc = Document(id="d", title="Statins and risk", body=" ".join(f"word{i}" for i in range(300)) + " the end")
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
+    imps = [QueryEvent(type="search", ts=ts, query="statin risk", session_id=f"s{i}", query_id=f"q{i}",
+                       shown=["d"], offset=0, index="docs") for i in range(3)]  # fmt: skip
+    clicks = [ClickRecord(event_id=f"e{i}", type="click", event_name="click", query_id=f"q{i}", object_ids=["d"],
+                          positions=[1], ts=ts, received_at=ts, session_id=f"s{i}", query="statin risk")
+              for i in range(3)]  # fmt: skip
+    for part in ("head", "title_tail"):
+        cfg = LMDataConfig(task="doc2query", doc_chars=120, doc_part=part, heldout_fraction=0.0)  # type: ignore[arg-type]
+        fetch = lambda ids, n=doc_text_chars(cfg): {i: f"{doc.title}\n{doc.body}"[:n] for i in ids}  # noqa: E731
+        (example,) = build_lm_data(imps, clicks, cfg, fetch=fetch).train
+        served = Doc2QueryConfig(model="-", doc_chars=120, doc_part=part)  # type: ignore[arg-type]
+        assert (example.header, example.prompt) == (DOC2QUERY_HEADER, prompt(doc, served))
+        assert ("the end" in example.prompt) == (part == "title_tail")
+
+
+def test_prompt_shape_and_dtype_are_part_of_the_cache_key(tiny_d2q: Path) -> None:
+    base = Doc2QueryConfig(model=str(tiny_d2q), filter_model=None)
+    keys = {
+        Doc2QueryExpander(base.model_copy(update=u))._key(DOCS[0])
+        for u in ({}, {"doc_part": "title_tail"}, {"dtype": "bfloat16"})
+    }
+    assert len(keys) == 3
+
+
+def test_a_model_is_refused_a_prompt_shape_it_did_not_learn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from indexing.doc2query import check_prompt_shape
+
+    card = {"config": {"task": "doc2query", "data": {"doc_chars": 600, "doc_part": "title_tail"}}}
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_chars=600, doc_part="title_tail"))
+    with pytest.raises(ValueError, match="learnt from `title_tail` prompts"):
+        check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_chars=600))
+    check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_chars=400, doc_part="title_tail"))
+    assert "learnt from 600-character prompts; indexing with 400" in caplog.text
+    check_prompt_shape(tmp_path / "stock", Doc2QueryConfig(model="-"))  # no card: a stock model, nothing to check

@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from indexing.doc2query import DOC2QUERY_HEADER, doc2query_prompt
+from indexing.doc2query import DOC2QUERY_HEADER, DocPart, doc2query_prompt, prompt_text
 from search.clicklog import ClickRecord
 from search.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
@@ -69,12 +69,22 @@ class LMDataConfig(BaseModel):
         default=1800.0, gt=0, description="related: the clicked reformulation follows within this many seconds."
     )
     doc_chars: int = Field(default=600, ge=32, description="doc2query: characters of document text in the prompt.")
+    doc_part: DocPart = Field(
+        default="head",
+        description="doc2query: which characters, the opening (head) or the title and the end of the body "
+        "(title_tail); index with the same `Doc2QueryConfig.doc_part`.",
+    )
     prompt_examples: list[str] | None = Field(
         default_factory=list,
         description="Few-shot query lines of the trained task's prompt (suggest; related: any list means none), "
         "saved with the model and served with it; the other task keeps the suggester's. [] (the default): a tuned "
         "model needs no examples, and short prompts train and serve faster; None: the suggester's examples.",
     )
+
+
+def doc_text_chars(cfg: LMDataConfig) -> int:
+    """How much of each clicked document to fetch for doc2query prompts: the opening, or all (the end is used)."""
+    return 4 * cfg.doc_chars if cfg.doc_part == "head" else 1_000_000
 
 
 @dataclass(frozen=True)
@@ -242,8 +252,9 @@ def _examples(
         else:
             q, doc = json.loads(key)
             if doc in texts:
-                body = " ".join(texts[doc].split())[: cfg.doc_chars]
-                out.append(LMExample(DOC2QUERY_HEADER, doc2query_prompt(body), " " + q + "\n", weight))
+                title, _, body = texts[doc].partition("\n")  # `TextFetch`: title, newline, body
+                text = prompt_text(title, body, cfg.doc_chars, cfg.doc_part)
+                out.append(LMExample(DOC2QUERY_HEADER, doc2query_prompt(text), " " + q + "\n", weight))
     return out
 
 
