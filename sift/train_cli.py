@@ -296,9 +296,7 @@ def lm_cmd(
     from search.configfile import ConfigError
     from search.settings import Settings
     from search.stores.base import IndexNotFound, StoreError
-    from training.lm_data import doc_text_chars
-    from training.lm_run import job_config, lm_examples, run_lm_training
-    from training.neural_data import store_texts
+    from training.lm_run import doc_fetch, job_config, lm_examples, run_lm_training
 
     if task not in (None, *LM_TASKS) or split not in (None, "time", "session"):
         raise _fail("--task must be suggest, related or doc2query and --split time or session")
@@ -316,8 +314,7 @@ def lm_cmd(
     imps, clicks = read_logs(config, index)
     with open_store(config, index) as (store, target, app_cfg):
         try:
-            fetch = store_texts(store, target, doc_text_chars(data_cfg)) if data_cfg.task == "doc2query" else None
-            data = lm_examples(imps, clicks, data_cfg, app_cfg.suggest, fetch)
+            data = lm_examples(imps, clicks, data_cfg, app_cfg.suggest, doc_fetch(store, target, data_cfg))
         except IndexNotFound as exc:
             raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
         except (StoreError, ValueError, OSError) as exc:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from search.clicklog import ClickRecord
 from search.configfile import ConfigError, load_config
 from search.querylog import QueryEvent
-from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
+from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data, doc_text_chars
 from training.lm_train import LMTrainConfig, TrainedLM, train_lm
 
 
@@ -82,6 +82,13 @@ def lm_examples(
     """Examples in the served suggester's prompt format, filtered by its blocklist as well as the default one."""
     cfg = data_cfg.model_copy(update={"blocklist": [*data_cfg.blocklist, *suggest_blocklist(suggest)]})
     return build_lm_data(imps, clicks, cfg, fetch=fetch, completer=suggest.lm)
+
+
+def doc_fetch(store: Any, index: str, data_cfg: LMDataConfig) -> TextFetch | None:
+    """doc2query's clicked-document texts from the store (as much of each as `doc_part` reads); None otherwise."""
+    from training.neural_data import store_texts
+
+    return store_texts(store, index, doc_text_chars(data_cfg)) if data_cfg.task == "doc2query" else None
 
 
 def run_lm_training(data: LMData, train_cfg: LMTrainConfig, registry: Any) -> TrainedLM:
