@@ -297,7 +297,7 @@ def _train_loop(loop: dict[str, Any]) -> None:
         run.sched.step()
         run.step += 1
         tokens += int(batch["attention_mask"].sum())
-        losses.append(float(loss))
+        losses.append(loss.item())
         if cfg.log_every and run.rank == 0 and run.step % cfg.log_every == 0:
             _progress(run, start_step, tokens, losses, t0)
         final = run.step == run.total
