@@ -34,11 +34,10 @@ from models.registry import Registry  # noqa: E402
 from search.stores.embedded import EmbeddedStore  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
 from training.beir import load_beir  # noqa: E402
-from training.lm_data import LMDataConfig, doc_text_chars  # noqa: E402
-from training.lm_run import lm_examples, run_lm_training  # noqa: E402
+from training.lm_data import LMDataConfig  # noqa: E402
+from training.lm_run import doc_fetch, lm_examples, run_lm_training  # noqa: E402
 from training.lm_train import LMTrainConfig  # noqa: E402
 from training.metrics import mean_metrics, per_query_metrics, ranking_to_run  # noqa: E402
-from training.neural_data import store_texts  # noqa: E402
 
 INDEX = "lm-bench"  # bench/lm_train.py's BM25 index of the corpus
 
@@ -88,7 +87,7 @@ def main() -> None:
         raise SystemExit(f"no query log in {args.work}: run bench/lm_train.py --work {args.work} first")
     store = EmbeddedStore(args.work / "indices")
     data_cfg = LMDataConfig(task="doc2query", doc_chars=args.doc_chars, doc_part=args.doc_part, heldout_fraction=0.1)
-    data = lm_examples(imps, clicks, data_cfg, cfg.suggest, store_texts(store, INDEX, doc_text_chars(data_cfg)))
+    data = lm_examples(imps, clicks, data_cfg, cfg.suggest, doc_fetch(store, INDEX, data_cfg))
     print(f"doc2query examples: {json.dumps(data.stats)}")
     part = "" if args.doc_part == "head" else f"-{args.doc_part}"  # a model per prompt shape
     registry = Registry(args.work / f"registry-d2q{part}")

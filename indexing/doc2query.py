@@ -5,7 +5,7 @@ expand passages (Nogueira et al., 2019).
 
 Generation is the expensive part of a reindex, so each document's queries are cached by (model version, content
 hash of the unexpanded document, settings): a rebuild regenerates only new or changed documents. The prompt is
-the one `sift train lm --task doc2query` learns (training/lm_data.py builds it with `prompt`).
+the one `sift train lm --task doc2query` learns (training/lm_data.py builds it with `prompt_text`).
 
 A small LM also writes queries its document does not answer ("hallucinated"); they add foreign words that pull
 the document up for other queries. With `filter_model`, a sentence embedder scores each query against its
@@ -109,7 +109,7 @@ def check_prompt_shape(model_dir: Path, config: Doc2QueryConfig) -> None:
     try:
         card = json.loads((model_dir / CARD).read_text())
         data = card["config"]["data"]
-        learnt_part, learnt_chars = data.get("doc_part", "head"), int(data["doc_chars"])
+        learnt_part, learnt_chars = data.get("doc_part", "head"), data.get("doc_chars")
     except (OSError, ValueError, KeyError, TypeError):
         return  # not a registry version (a stock or hub model), or a card without doc2query data settings
     if card["config"].get("task") != "doc2query":
@@ -119,7 +119,7 @@ def check_prompt_shape(model_dir: Path, config: Doc2QueryConfig) -> None:
             f"doc2query model {model_dir.name} learnt from `{learnt_part}` prompts; this index asks for "
             f"`{config.doc_part}`: set doc2query.doc_part to {learnt_part!r} or train with the same doc_part"
         )
-    if learnt_chars != config.doc_chars:
+    if learnt_chars is not None and learnt_chars != config.doc_chars:
         log.warning("doc2query model %s learnt from %d-character prompts; indexing with %d", model_dir.name,
                     learnt_chars, config.doc_chars)  # fmt: skip
 

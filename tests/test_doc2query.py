@@ -203,28 +203,42 @@ def test_title_tail_prompts_keep_the_title_and_the_last_whole_words() -> None:
 
 
 def test_training_and_indexing_build_the_same_doc2query_prompt() -> None:
-    """The LM must see at indexing the text it learnt from: both sides go through `prompt_text`."""
+    """The LM must see at indexing the text it learnt from: both sides go through `prompt_text`, and the training
+    side's fetch keeps title and body apart (an empty title, a body of several lines)."""
     from datetime import UTC, datetime
 
     from indexing.doc2query import DOC2QUERY_HEADER, prompt
     from search.clicklog import ClickRecord
     from search.querylog import QueryEvent
-    from training.lm_data import LMDataConfig, build_lm_data, doc_text_chars
+    from training.lm_data import LMDataConfig, build_lm_data
+    from training.lm_run import doc_fetch
 
-    doc = Document(id="d", title="Statins and risk", body=" ".join(f"word{i}" for i in range(300)) + " the end")
+    long_body = " ".join(f"word{i}" for i in range(300))
+    docs = {
+        "d": Document(id="d", title="Statins and risk", body=long_body + " the end"),
+        "e": Document(id="e", title="", body=long_body + "\nsecond line, the end"),
+    }
+
+    class Store:
+        def get_many(self, index: str, ids: Sequence[str]) -> dict[str, Document]:
+            return {i: docs[i] for i in ids if i in docs}
+
     ts = datetime(2026, 1, 1, tzinfo=UTC)
-    imps = [QueryEvent(type="search", ts=ts, query="statin risk", session_id=f"s{i}", query_id=f"q{i}",
-                       shown=["d"], offset=0, index="docs") for i in range(3)]  # fmt: skip
-    clicks = [ClickRecord(event_id=f"e{i}", type="click", event_name="click", query_id=f"q{i}", object_ids=["d"],
-                          positions=[1], ts=ts, received_at=ts, session_id=f"s{i}", query="statin risk")
-              for i in range(3)]  # fmt: skip
+    imps, clicks = [], []
+    for i in range(6):
+        doc = "de"[i % 2]
+        imps.append(QueryEvent(type="search", ts=ts, query=f"query about {doc}", session_id=f"s{i}",
+                               query_id=f"q{i}", shown=[doc], offset=0, index="docs"))  # fmt: skip
+        clicks.append(ClickRecord(event_id=f"e{i}", type="click", event_name="click", query_id=f"q{i}",
+                                  object_ids=[doc], positions=[1], ts=ts, received_at=ts, session_id=f"s{i}",
+                                  query=f"query about {doc}"))  # fmt: skip
     for part in ("head", "title_tail"):
-        cfg = LMDataConfig(task="doc2query", doc_chars=120, doc_part=part, heldout_fraction=0.0)  # type: ignore[arg-type]
-        fetch = lambda ids, n=doc_text_chars(cfg): {i: f"{doc.title}\n{doc.body}"[:n] for i in ids}  # noqa: E731
-        (example,) = build_lm_data(imps, clicks, cfg, fetch=fetch).train
+        cfg = LMDataConfig(task="doc2query", doc_chars=120, doc_part=part, heldout_fraction=0.0, min_sessions=2)  # type: ignore[arg-type]
+        examples = build_lm_data(imps, clicks, cfg, fetch=doc_fetch(Store(), "docs", cfg)).train
         served = Doc2QueryConfig(model="-", doc_chars=120, doc_part=part)  # type: ignore[arg-type]
-        assert (example.header, example.prompt) == (DOC2QUERY_HEADER, prompt(doc, served))
-        assert ("the end" in example.prompt) == (part == "title_tail")
+        got = {e.completion.split()[-1]: (e.header, e.prompt) for e in examples}
+        assert got == {d: (DOC2QUERY_HEADER, prompt(docs[d], served)) for d in docs}
+        assert all(("the end" in p) == (part == "title_tail") for _, p in got.values())
 
 
 def test_prompt_shape_and_dtype_are_part_of_the_cache_key(tiny_d2q: Path) -> None:
@@ -234,6 +248,10 @@ def test_prompt_shape_and_dtype_are_part_of_the_cache_key(tiny_d2q: Path) -> Non
         for u in ({}, {"doc_part": "title_tail"}, {"dtype": "bfloat16"})
     }
     assert len(keys) == 3
+    # the defaults keep the keys written before the options existed: caches already filled stay valid
+    c, exp = base, Doc2QueryExpander(base)
+    old = [tiny_d2q.name, c.num_queries, c.max_new_tokens, c.doc_chars, c.top_k, c.seed]
+    assert exp._key(DOCS[0]) == hashlib.sha256(json.dumps([old, DOCS[0].content_hash()]).encode()).hexdigest()
 
 
 def test_a_model_is_refused_a_prompt_shape_it_did_not_learn(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -247,3 +265,19 @@ def test_a_model_is_refused_a_prompt_shape_it_did_not_learn(tmp_path: Path, capl
     check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_chars=400, doc_part="title_tail"))
     assert "learnt from 600-character prompts; indexing with 400" in caplog.text
     check_prompt_shape(tmp_path / "stock", Doc2QueryConfig(model="-"))  # no card: a stock model, nothing to check
+    (tmp_path / "card.json").write_text(json.dumps({"config": {"task": "doc2query", "data": {"doc_chars": 600}}}))
+    with pytest.raises(ValueError, match="learnt from `head` prompts"):  # a card from before doc_part: head
+        check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_part="title_tail"))
+    (tmp_path / "card.json").write_text(json.dumps({"config": {"task": "suggest", "data": {"doc_chars": 600}}}))
+    check_prompt_shape(tmp_path, Doc2QueryConfig(model="-", doc_part="title_tail"))  # not a doc2query model
+
+
+def test_warm_up_checks_the_models_card(tiny_d2q: Path, tmp_path: Path) -> None:
+    import shutil
+
+    model = tmp_path / "lm-doc2query-v1"
+    shutil.copytree(tiny_d2q, model)
+    (model / "card.json").write_text(json.dumps({"config": {"task": "doc2query", "data": {"doc_chars": 600}}}))
+    exp = Doc2QueryExpander(Doc2QueryConfig(model=str(model), doc_part="title_tail", filter_model=None))
+    with pytest.raises(ValueError, match=r"set doc2query\.doc_part to 'head'"):
+        exp.expand(DOCS)

@@ -252,7 +252,7 @@ def _examples(
         else:
             q, doc = json.loads(key)
             if doc in texts:
-                title, _, body = texts[doc].partition("\n")  # `TextFetch`: title, newline, body
+                title, _, body = texts[doc].partition("\n")  # the title on one line (training.lm_run.doc_fetch)
                 text = prompt_text(title, body, cfg.doc_chars, cfg.doc_part)
                 out.append(LMExample(DOC2QUERY_HEADER, doc2query_prompt(text), " " + q + "\n", weight))
     return out

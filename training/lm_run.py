@@ -85,10 +85,21 @@ def lm_examples(
 
 
 def doc_fetch(store: Any, index: str, data_cfg: LMDataConfig) -> TextFetch | None:
-    """doc2query's clicked-document texts from the store (as much of each as `doc_part` reads); None otherwise."""
-    from training.neural_data import store_texts
+    """doc2query's clicked documents as "title, newline, body" (the title on one line, so the two split apart
+    even when it is empty), as much of each as `doc_part` reads; None for the other tasks."""
+    if data_cfg.task != "doc2query":
+        return None
+    limit = doc_text_chars(data_cfg)
 
-    return store_texts(store, index, doc_text_chars(data_cfg)) if data_cfg.task == "doc2query" else None
+    def fetch(ids: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        uniq = sorted(set(ids))
+        for i in range(0, len(uniq), 500):
+            for doc_id, doc in store.get_many(index, uniq[i : i + 500]).items():
+                out[doc_id] = f"{' '.join(doc.title.split())}\n{doc.body}"[:limit]
+        return out
+
+    return fetch
 
 
 def run_lm_training(data: LMData, train_cfg: LMTrainConfig, registry: Any) -> TrainedLM:
