@@ -49,15 +49,16 @@ def prompt_text(title: str, body: str, doc_chars: int, part: DocPart = "head") -
     questions ask about). Training (training/lm_data.py) and indexing both build it here."""
     if part == "head":
         return " ".join(f"{title} {body}".split())[:doc_chars]
-    title, words = " ".join(title.split()), body.split()
-    room, tail = doc_chars - len(title) - 5, []
-    for word in reversed(words):  # whole words from the end, as many as fit
-        if room < len(word) + 1:
+    title, body = " ".join(title.split()), " ".join(body.split())
+    if len(title) + 1 + len(body) <= doc_chars:  # it all fits: no cut
+        return f"{title} {body}".strip()
+    room, tail, used = doc_chars - len(title) - len(" ... "), [], -1
+    for word in reversed(body.split(" ")):  # whole words from the end, as many as fit
+        if used + 1 + len(word) > room:
             break
         tail.append(word)
-        room -= len(word) + 1
-    cut = " ... " if len(tail) < len(words) else " "
-    return (f"{title}{cut}{' '.join(reversed(tail))}" if tail else title).strip()[:doc_chars]
+        used += 1 + len(word)
+    return f"{title} ... {' '.join(reversed(tail))}".strip() if tail else title[:doc_chars]
 
 
 def _prompt_text(doc: Document, config: Doc2QueryConfig) -> str:

@@ -196,7 +196,9 @@ def test_title_tail_prompts_keep_the_title_and_the_last_whole_words() -> None:
     body = "Background words open it. Methods follow here. We conclude that statins lower risk"
     tail = prompt_text("Statins and risk", body, 50, "title_tail")
     assert tail == "Statins and risk ... that statins lower risk" and len(tail) <= 50
-    assert prompt_text("Statins", "lower risk", 50, "title_tail") == "Statins lower risk"  # it all fits: no cut
+    exact = prompt_text("Statins and risk", body, 44, "title_tail")  # the tail's words fill the room exactly
+    assert exact == "Statins and risk ... that statins lower risk" and len(exact) == 44
+    assert prompt_text("Statins", "lower risk", 18, "title_tail") == "Statins lower risk"  # it all fits: no cut
     assert prompt_text("A title longer than the room", body, 12, "title_tail") == "A title long"
     head = prompt_text("Statins  and risk", body, 30, "head")
     assert head == " ".join(f"Statins  and risk {body}".split())[:30]  # the opening, as before the option
