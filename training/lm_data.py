@@ -82,11 +82,6 @@ class LMDataConfig(BaseModel):
     )
 
 
-def doc_text_chars(cfg: LMDataConfig) -> int:
-    """How much of each clicked document to fetch for doc2query prompts: the opening, or all (the end is used)."""
-    return 4 * cfg.doc_chars if cfg.doc_part == "head" else 1_000_000
-
-
 @dataclass(frozen=True)
 class LMExample:
     """One training sequence: `header` is tokenized with special tokens and `prompt` without, as the server

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from search.clicklog import ClickRecord
 from search.configfile import ConfigError, load_config
 from search.querylog import QueryEvent
-from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data, doc_text_chars
+from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
 from training.lm_train import LMTrainConfig, TrainedLM, train_lm
 
 
@@ -85,21 +85,13 @@ def lm_examples(
 
 
 def doc_fetch(store: Any, index: str, data_cfg: LMDataConfig) -> TextFetch | None:
-    """doc2query's clicked documents as "title, newline, body" (the title on one line, so the two split apart
-    even when it is empty), as much of each as `doc_part` reads; None for the other tasks."""
+    """doc2query's clicked documents as "title line, newline, body", as much of each as `doc_part` reads (the
+    opening, or all of it when the end is read); None for the other tasks."""
+    from training.neural_data import store_texts
+
     if data_cfg.task != "doc2query":
         return None
-    limit = doc_text_chars(data_cfg)
-
-    def fetch(ids: Sequence[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        uniq = sorted(set(ids))
-        for i in range(0, len(uniq), 500):
-            for doc_id, doc in store.get_many(index, uniq[i : i + 500]).items():
-                out[doc_id] = f"{' '.join(doc.title.split())}\n{doc.body}"[:limit]
-        return out
-
-    return fetch
+    return store_texts(store, index, 4 * data_cfg.doc_chars if data_cfg.doc_part == "head" else 10**6, title_line=True)
 
 
 def run_lm_training(data: LMData, train_cfg: LMTrainConfig, registry: Any) -> TrainedLM:

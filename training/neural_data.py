@@ -206,15 +206,19 @@ def beir_eval_set(root: Path, split: str, store: IndexStore, index: str, depth: 
     return EvalSet(f"beir: {data.name}/{split} (BM25 top {depth})", queries)
 
 
-def store_texts(store: IndexStore, index: str, max_chars: int) -> TextFetch:
-    """Document texts as the service hands them to the reranker (title, newline, body), cut to `max_chars`."""
+def store_texts(store: IndexStore, index: str, max_chars: int, title_line: bool = False) -> TextFetch:
+    """Document texts as the service hands them to the reranker (title, newline, body), cut to `max_chars`;
+    `title_line`: the title always on its own first line (even when empty), so the two can be split apart again."""
+
+    def text(title: str, body: str) -> str:
+        return f"{' '.join(title.split())}\n{body}" if title_line else f"{title}\n{body}".strip()
 
     def fetch(ids: Sequence[str]) -> dict[str, str]:
         out: dict[str, str] = {}
         uniq = sorted(set(ids))
         for i in range(0, len(uniq), 500):
             for doc_id, doc in store.get_many(index, uniq[i : i + 500]).items():
-                out[doc_id] = f"{doc.title}\n{doc.body}".strip()[:max_chars]
+                out[doc_id] = text(doc.title, doc.body)[:max_chars]
         return out
 
     return fetch
