@@ -9,11 +9,12 @@ keys are configured: an open server listens on loopback only, and its local clie
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -45,6 +46,14 @@ class Principal:
     scopes: frozenset[str]
     indices: frozenset[str] | None
     served: frozenset[str] | None = None
+    client: str = "unknown"  # the client address the quotas count (`client_address`), never client-chosen
+
+    @property
+    def identity(self) -> str:
+        """Who sent the request as the server knows it (key name and client address), for counts a client
+        must not be able to inflate by inventing session ids: a digest, so logs hold no address."""
+        raw = f"{self.name or '-'}|{self.client}"
+        return "c-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
     def check_index(self, index: str, loc: tuple[str, ...] = ("body", "index")) -> None:
         """422 for a name that is no single index (`.`, `..`, paths, wildcards, lists); 404 for one the server
@@ -159,9 +168,10 @@ def require(scope: KeyScope) -> object:
     ) -> Principal:
         guard = get_guard(request)
         principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope)
+        client = _client(request, guard.trusted)
+        principal = replace(principal, client=client)
         if principal.name is None:  # open: loopback only, where quotas would only distort benchmarks
             return principal
-        client = _client(request, guard.trusted)
         guard.charge(guard.per_key, "key", principal.name)
         guard.charge(guard.per_client, "client", client)
         if scope == "summarize":
