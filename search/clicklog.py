@@ -45,6 +45,11 @@ class ClickRecord(BaseModel):
     received_at: datetime = Field(description="When the API accepted it (UTC).")
     user_token: str | None = None
     session_id: str | None = None
+    client: str | None = Field(
+        default=None,
+        description="Who sent the event as the server knows it (`serving.auth.Principal.identity`: a digest of "
+        "API key name and client address), not client-chosen; None for events written in-process.",
+    )
     index: str | None = Field(default=None, description="Index the impression searched.")
     query: str = Field(default="", description="The impression's query (or typed prefix, for suggest).")
     source: Literal["search", "suggest"] = Field(default="search", description="Kind of impression.")
@@ -197,6 +202,7 @@ _ES_MAPPING: dict[str, Any] = {
         "received_at": {"type": "date"},
         "user_token": {"type": "keyword"},
         "session_id": {"type": "keyword"},
+        "client": {"type": "keyword"},
         "index": {"type": "keyword"},
         "query": {"type": "keyword", "ignore_above": 1024},
         "source": {"type": "keyword"},

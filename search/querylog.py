@@ -62,6 +62,12 @@ class QueryEvent(BaseModel):
     shown: list[str] | None = Field(default=None, description="Doc ids (search) or suggestions shown, in order.")
     offset: int | None = Field(default=None, ge=0, description="Absolute position of shown[0] minus 1 (pagination).")
     user_token: str | None = Field(default=None, description="Opaque user token, if the client sent one.")
+    client: str | None = Field(
+        default=None,
+        description="Who sent the request as the server knows it (a digest of API key name and client address, "
+        "`serving.auth.Principal.identity`); unlike session_id/user_token a client cannot choose it. None for "
+        "impressions logged in-process (simulations, imports).",
+    )
     versions: dict[str, str] | None = Field(default=None, description="Ranker/model versions that produced it.")
     explored: bool | None = Field(default=None, description="The top results were randomised (exploration).")
     teams: list[str] | None = Field(

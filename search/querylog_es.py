@@ -73,6 +73,7 @@ _ES_MAPPING: dict[str, Any] = {
         "result_count": {"type": "integer"},
         "request_id": {"type": "keyword"},
         "session_id": {"type": "keyword"},
+        "client": {"type": "keyword"},
         "index": {"type": "keyword"},
         "doc_id": {"type": "keyword"},
         "position": {"type": "integer"},
