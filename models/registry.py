@@ -7,6 +7,8 @@
 
 Why a pointer file: promotion and rollback are one atomic `os.replace` of LIVE.json, which running servers
 watch (`LiveWatcher`), so a new version reaches them without a restart and a reader never sees half a write.
+Each read-modify-write of the pointer (set_live, rollback) holds the kind's lock (an flock on `.LIVE.lock`
+beside it, for other processes, and a thread lock, for this one), so concurrent promotions lose no history.
 A version folder is written once (to a temporary name, then renamed) and never edited: a changed model is a
 new version. Promotion is gated (`Registry.promote`): the candidate must beat the live version (or the
 baseline when nothing is live) on one evaluation by a printed margin, else nothing changes.
@@ -14,13 +16,15 @@ baseline when nothing is live) on one evaluation by a printed margin, else nothi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +36,7 @@ Kind = Literal["encoder", "reranker", "ranker", "lm"]
 KINDS: tuple[str, ...] = ("encoder", "reranker", "ranker", "lm")
 CARD = "card.json"
 LIVE = "LIVE.json"
+LIVE_LOCK = ".LIVE.lock"  # a dot name: never taken for a version
 REF_PREFIX = "registry:"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -186,14 +191,35 @@ class Registry:
         os.replace(tmp, d / LIVE)
         _fsync_dir(d)
 
-    def set_live(self, kind: str, version: str, reason: str) -> None:
-        """Point `kind` at `version` (no gate: `promote` is the gated way in)."""
+    @contextmanager
+    def _pointer_lock(self, kind: str) -> Iterator[None]:
+        """Hold `kind`'s pointer lock: the thread lock of this process, then the flock other processes see (an
+        flock is released when its descriptor closes, so a crashed holder never leaves it taken)."""
+        d = self._kind_dir(kind)
+        d.mkdir(parents=True, exist_ok=True)
+        key = str(d.resolve())
+        with _LOCKS_GUARD:
+            lock = _THREAD_LOCKS.setdefault(key, threading.Lock())
+        with lock:
+            fd = os.open(d / LIVE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def set_live(self, kind: str, version: str, reason: str, expect_live: tuple[str | None] | None = None) -> None:
+        """Point `kind` at `version` (no gate: `promote` is the gated way in). `expect_live`, the live version
+        boxed (None is a version: nothing live), makes it a compare-and-swap: RegistryError if another is live."""
         self.path(kind, version)
-        ptr = self.pointer(kind)
-        if ptr.live == version:
-            return
-        history = [*ptr.history, ptr.live] if ptr.live else list(ptr.history)
-        self._write_pointer(kind, LivePointer(live=version, history=history, reason=reason))
+        with self._pointer_lock(kind):
+            ptr = self.pointer(kind)
+            if expect_live is not None and ptr.live not in (expect_live[0], version):
+                raise RegistryError(f"the live {kind} changed meanwhile (now {ptr.live}); nothing changed")
+            if ptr.live == version:
+                return
+            history = [*ptr.history, ptr.live] if ptr.live else list(ptr.history)
+            self._write_pointer(kind, LivePointer(live=version, history=history, reason=reason))
 
     def promote(
         self,
@@ -216,7 +242,7 @@ class Registry:
         against = f"live {live}" if live else "the baseline (none live)"
         if cand >= base + margin:
             reason = f"{metric} {cand:.4f} vs {base:.4f} for {against}: {cand - base:+.4f} >= margin {margin}"
-            self.set_live(kind, version, f"promoted: {reason}")
+            self.set_live(kind, version, f"promoted: {reason}", expect_live=(live,))  # the one it beat
             return Promotion(True, kind, version, live, cand, base, margin, metric, reason)
         reason = f"{metric} {cand:.4f} vs {base:.4f} for {against}: {cand - base:+.4f} < margin {margin}"
         reason += "; nothing changed"
@@ -224,16 +250,23 @@ class Registry:
 
     def rollback(self, kind: str) -> str | None:
         """Make the previous live version live again (None: back to no model); the version left is not deleted."""
-        ptr = self.pointer(kind)
-        if ptr.live is None:
+        if not self._kind_dir(kind).is_dir():  # nothing registered: no lock file to create
             raise RegistryError(f"no live {kind} to roll back")
-        prev = ptr.history[-1] if ptr.history else None
-        if prev is not None:
-            self.path(kind, prev)  # never point at a folder that is gone
-        self._write_pointer(
-            kind, LivePointer(live=prev, history=ptr.history[:-1], reason=f"rolled back from {ptr.live}")
-        )
+        with self._pointer_lock(kind):
+            ptr = self.pointer(kind)
+            if ptr.live is None:
+                raise RegistryError(f"no live {kind} to roll back")
+            prev = ptr.history[-1] if ptr.history else None
+            if prev is not None:
+                self.path(kind, prev)  # never point at a folder that is gone
+            self._write_pointer(
+                kind, LivePointer(live=prev, history=ptr.history[:-1], reason=f"rolled back from {ptr.live}")
+            )
         return prev
+
+
+_THREAD_LOCKS: dict[str, threading.Lock] = {}  # kind folder → its pointer's lock in this process
+_LOCKS_GUARD = threading.Lock()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import LIVE, LiveWatcher, ModelCard, Registry, RegistryError, version_stamp
+from models.registry import LIVE, LIVE_LOCK, LiveWatcher, ModelCard, Registry, RegistryError, version_stamp
 
 
 def _card(version: str, kind: str = "encoder", **metrics: float) -> ModelCard:
@@ -90,7 +90,8 @@ def test_promote_gate_rollback_and_resolve(tmp_path: Path) -> None:
         reg.rollback("encoder")
     with pytest.raises(RegistryError):
         reg.resolve("encoder")
-    assert not [p for p in (tmp_path / "encoder").iterdir() if p.name.startswith(".")]  # no temporary pointers
+    leftovers = [p.name for p in (tmp_path / "encoder").iterdir() if p.name.startswith(".")]
+    assert leftovers == [LIVE_LOCK]  # no temporary pointers: only the (empty) lock file of the pointer
 
 
 def test_live_watcher_sees_promotions(tmp_path: Path) -> None:
