@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop docs
 
 setup: system-packages $(VENV)/.installed
 
@@ -42,6 +42,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not es" $(PYTEST_ARGS)
+
+# The generated reference pages (docs/reference/: CLI, HTTP API, configuration); a test fails when they are stale.
+docs: setup
+	$(PY) -m sift.reference_docs
 
 lint: setup
 	$(VENV)/bin/ruff check .
