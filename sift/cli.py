@@ -204,18 +204,6 @@ def _print_index_report(report: object, report_file: Path | None) -> None:
         )
 
 
-@app.command("versions")
-def versions_cmd(index: Annotated[str, typer.Option("--index")] = "docs", store: StoreOpt = "embedded") -> None:
-    """List the physical versions of an index and which one the alias serves."""
-    from search.stores.factory import make_store
-
-    s = make_store(_store_kind(store))
-    current = s.current_version(index)
-    for v in s.list_versions(index):
-        mark = "*" if v.version == current else " "
-        typer.echo(f"{mark} {v.version}  complete={v.complete}  count={v.count}")
-
-
 @app.command("search")
 def search_cmd(
     query: Annotated[str, typer.Argument(help="The query text.")],
@@ -293,13 +281,12 @@ def serve_cmd(
         import uvicorn
 
         from serving.api import create_api
-        from serving.local import local_backend
+        from serving.local import local_backend, uvicorn_options
 
         backend = local_backend(cfg, settings)
         typer.echo(banner)
-        # proxy_headers off: security.trusted_proxies alone decides whose X-Forwarded-For counts (serving/auth.py)
         api = create_api(backend, backend.metrics, cfg.cors_origins)
-        uvicorn.run(api, host=cfg.host, port=cfg.port, proxy_headers=False)
+        uvicorn.run(api, **uvicorn_options(cfg))  # access log as in Serve mode; no proxy headers
         return
     import ray
     from ray import serve
@@ -350,6 +337,7 @@ def _register_commands() -> None:
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
     from sift.train_cli import train_app
+    from sift.versions_cli import versions_app
 
     app.command("eval")(eval_cmd)
     app.command("eval-suggest")(eval_suggest_cmd)
@@ -358,6 +346,7 @@ def _register_commands() -> None:
     app.add_typer(clicks_app, name="clicks")
     app.add_typer(train_app, name="train")
     app.add_typer(models_app, name="models")
+    app.add_typer(versions_app, name="versions")
 
 
 _register_commands()
