@@ -5,12 +5,17 @@ Both stores enforce the same schema, so a document that one store rejects the ot
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 FieldType = Literal["keyword", "long", "double", "boolean", "date"]
+
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # Elasticsearch `long`, SQLite INTEGER
+DATE_MIN_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
+DATE_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * 1000)
 
 # Built-in filterable fields every index has.
 BUILTIN_FIELDS: dict[str, FieldType] = {"published_at": "date", "updated_at": "date", "url": "keyword"}
@@ -40,10 +45,15 @@ class IndexSchema(BaseModel):
 
 
 def to_epoch_millis(value: Any) -> int:
-    """Dates as Elasticsearch keeps them: epoch milliseconds, naive times taken as UTC."""
+    """Dates as Elasticsearch keeps them: epoch milliseconds, naive times taken as UTC. Numbers must be finite and
+    within years 1 to 9999 (what a datetime can hold), so both stores can compare them (1e300 overflowed SQLite)."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a date")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a date must be a finite number")
+        if not DATE_MIN_MS <= value <= DATE_MAX_MS:
+            raise ValueError("epoch milliseconds out of range (years 1 to 9999)")
         return int(value)
     if isinstance(value, datetime):
         dt = value
@@ -54,6 +64,26 @@ def to_epoch_millis(value: Any) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
+
+
+def _long(value: Any, field: str) -> int:
+    if isinstance(value, bool):
+        raise SchemaError(f"field {field!r}: expected a long, got a boolean")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SchemaError(f"field {field!r}: a long must be a finite number")
+    out = int(value)  # ES truncates decimals for long fields; int("nan") and int("1e5") raise ValueError
+    if not LONG_MIN <= out <= LONG_MAX:
+        raise SchemaError(f"field {field!r}: out of the range of a long (-2^63 to 2^63-1)")
+    return out
+
+
+def _double(value: Any, field: str) -> float:
+    if isinstance(value, bool):
+        raise SchemaError(f"field {field!r}: expected a double, got a boolean")
+    out = float(value)
+    if not math.isfinite(out):  # "NaN", "inf", "-Infinity", "1e999": no store orders them as numbers
+        raise SchemaError(f"field {field!r}: a double must be a finite number")
+    return out
 
 
 def coerce(value: Any, ftype: FieldType, field: str) -> Any:
@@ -68,15 +98,9 @@ def coerce(value: Any, ftype: FieldType, field: str) -> Any:
                 raise SchemaError(f"field {field!r}: expected a keyword, got an object")
             return str(value)
         if ftype == "long":
-            if isinstance(value, bool):
-                raise SchemaError(f"field {field!r}: expected a long, got a boolean")
-            if isinstance(value, float) and not value.is_integer():
-                return int(value)  # ES truncates decimals for long fields
-            return int(value)
+            return _long(value, field)
         if ftype == "double":
-            if isinstance(value, bool):
-                raise SchemaError(f"field {field!r}: expected a double, got a boolean")
-            return float(value)
+            return _double(value, field)
         if ftype == "boolean":
             if isinstance(value, bool):
                 return value
@@ -87,6 +111,6 @@ def coerce(value: Any, ftype: FieldType, field: str) -> Any:
             return to_epoch_millis(value)
     except SchemaError:
         raise
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise SchemaError(f"field {field!r}: cannot parse {value!r} as {ftype}: {exc}") from exc
     raise SchemaError(f"field {field!r}: unknown type {ftype}")

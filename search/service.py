@@ -23,7 +23,7 @@ from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.breaker import StoreBreaker
-from search.filters import Filter
+from search.filters import MAX_FILTER_VALUES, MAX_FILTERS, FilterList
 from search.highlight import highlight_page
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore, StoreUnavailable
@@ -54,7 +54,10 @@ class SearchRequest(BaseModel):
     index: str | None = Field(default=None, description="Index (alias) to search; the server's default if omitted.")
     limit: int = Field(default=10, ge=1, le=MAX_LIMIT, description="Results per page (at most 100).")
     offset: int = Field(default=0, ge=0, le=1000, description="Results to skip, for pagination.")
-    filters: list[Filter] = Field(default_factory=list, description="term / terms / range filters.")
+    filters: FilterList = Field(
+        default_factory=list,
+        description=f"term / terms / range filters: at most {MAX_FILTERS}, holding at most {MAX_FILTER_VALUES} values.",
+    )
     mode: Literal["bm25", "dense", "hybrid"] | None = Field(default=None, description="Override retrieval mode.")
     fusion: Literal["rrf", "linear"] | None = Field(default=None, description="Override hybrid fusion.")
     rerank: bool = Field(default=True, description="Rerank the top N with the cross-encoder, if one is configured.")

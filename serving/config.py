@@ -132,8 +132,9 @@ class AppConfig(BaseModel):
     )
     access_log: bool = Field(
         default=False,
-        description="Ray Serve's per-request access log lines (proxy and every replica). Off by default: "
-        "each line costs CPU in three processes, and /metrics plus the query log already record every search.",
+        description="Per-request access log lines: Ray Serve's (proxy and every replica) or, under `sift serve "
+        "--no-ray`, uvicorn's; method, path and status, never the query string. Off by default: each line costs CPU "
+        "in three processes, and /metrics plus the query log already record every search.",
     )
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed to call the API from a browser.")
     search_deadline_s: float | None = Field(

@@ -3,6 +3,11 @@
 422 for bad input, 404 for an unknown index, 503 with Retry-After when the store is unreachable or overloaded,
 500 for anything else. Server-side detail (store messages, tracebacks) goes to the log under a request id,
 which the response carries (`request_id`, `X-Request-ID`) so an operator can find it.
+
+A 422 body never echoes the input (pydantic's `input` is dropped: a lone surrogate cannot be UTF-8 encoded, a
+500-deep list overflowed the encoder's recursion) and is bounded (at most `MAX_ERRORS` errors of short text), and
+the 422 handler cannot fail: bad input is never a 500, so never a logged traceback. A logged fault holds neither
+the request's query (a digest instead) nor a validation error's input, and is at most `MAX_TRACE_CHARS` long.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import math
 import re
 import traceback
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 from search.service import RequestError
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
@@ -26,7 +32,12 @@ from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
 log = logging.getLogger("sift.api")
 
 RETRY_AFTER_S = 5
+MAX_ERRORS = 20  # validation errors in one 422 body
+MAX_LOC = 12  # parts of one error's location
+MAX_TEXT_CHARS = 300  # one message
+MAX_TRACE_CHARS = 16_000  # one logged fault
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+_FALLBACK = {"loc": ["body"], "msg": "the request is not valid", "type": "value_error"}
 
 
 OVERLOADED = "the server is overloaded; retry later"
@@ -50,7 +61,8 @@ def note_query(request: Request, text: str) -> None:
 
 def query_tag(text: str) -> str:
     """What logs say instead of a query: a short digest (to correlate lines) and the length."""
-    return f"<query sha256:{hashlib.sha256(text.encode('utf-8')).hexdigest()[:12]} len:{len(text)}>"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"<query sha256:{digest} len:{len(text)}>"
 
 
 def redact(text: str, query: str | None) -> str:
@@ -65,10 +77,37 @@ def redact(text: str, query: str | None) -> str:
     return out.replace("\0", query_tag(query))
 
 
+def _exception_line(exc: BaseException) -> str:
+    """An exception's closing line; for a validation error its count, not its errors (they carry the input)."""
+    if isinstance(exc, RequestValidationError | ValidationError):
+        return f"{type(exc).__qualname__}: {len(exc.errors())} validation error(s) (input not logged)\n"
+    return "".join(traceback.format_exception_only(type(exc), exc))
+
+
+def fault_trace(exc: BaseException) -> str:
+    """The exception chain as `traceback` prints it, but validation errors without their input, at most
+    `MAX_TRACE_CHARS` long (the innermost frames kept) and in text every log handler can encode."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 8 and all(cur is not c for c in chain):
+        chain.append(cur)
+        cur = cur.__cause__ if cur.__cause__ is not None else None if cur.__suppress_context__ else cur.__context__
+    parts = [
+        "Traceback (most recent call last):\n" + "".join(traceback.format_tb(e.__traceback__)) + _exception_line(e)
+        for e in reversed(chain)
+    ]
+    text = "\nThen, while handling it:\n\n".join(parts).rstrip()
+    if len(text) > MAX_TRACE_CHARS:
+        head = MAX_TRACE_CHARS // 4
+        cut = len(text) - MAX_TRACE_CHARS
+        text = f"{text[:head]}\n… {cut} characters left out …\n{text[-(MAX_TRACE_CHARS - head) :]}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _server_fault(request: Request, status: int, detail: str, exc: Exception, **headers: str) -> JSONResponse:
     rid = request_id(request)
-    trace = redact("".join(traceback.format_exception(exc)).rstrip(), getattr(request.state, "sift_query", None))
-    log.error("%s %s → %d [request %s]\n%s", request.method, request.url.path, status, rid, trace)
+    trace = redact(fault_trace(exc), getattr(request.state, "sift_query", None))
+    log.error("%s %s → %d [request %s]\n%s", request.method, _clean(request.url.path), status, rid, trace)
     return JSONResponse(
         status_code=status,
         headers={"X-Request-ID": rid, **headers},
@@ -76,30 +115,67 @@ def _server_fault(request: Request, status: int, detail: str, exc: Exception, **
     )
 
 
-def _json_safe(value: Any) -> Any:
-    """JSON has no Infinity or NaN: a rejected `1e999` is echoed as a string, not a 500."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
+def _clean(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """At most `limit` characters, lone surrogates (which UTF-8 cannot hold) replaced by `?`."""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _clean_value(value: Any) -> Any:
+    """A JSON-safe scalar: None, bools, longs and finite floats as they are, text short; None for anything else
+    (a list or an exception may hold the input, and printing a 5,000-deep list recurses)."""
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**63):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return _clean(value, 120) if isinstance(value, str) else None
+
+
+def safe_errors(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    """Validation errors as a bounded, input-free, JSON-safe list: `loc`, `msg`, `type` and scalar `ctx` of at
+    most `MAX_ERRORS` errors, then one entry saying how many more there were."""
+    out: list[dict[str, Any]] = []
+    for err in list(errors[:MAX_ERRORS]):
+        e = err if isinstance(err, dict) else {"msg": str(err)}
+        loc = e.get("loc", ())
+        item: dict[str, Any] = {
+            "loc": [_clean_value(p) for p in (loc if isinstance(loc, list | tuple) else [loc])[:MAX_LOC]],
+            "msg": _clean(str(e.get("msg", "invalid value"))),
+            "type": _clean(str(e.get("type", "value_error")), 60),
+        }
+        ctx = e.get("ctx")
+        if isinstance(ctx, dict) and ctx:
+            scalars = {_clean(str(k), 60): _clean_value(v) for k, v in list(ctx.items())[:8]}
+            if kept := {k: v for k, v in scalars.items() if v is not None}:
+                item["ctx"] = kept
+        out.append(item)
+    if len(errors) > MAX_ERRORS:
+        more = f"{len(errors) - MAX_ERRORS} more errors not shown"
+        out.append({"loc": ["body"], "msg": more, "type": "too_many_errors"})
+    return out
 
 
 async def _invalid(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    return JSONResponse(status_code=422, content={"detail": _json_safe(jsonable_encoder(exc.errors()))})
+    """422 that cannot fail: anything unexpected in the errors gives a plain message, never a 500 (whose logged
+    traceback would carry the input)."""
+    try:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        return JSONResponse(status_code=422, content={"detail": safe_errors(errors)})
+    except Exception:  # the plain answer is the point
+        return JSONResponse(status_code=422, content={"detail": [_FALLBACK]})
 
 
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
-    loc = ["body", *exc.field.split(".")]
-    return JSONResponse(status_code=422, content={"detail": [{"loc": loc, "msg": exc.message, "type": "value_error"}]})
+    loc = [_clean(p, 60) for p in ["body", *exc.field.split(".")][:MAX_LOC]]
+    detail = [{"loc": loc, "msg": _clean(exc.message), "type": "value_error"}]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(status_code=404, content={"detail": str(exc.args[0]) if exc.args else "index not found"})
+    detail = _clean(str(exc.args[0])) if exc.args else "index not found"
+    return JSONResponse(status_code=404, content={"detail": detail})
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:

@@ -1,5 +1,6 @@
 """Filter values checked against the index's schema before a search runs: a value its field cannot hold (a
-word for a `long`, a non-date for a `date`) is the client's error (422 naming the filter), not a store fault."""
+word for a `long`, a non-date for a `date`, a number beyond a long or a date, `"NaN"` on a `double`) is the client's
+error (422 naming the filter and what its field takes; the value itself is not echoed), not a store fault."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from typing import Any
 from fastapi.exceptions import RequestValidationError
 
 from search.filters import Filter, RangeFilter, TermFilter
-from search.schema import SchemaError, coerce
+from search.schema import FieldType, SchemaError, coerce
 from search.stores.base import IndexStore
+
+_TAKES: dict[FieldType, str] = {
+    "keyword": "a string",
+    "long": "an integer from -2^63 to 2^63-1",
+    "double": "a finite number",
+    "boolean": "true or false",
+    "date": "an ISO 8601 date or epoch milliseconds, years 1 to 9999",
+}
 
 
 def _values(f: Filter) -> list[tuple[str, Any]]:
@@ -34,8 +43,9 @@ def _check(store: IndexStore, index: str, filters: Sequence[Filter], loc: tuple[
             try:
                 coerce(value, ftype, f.field)
             except (SchemaError, ValueError, TypeError, OverflowError):
-                msg = f"{value!r} is not a valid {ftype} for field {f.field!r}"
+                msg = f"not a valid {ftype} for field {f.field!r}: it takes {_TAKES[ftype]}"
                 errors.append({"loc": [*loc, "filters", i, key], "msg": msg, "type": "value_error"})
+                break  # one error per filter: a terms list of 1,024 bad values is one mistake
     if errors:
         raise RequestValidationError(errors)
 

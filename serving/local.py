@@ -1,8 +1,15 @@
-"""In-process models: the same API with every model in this process, for tests and `sift serve --no-ray`.
+"""In-process models: the same API with every model in this process, for tests and `sift serve --no-ray`, and
+the uvicorn settings of `--no-ray` (access lines as in Serve mode: off unless `access_log`, never a query string).
 
 Nothing here (or below it) imports Ray."""
 
 from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import uvicorn.config
 
 from models.embedder import SentenceTransformerEmbedder
 from ranking.rerank import LiveReranker
@@ -51,3 +58,29 @@ def local_backend(config: AppConfig, settings: Settings) -> AppBackend:
     check_bind(config.host, config.security)
     config, _ = config.pin_encoder(settings.registry_root())
     return AppBackend(config, settings, local_models(config, settings))
+
+
+class PathOnlyAccessLog(logging.Filter):
+    """uvicorn's access lines without the query string: `GET /v1/suggest?q=...` carries what a user typed, and
+    Serve's own access lines name the route alone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):  # (client, method, path?query, http version, status)
+            record.args = tuple(a.partition("?")[0] if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def uvicorn_options(config: AppConfig) -> dict[str, Any]:
+    """`uvicorn.run` keywords for `sift serve --no-ray`: the access log follows `access_log` (off by default, as
+    in Serve mode) and, when on, drops query strings; proxy headers off (`security.trusted_proxies` alone decides
+    whose X-Forwarded-For counts, serving/auth.py)."""
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config.setdefault("filters", {})["path_only"] = {"()": PathOnlyAccessLog}
+    log_config["loggers"]["uvicorn.access"]["filters"] = ["path_only"]
+    return {
+        "host": config.host,
+        "port": config.port,
+        "proxy_headers": False,
+        "access_log": config.access_log,
+        "log_config": log_config,
+    }
