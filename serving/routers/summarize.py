@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -111,8 +111,18 @@ def summary_stream_url(response: SearchResponse, k: int = 5, path: str = SUMMARI
     return f"{path}?{urlencode(params)}"
 
 
-async def _logged_query(backend: Backend, query_id: str) -> str | None:
-    """The (scrubbed) query of a logged search impression; another replica's may need its flush interval."""
+UNKNOWN_QUERY_ID = "unknown or expired query_id; search again, or POST /v1/summarize"
+
+
+async def _logged_query(
+    backend: Backend, query_id: str, principal: Principal, index: str | None
+) -> tuple[str, str] | None:
+    """The (scrubbed) query and the index of a logged search impression; another replica's may need its flush
+    interval.
+
+    None, exactly as for an unknown id, for an impression of an index the key may not read or the server does
+    not serve, or of another index than the one named: the answer must not tell that the impression exists
+    (nor its timing: a refused one returns when an unknown one would have)."""
     runtime = backend.suggest
     if runtime is None or isinstance(runtime.query_log, NullQueryLog):
         return None
@@ -123,7 +133,15 @@ async def _logged_query(backend: Backend, query_id: str) -> str | None:
         await asyncio.sleep(0.2)
         found = await asyncio.to_thread(qlog.impressions, [query_id])
     event = found.get(query_id)
-    return event.query if event is not None and event.type == "search" else None
+    searched = (event.index if event is not None else None) or backend.service.config.default_index
+    try:
+        if event is None or event.type != "search" or (index is not None and index != searched):
+            raise HTTPException(404)
+        principal.check_index(searched)
+    except (HTTPException, RequestValidationError):
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+        return None
+    return event.query, searched
 
 
 def can_link_summaries(backend: Backend) -> bool:
@@ -225,9 +243,10 @@ async def summarize_get(
         msg = "give either query_id (a search's) or query"
         raise RequestValidationError([{"loc": ("query", "query_id"), "msg": msg, "type": "value_error"}])
     if query_id is not None:
-        query = await _logged_query(backend, query_id)
-        if query is None:
-            return _error(404, "unknown or expired query_id; search again, or POST /v1/summarize")
+        logged = await _logged_query(backend, query_id, principal, index)
+        if logged is None:
+            return _error(404, UNKNOWN_QUERY_ID)
+        query, index = logged
     try:
         body = SummarizeRequest(query=query, ids=flat, index=index, k=k, max_new_tokens=max_new_tokens)
     except ValidationError as exc:
