@@ -2,7 +2,8 @@
 
 `create_api(backend)` assembles the same routes whether the backend calls Ray Serve deployment handles
 (production) or in-process models (tests, `--no-ray`). Errors map to status codes callers can act on
-(`serving/errors.py`); keys, scopes, quotas and the body cap are `serving/auth.py`'s.
+(`serving/errors.py`); keys, scopes and quotas are `serving/auth.py`'s, the checks made before a body is read
+(key, size, read timeout) `serving/gate.py`'s.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from serving.admission import Admission, AdmissionConfig
-from serving.auth import BodyCapMiddleware, Guard
+from serving.auth import Guard
 from serving.backend import Backend
 from serving.errors import install_error_handlers
 from serving.executor import WorkerPoolMiddleware
+from serving.gate import BodyCapMiddleware, KeyGateMiddleware
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
 from serving.security import SecurityConfig
@@ -55,7 +57,10 @@ def create_api(
     api.state.search_deadline_s = float(deadline) if deadline is not None else None
     admission = _app_setting(backend, "search_admission", AdmissionConfig, AdmissionConfig())
     api.state.search_admission = Admission(admission, lambda o: metrics.admission.labels(outcome=o).inc())
-    api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes)  # innermost: a 413 still gets CORS
+    # innermost first: the body cap and read timeout (413/408), then the key check from the headers alone (401/403
+    # before any body is read); both inside CORS, so a refusal still reaches a browser page
+    api.add_middleware(BodyCapMiddleware, cap=security.max_body_bytes, timeout_s=security.body_read_timeout_s)
+    api.add_middleware(KeyGateMiddleware)
     if cors_origins:
         api.add_middleware(
             CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"], allow_headers=["*"]

@@ -1,10 +1,13 @@
-"""Authentication, scopes and quotas as typed FastAPI dependencies, and the request body cap.
+"""Authentication, scopes and quotas as typed FastAPI dependencies (what is checked before the body is read, and
+the body cap, are `serving.gate`'s).
 
 A route declares the scope it needs (`SearchAuth`, `SummarizeAuth`, ...) and receives the caller's `Principal`;
 routes that read an index also call `principal.check_index`. With no keys configured every caller is the open
 principal (the server then listens on loopback only, see `serving.security.check_bind`). Quotas are counted
-per key and per client address with the `limits` library (moving windows in memory, per ingress replica), where
-keys are configured: an open server listens on loopback only, and its local clients get no quota.
+per client address, then per key, with the `limits` library (moving windows in memory, per ingress replica), where
+keys are configured: an open server listens on loopback only, and its local clients get no quota. A request that
+one limit refuses counts against none, and requests without a (known) key count per address against
+`rate_limits.unauthenticated`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,19 @@ import hashlib
 import ipaddress
 import math
 import re
+import threading
 import time
-from dataclasses import dataclass, replace
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from search.naming import version_alias
 from serving.security import KeyRing, SecurityConfig
@@ -81,31 +86,42 @@ class Guard:
         self.per_client = parse_many(limits.per_client) if limits else []
         self.summarize = parse_many(limits.summarize) if limits else []
         self.suggest_lm = parse_many(limits.suggest_lm) if limits else []
+        self.unauthenticated = parse_many(limits.unauthenticated) if limits else []
         self.trusted: list[Network] = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
+        self._charging = threading.Lock()  # test-then-hit of several limits is one step
 
-    def authenticate(self, key: str | None, scope: KeyScope) -> Principal:
+    def authenticate(self, key: str | None, scope: KeyScope, client: str = "unknown") -> Principal:
+        """The caller's principal; 401 for a missing or unknown key (429 once its address has sent more such
+        requests than `rate_limits.unauthenticated`), 403 for a key without `scope`."""
         if not self.keys.enabled:
-            return Principal(None, frozenset(), None, self.served)
-        if not key:
-            raise HTTPException(401, "an API key is required", headers={"WWW-Authenticate": "Bearer"})
-        entry = self.keys.lookup(key)
+            return Principal(None, frozenset(), None, self.served, client)
+        entry = self.keys.lookup(key) if key else None
         if entry is None:
-            raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+            self.charge([(self.unauthenticated, ("unauthenticated", client))])
+            detail = "unknown API key" if key else "an API key is required"
+            raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
         scopes = frozenset(entry.scopes)
         if scope not in scopes and "admin" not in scopes:
             raise HTTPException(403, f"this API key lacks the {scope!r} scope")
         indices = frozenset(entry.indices) if entry.indices is not None else None
-        return Principal(entry.name, scopes, indices, self.served)
+        return Principal(entry.name, scopes, indices, self.served, client)
 
-    def charge(self, items: list[RateLimitItem], *identifiers: str) -> None:
-        """Count one request against each limit; 429 with Retry-After at the first one exhausted."""
-        for item in items:
-            if not self.limiter.hit(item, *identifiers):
-                reset = self.limiter.get_window_stats(item, *identifiers).reset_time
-                retry = max(1, math.ceil(reset - time.time()))
-                raise HTTPException(
-                    429, f"rate limit exceeded ({item}); retry later", headers={"Retry-After": str(retry)}
-                )
+    def charge(self, budgets: Sequence[tuple[list[RateLimitItem], tuple[str, ...]]]) -> None:
+        """Count one request against every limit of every budget (limits, identifiers), in order, or against
+        none: 429 with Retry-After at the first one exhausted. Testing all before hitting any means a request
+        one limit refuses spends nothing of the others (a client over its own quota leaves the key's intact)."""
+        with self._charging:
+            for items, identifiers in budgets:
+                for item in items:
+                    if not self.limiter.test(item, *identifiers):
+                        reset = self.limiter.get_window_stats(item, *identifiers).reset_time
+                        retry = max(1, math.ceil(reset - time.time()))
+                        raise HTTPException(
+                            429, f"rate limit exceeded ({item}); retry later", headers={"Retry-After": str(retry)}
+                        )
+            for items, identifiers in budgets:
+                for item in items:
+                    self.limiter.hit(item, *identifiers)
 
 
 def get_guard(request: Request) -> Guard:
@@ -158,6 +174,20 @@ def _client(request: Request, trusted: list[Network]) -> str:
     return client_address(peer, request.headers.getlist("x-forwarded-for"), trusted)
 
 
+_SCOPE_OF: dict[Callable[..., Any], KeyScope] = {}  # each `require` dependency → its scope, for `KeyGateMiddleware`
+
+
+def route_scope(route: object) -> KeyScope | None:
+    """The scope a route's `require` dependency demands (None: an open route, such as /healthz or static files)."""
+    stack = [route.dependant] if isinstance(route, APIRoute) else []
+    while stack:
+        dependant = stack.pop()
+        if dependant.call is not None and dependant.call in _SCOPE_OF:
+            return _SCOPE_OF[dependant.call]
+        stack.extend(dependant.dependencies)
+    return None
+
+
 def require(scope: KeyScope) -> object:
     """The dependency of a route that needs `scope`: authenticates, checks the scope, charges the quotas."""
 
@@ -167,19 +197,19 @@ def require(scope: KeyScope) -> object:
         api_key: Annotated[str | None, Depends(_api_key)],
     ) -> Principal:
         guard = get_guard(request)
-        principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope)
         client = _client(request, guard.trusted)
-        principal = replace(principal, client=client)
+        principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope, client)
         if principal.name is None:  # open: loopback only, where quotas would only distort benchmarks
             return principal
-        guard.charge(guard.per_key, "key", principal.name)
-        guard.charge(guard.per_client, "client", client)
+        budgets = [(guard.per_client, ("client", client)), (guard.per_key, ("key", principal.name))]
         if scope == "summarize":
-            guard.charge(guard.summarize, "summarize", principal.name)
+            budgets.append((guard.summarize, ("summarize", principal.name)))
         elif scope == "suggest" and _suggests_with_lm(request):
-            guard.charge(guard.suggest_lm, "suggest_lm", principal.name)
+            budgets.append((guard.suggest_lm, ("suggest_lm", principal.name)))
+        guard.charge(budgets)
         return principal
 
+    _SCOPE_OF[dependency] = scope
     return Depends(dependency)
 
 
@@ -188,57 +218,3 @@ SuggestAuth = Annotated[Principal, require("suggest")]
 SummarizeAuth = Annotated[Principal, require("summarize")]
 EventsAuth = Annotated[Principal, require("events")]
 AdminAuth = Annotated[Principal, require("admin")]
-
-
-class BodyTooLarge(HTTPException):
-    """Raised while a body is read: an HTTPException, so FastAPI's body parser lets it through as a 413."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__(413, f"the request body is larger than {cap} bytes")
-
-
-class BodyCapMiddleware:
-    """413 for a request body over `cap` bytes, before any route parses it: the declared Content-Length is
-    checked first, and a chunked body is counted as it arrives."""
-
-    def __init__(self, app: ASGIApp, cap: int) -> None:
-        self.app = app
-        self.cap = cap
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.cap:
-            await self._reject(send)
-            return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.cap:
-                    raise BodyTooLarge(self.cap)
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except BodyTooLarge:
-            if started:
-                raise
-            await self._reject(send)
-
-    async def _reject(self, send: Send) -> None:
-        body = f'{{"detail":"the request body is larger than {self.cap} bytes"}}'.encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

@@ -66,7 +66,11 @@ class RateLimits(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    per_key: str = Field(default="1200/minute", description="Requests per API key, all routes together.")
+    per_key: str = Field(
+        default="1200/minute",
+        description="Requests per API key, all routes together. Checked after per_client, and a request refused "
+        "by any limit counts against none: one address cannot spend a shared key's budget.",
+    )
     per_client: str = Field(default="600/minute", description="Requests per client address, all routes together.")
     summarize: str = Field(
         default="20/minute", description="Summaries (an LM generation each) per key, on top of per_key."
@@ -78,7 +82,13 @@ class RateLimits(BaseModel):
         "on top of per_key.",
     )
 
-    @field_validator("per_key", "per_client", "summarize", "suggest_lm")
+    unauthenticated: str = Field(
+        default="60/minute",
+        description="Requests per client address that carry no API key or an unknown one, on routes that need "
+        "one: they get 401 below this and 429 (with Retry-After) beyond it, so key guessing is bounded.",
+    )
+
+    @field_validator("per_key", "per_client", "summarize", "suggest_lm", "unauthenticated")
     @classmethod
     def _parses(cls, v: str) -> str:
         parse(v)  # raises ValueError on a malformed limit
@@ -104,6 +114,13 @@ class SecurityConfig(BaseModel):
     )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Request bodies larger than this get 413 before they are parsed."
+    )
+    body_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A request body (all of it) must arrive within this many seconds of the request's headers, "
+        "else 408 and the connection is closed: slow senders cannot hold connections open.",
     )
     trusted_proxies: list[str] = Field(
         default_factory=list,
