@@ -3,8 +3,9 @@ distribution, so Sift fuses in Python, the same way for both stores)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class Hit(Protocol):
@@ -37,10 +38,35 @@ def minmax(hits: Sequence[Hit]) -> dict[str, float]:
     return {h.id: (h.score - lo) / (hi - lo) for h in hits}
 
 
-def linear(lexical: Sequence[Hit], dense: Sequence[Hit], alpha: float = 0.5) -> dict[str, float]:
-    """alpha * minmax(dense) + (1 - alpha) * minmax(lexical); a document missing from a list gets 0 there."""
-    lex, den = minmax(lexical), minmax(dense)
-    return {d: alpha * den.get(d, 0.0) + (1 - alpha) * lex.get(d, 0.0) for d in {*lex, *den}}
+def zscore(hits: Sequence[Hit]) -> dict[str, float]:
+    """Scores as standard deviations from the list's mean; a list of equal scores maps to 0.
+
+    Unlike min-max, one outlying top score does not squash the rest of the list towards 0."""
+    if not hits:
+        return {}
+    n = len(hits)
+    mean = sum(h.score for h in hits) / n
+    sd = math.sqrt(sum((h.score - mean) ** 2 for h in hits) / n)
+    if sd == 0:
+        return {h.id: 0.0 for h in hits}
+    return {h.id: (h.score - mean) / sd for h in hits}
+
+
+def linear(
+    lexical: Sequence[Hit],
+    dense: Sequence[Hit],
+    alpha: float = 0.5,
+    normalization: Literal["minmax", "zscore"] = "minmax",
+) -> dict[str, float]:
+    """alpha * norm(dense) + (1 - alpha) * norm(lexical). A document missing from a list gets that list's floor:
+    0 under min-max (its minimum), and under z-score the list's lowest z (it ranked below everything listed)."""
+    if normalization == "zscore":
+        lex, den = zscore(lexical), zscore(dense)
+    else:
+        lex, den = minmax(lexical), minmax(dense)
+    lex_floor = min(lex.values(), default=0.0) if normalization == "zscore" else 0.0
+    den_floor = min(den.values(), default=0.0) if normalization == "zscore" else 0.0
+    return {d: alpha * den.get(d, den_floor) + (1 - alpha) * lex.get(d, lex_floor) for d in {*lex, *den}}
 
 
 def ranked(scores: dict[str, float]) -> list[tuple[str, float]]:

@@ -87,6 +87,9 @@ class Explanation(BaseModel):
     fused_score: float
     rerank_score: float | None = None
     ltr_score: float | None = None
+    expansion_terms: list[str] | None = Field(
+        default=None, description="The terms pseudo-relevance feedback (RM3) added to the BM25 query, when it ran."
+    )
     contributions: list[tuple[str, float]] | None = Field(
         default=None, description="The learnt ranker's largest per-feature contributions to ltr_score (TreeSHAP)."
     )
@@ -261,9 +264,7 @@ class SearchService:
         window = max(window, ltr.config.top_n if ltr is not None else 0)
         fused = await self._retrieve(index, req, window, cfg, vector)
         self._time("retrieve", t)
-        stages.extend(
-            {"bm25": ["bm25"], "dense": ["dense"], "hybrid": ["bm25", "dense", f"fusion:{cfg.fusion}"]}[cfg.mode]
-        )
+        stages.extend(_retrieval_stages(cfg, fused))
 
         rerank_scores, note = await self._rerank(req, fused, stages, versions, lighter)
         ordered = apply_rerank(fused, rerank_scores)
@@ -407,6 +408,7 @@ class SearchService:
                 dense_rank=r.dense_rank,
                 dense_score=r.dense_score,
                 fused_score=r.score,
+                expansion_terms=r.expansion,
                 rerank_score=rerank,
                 ltr_score=ltr,
                 contributions=learnt.contributions.get(r.id) if learnt is not None else None,
@@ -418,6 +420,14 @@ class SearchService:
                 ],
             ),
         )
+
+
+def _retrieval_stages(cfg: RetrievalConfig, fused: Sequence[Retrieved]) -> list[str]:
+    """The retrieval stages that ran, feedback included (`rm3` after `bm25`, `dense-prf` after `dense`)."""
+    ran = set(fused[0].feedback) if fused else set()
+    lex = ["bm25", *(["rm3"] if "rm3" in ran else [])]
+    den = ["dense", *(["dense-prf"] if "dense-prf" in ran else [])]
+    return {"bm25": lex, "dense": den, "hybrid": [*lex, *den, f"fusion:{cfg.fusion}"]}[cfg.mode]
 
 
 def _rerank_text(r: Retrieved) -> str:

@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ranking.fusion import linear, ranked, rrf
+from search.documents import Hit
+
 
 class ReferenceBM25Config(BaseModel):
     """The reference BM25's parameters (the defaults are the reference; change them only to study it)."""
@@ -77,6 +80,10 @@ class ReferenceBM25:
 
     def search(self, queries: Mapping[str, str], k: int = 100) -> dict[str, list[str]]:
         """query id → ids of the top `k` documents with a positive score, best first."""
+        return {qid: [h.id for h in hits] for qid, hits in self.search_scored(queries, k).items()}
+
+    def search_scored(self, queries: Mapping[str, str], k: int = 100) -> dict[str, list[Hit]]:
+        """query id → the top `k` documents with a positive score and their BM25 scores, best first."""
         if not queries:
             return {}
         qids = list(queries)
@@ -84,6 +91,15 @@ class ReferenceBM25:
             self._tokenize([queries[q] for q in qids]), k=min(k, len(self.ids)), show_progress=False
         )
         return {
-            qid: [self.ids[int(d)] for d, s in zip(docs[i], scores[i], strict=True) if s > 0]
+            qid: [Hit(id=self.ids[int(d)], score=float(s)) for d, s in zip(docs[i], scores[i], strict=True) if s > 0]
             for i, qid in enumerate(qids)
         }
+
+
+def baseline_fuse(
+    lexical: Sequence[Hit], dense: Sequence[Hit], fusion: Literal["rrf", "linear"], k: int = 100
+) -> list[str]:
+    """The plain hybrid anyone writes in an afternoon, Sift's yardstick: bm25s's list and the dense list fused
+    by RRF (k=60) or per-query min-max linear (alpha 0.5), top `k` ids."""
+    scores = rrf([lexical, dense], k=60) if fusion == "rrf" else linear(lexical, dense, alpha=0.5)
+    return [doc_id for doc_id, _ in ranked(scores)[:k]]

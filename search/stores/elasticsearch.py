@@ -22,6 +22,7 @@ from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
 from search.stores.base import BuildLock, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
 from search.stores.es_bulk import bulk_delete, bulk_failures
+from search.stores.es_feedback import EsFeedback
 from search.stores.es_locks import acquire_es_lock, es_swap_alias
 from search.text import bm25_terms
 
@@ -82,8 +83,8 @@ def _es_guard(fn: Callable[[], T]) -> T:
         raise
 
 
-class ElasticsearchStore:
-    """IndexStore over an Elasticsearch 8.x cluster."""
+class ElasticsearchStore(EsFeedback):
+    """IndexStore over an Elasticsearch 8.x cluster (RM3's term statistics and weighted BM25: `EsFeedback`)."""
 
     def __init__(
         self,
@@ -407,8 +408,7 @@ class ElasticsearchStore:
     ) -> list[Hit]:
         if not query.strip() or k <= 0:
             return []
-        # A version has one of the two fields; the other clause matches nothing there. Either `match` counts a
-        # repeated term once per occurrence.
+        # A version has one of the two fields (the other matches nothing); `match` counts each repeat of a term.
         should: list[dict[str, Any]] = [{"match": {"content": {"query": query}}}]
         terms = bm25_terms(query)
         if terms:
