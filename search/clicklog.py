@@ -1,8 +1,9 @@
 """The click log: append-only, exactly-once storage of accepted click / conversion / view events.
 
 Same storage choice as the query log (daily JSONL files in the embedded setup, an Elasticsearch index with
-Elasticsearch). Every record carries an `event_id`, its idempotency key: a retried batch, or the same batch
-sent to two API replicas, is stored once. JSONL replicas on one machine serialise appends with an advisory
+Elasticsearch). Every record carries an `event_id`, its idempotency key, scoped by the caller's identity
+(`ClickRecord.storage_id`): a retried batch, or the same batch sent to two API replicas, is stored once, and one
+client cannot take another's id. JSONL replicas on one machine serialise appends with an advisory
 file lock and share the set of ids already written; Elasticsearch stores a record under its id with
 create-only semantics, so the cluster decides between racing replicas. A batch is written and synced before
 the API answers 202, so an accepted event survives a crash.
@@ -11,11 +12,12 @@ the API answers 202, so an accepted event survives a crash.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -53,6 +55,21 @@ class ClickRecord(BaseModel):
     index: str | None = Field(default=None, description="Index the impression searched.")
     query: str = Field(default="", description="The impression's query (or typed prefix, for suggest).")
     source: Literal["search", "suggest"] = Field(default="search", description="Kind of impression.")
+    flagged: str | None = Field(
+        default=None,
+        description="Why the event is kept but not trusted (a click cap of `ClickLogConfig` was passed: "
+        "'impression_cap', 'identity_cap'); training ignores flagged events. None: a plain event.",
+    )
+
+    def storage_id(self) -> str:
+        """The id the log stores the event under, i.e. deduplicates on: the client's `event_id` scoped by who sent
+        it, so the same client's retry is a duplicate but another client's event under the same id never is (one
+        client cannot pre-empt another's event by using its id first). Unscoped when `client` is None
+        (in-process events, records written before identities existed)."""
+        if self.client is None:
+            return self.event_id
+        raw = f"{self.client}\x1f{self.event_id}".encode()
+        return "k-" + hashlib.sha256(raw).hexdigest()[:32]
 
 
 @runtime_checkable
@@ -60,7 +77,7 @@ class ClickLog(Protocol):
     """Append-only, idempotent event storage that can be replayed."""
 
     def append_many(self, records: Sequence[ClickRecord]) -> tuple[int, int]:
-        """Store the records whose event_id is new; return (written, duplicates). Durable on return."""
+        """Store the records whose `storage_id` is new; return (written, duplicates). Durable on return."""
         ...
 
     def read(self, since: datetime | None = None) -> Iterator[ClickRecord]:
@@ -81,7 +98,25 @@ class ClickLogConfig(BaseModel):
     es_index: str = Field(default=DEFAULT_ES_INDEX, description="Elasticsearch index of the click log.")
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger POST /v1/events bodies get 413.")
     max_clock_skew_s: float = Field(default=60.0, ge=0, description="Timestamps further in the future: 422.")
-    max_event_age_days: float = Field(default=4.0, gt=0, description="Older timestamps: 422 (as Algolia Insights).")
+    max_event_age_days: float = Field(
+        default=4.0,
+        gt=0,
+        description="Older timestamps: 422 (as Algolia Insights). Also how long the JSONL log remembers the ids "
+        "it stored: a retry of an older event is refused anyway.",
+    )
+    max_clicks_per_impression: int = Field(
+        default=5,
+        ge=1,
+        description="Clicked or converted objects one response (query_id) may collect; more are stored flagged "
+        "'impression_cap' and training ignores them. Counted per API process.",
+    )
+    max_clicks_per_identity_query: int = Field(
+        default=20,
+        ge=1,
+        description="Clicked or converted objects one caller (API key and client address) may send per query "
+        "text per day (UTC); more are stored flagged 'identity_cap' and training ignores them. Counted per API "
+        "process.",
+    )
     retention_days: float = Field(
         default=RETENTION_DAYS,
         gt=0,
@@ -92,34 +127,64 @@ class ClickLogConfig(BaseModel):
 
 class JsonlClickLog:
     """`clicklog-YYYY-MM-DD.jsonl` by day received. Appends take an exclusive `flock` on a lock file, read what
-    other processes appended since (to learn their event ids), skip duplicates, write, fsync, unlock."""
+    other processes appended since (to learn their event ids), skip duplicates, write, fsync, unlock. An id counts
+    as stored only once its write is synced: a failed write is cut off the file and its retry is stored."""
 
-    def __init__(self, directory: Path | str, retention_days: float | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        retention_days: float | None = None,
+        window_days: float | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         """`retention_days`: day files older than this are deleted, checked once a day (None: kept; the app's
-        log, from `make_click_log`, always has one)."""
+        log, from `make_click_log`, always has one). `window_days`: the stored ids of day files older than this
+        are forgotten (the events API refuses events that old, so their retries never come; None: remembered)."""
         self.directory = Path(directory)
         self.retention_days = retention_days
+        self.window_days = window_days
+        self.now = now
         self._pruned_day = ""
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing one descriptor
-        self._ids: set[str] = set()
+        self._ids: dict[str, set[str]] = {}  # day (YYYY-MM-DD, of the file) → storage ids stored that day
         self._offsets: dict[str, int] = {}
 
     def path_for(self, ts: datetime) -> Path:
         return self.directory / f"clicklog-{to_utc(ts):%Y-%m-%d}.jsonl"
 
+    def remembered(self) -> int:
+        """How many stored ids are held in memory (bounded by the window)."""
+        return sum(len(ids) for ids in self._ids.values())
+
+    def _oldest_day(self) -> str:
+        """Day files before this one are past the window; "" when there is none."""
+        if self.window_days is None:
+            return ""
+        return f"{to_utc(self.now()) - timedelta(days=self.window_days + 1):%Y-%m-%d}"
+
     def _catch_up(self) -> None:
+        oldest = self._oldest_day()
+        for day in [d for d in self._ids if d < oldest]:
+            del self._ids[day]
         for path in sorted(self.directory.glob("clicklog-*.jsonl")):
+            day = path.name.removeprefix("clicklog-").removesuffix(".jsonl")
+            if day < oldest:
+                continue
             start = self._offsets.get(path.name, 0)
             with open(path, "rb") as f:
                 f.seek(start)
                 chunk = f.read()
             end = chunk.rfind(b"\n") + 1
             self._offsets[path.name] = start + end
+            ids = self._ids.setdefault(day, set())
             for raw in chunk[:end].splitlines():
                 try:
-                    self._ids.add(ClickRecord.model_validate_json(raw).event_id)
+                    ids.add(ClickRecord.model_validate_json(raw).storage_id())
                 except ValueError:  # a torn line from a crash: it was never acknowledged
                     continue
+
+    def _stored(self, key: str) -> bool:
+        return any(key in ids for ids in self._ids.values())
 
     def append_many(self, records: Sequence[ClickRecord]) -> tuple[int, int]:
         if not records:
@@ -129,40 +194,56 @@ class JsonlClickLog:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 self._catch_up()
-                fresh: list[ClickRecord] = []
+                fresh: dict[str, ClickRecord] = {}
                 for r in records:
-                    if r.event_id not in self._ids:
-                        self._ids.add(r.event_id)
-                        fresh.append(r)
+                    key = r.storage_id()
+                    if key not in fresh and not self._stored(key):
+                        fresh[key] = r
                 self._prune()
-                by_day: dict[Path, list[str]] = {}
-                for r in fresh:
-                    by_day.setdefault(self.path_for(r.received_at), []).append(r.model_dump_json(exclude_none=True))
-                for path, lines in by_day.items():
-                    self._write(path, lines)
+                by_day: dict[Path, dict[str, ClickRecord]] = {}
+                for key, r in fresh.items():
+                    by_day.setdefault(self.path_for(r.received_at), {})[key] = r
+                for path, day_records in by_day.items():
+                    self._write(path, [r.model_dump_json(exclude_none=True) for r in day_records.values()])
+                    day = path.name.removeprefix("clicklog-").removesuffix(".jsonl")
+                    self._ids.setdefault(day, set()).update(day_records)  # only now: the write is durable
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return len(fresh), len(records) - len(fresh)
 
     def _prune(self) -> None:
         """Drop day files past the retention, once a day (under the append lock)."""
-        today = f"{datetime.now(UTC):%Y-%m-%d}"
+        today = f"{to_utc(self.now()):%Y-%m-%d}"
         if self.retention_days is not None and today != self._pruned_day:
-            for path in prune_day_files(self.directory, "clicklog", self.retention_days):
+            for path in prune_day_files(self.directory, "clicklog", self.retention_days, now=self.now()):
                 self._offsets.pop(path.name, None)
             self._pruned_day = today
 
     def _write(self, path: Path, lines: list[str]) -> None:
-        size = path.stat().st_size if path.exists() else 0
+        """Append and fsync (the directory too, for a new file); on failure the file is cut back to its old
+        length, so the lines never become ids a retry would be refused under."""
+        created = not path.exists()
+        size = 0 if created else path.stat().st_size
         if size and self._offsets.get(path.name, 0) != size:  # a crash left a torn line: start on a fresh one
             lines[0] = "\n" + lines[0]
         data = ("\n".join(lines) + "\n").encode()
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError as exc:  # the torn tail is skipped by readers and by the next write
+                    log.error("click log: could not cut a failed write off %s: %s", path.name, exc)
+                raise
         finally:
             os.close(fd)
+        if created:
+            fsync_directory(self.directory)
         self._offsets[path.name] = size + len(data)
 
     def read(self, since: datetime | None = None) -> Iterator[ClickRecord]:
@@ -189,6 +270,15 @@ class JsonlClickLog:
         return None
 
 
+def fsync_directory(directory: Path) -> None:
+    """Sync a directory, so a file created in it survives a crash (its entry is in the directory's data)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 _ES_MAPPING: dict[str, Any] = {
     "dynamic": "false",
     "properties": {
@@ -206,13 +296,14 @@ _ES_MAPPING: dict[str, Any] = {
         "index": {"type": "keyword"},
         "query": {"type": "keyword", "ignore_above": 1024},
         "source": {"type": "keyword"},
+        "flagged": {"type": "keyword"},
     },
 }
 
 
 class EsClickLog:
-    """An index shared by every replica; a record's `_id` is its event id and writes are `create`, so a
-    duplicate is a 409 the cluster reports, never a second copy."""
+    """An index shared by every replica; a record's `_id` is its storage id (`ClickRecord.storage_id`) and writes
+    are `create`, so a duplicate is a 409 the cluster reports, never a second copy."""
 
     def __init__(
         self,
@@ -261,7 +352,7 @@ class EsClickLog:
             {
                 "_op_type": "create",
                 "_index": self.index,
-                "_id": r.event_id,
+                "_id": r.storage_id(),
                 "_source": r.model_dump(mode="json", exclude_none=True),
             }
             for r in records
@@ -302,7 +393,7 @@ class EsClickLog:
                 resp = self.client.search(
                     index=self.index,
                     query=query,
-                    sort=[{"received_at": "asc"}, {"event_id": "asc"}],
+                    sort=[{"received_at": "asc"}, {"event_id": "asc"}, {"client": "asc"}],
                     size=1000,
                     search_after=after,
                 )
@@ -339,8 +430,10 @@ def make_click_log(
         except Exception as exc:  # an unreachable cluster must not keep the API down; the next start retries
             log.warning("retention: purging %s failed: %s", config.es_index, type(exc).__name__)
         return EsClickLog(es_client, config.es_index, config.retention_days)
-    if config.directory is not None:
-        return JsonlClickLog(config.directory, config.retention_days)
-    if data_dir is None:
-        raise ValueError("the JSONL click log needs a directory or a data_dir")
-    return JsonlClickLog(data_dir / "clicklog", config.retention_days)
+    directory = config.directory
+    if directory is None:
+        if data_dir is None:
+            raise ValueError("the JSONL click log needs a directory or a data_dir")
+        directory = data_dir / "clicklog"
+    window = config.max_event_age_days + config.max_clock_skew_s / 86_400
+    return JsonlClickLog(directory, config.retention_days, window_days=window)

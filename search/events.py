@@ -6,7 +6,9 @@ so no client work is needed for that half. Clients then send click / conversion 
 users of Algolia Insights and OpenSearch UBI know. `EventRecorder` checks each event against its impression
 (a click on a position that was never shown is refused, not stored) and writes a batch all or nothing: one
 bad event rejects the batch with a message per event, so a client fixes and resends it, and the idempotency
-ids make that resend safe.
+ids make that resend safe. Events are scoped by their caller (API key and address): its key's index limits
+apply to the impression, its identity is stored on every record (idempotency ids are its own, and training
+counts one caller once), and clicks past the caps of `search.click_caps` are stored flagged.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from search.click_caps import ClickCaps
 from search.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
+from search.naming import version_alias
 from search.querylog import QueryEvent, QueryLog, to_utc
 from search.service import SearchRequest, SearchResponse
 
@@ -54,8 +58,8 @@ class EventIn(BaseModel):
         default=None,
         min_length=1,
         max_length=128,
-        description="Idempotency id: an event already stored under it is not stored again (default: a hash of "
-        "the event's content).",
+        description="Idempotency id: an event this API key and address already stored under it is not stored "
+        "again (default: a hash of the event's type, query_id, objects, positions and timestamp).",
     )
 
     @model_validator(mode="after")
@@ -72,11 +76,13 @@ class EventIn(BaseModel):
         return self
 
     def idempotency_id(self) -> str:
+        """The client's event_id, else a hash of what the user did: not of `event_name`, `user_token` or
+        `session_id`, which a replay could vary to have the same click counted twice."""
         if self.event_id:
             return self.event_id
-        ts = self.timestamp.isoformat() if self.timestamp else None
-        content = [self.type, self.event_name, self.query_id, self.object_ids, self.positions]
-        raw = json.dumps([*content, self.user_token, self.session_id, ts], separators=(",", ":"))
+        ts = to_utc(self.timestamp).isoformat() if self.timestamp else None
+        content = [self.type, self.query_id, self.object_ids, self.positions, ts]
+        raw = json.dumps(content, separators=(",", ":"))
         return "h-" + hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
@@ -104,6 +110,27 @@ def _err(i: int, field: str, msg: str) -> dict[str, Any]:
     return {"loc": ["body", "events", i, field], "msg": msg, "type": "value_error"}
 
 
+class Caller(Protocol):
+    """Who sent a batch, as the server knows it (`serving.auth.Principal` is one)."""
+
+    @property
+    def identity(self) -> str:
+        """A digest of API key name and client address: what click caps and idempotency are scoped by."""
+        ...
+
+    @property
+    def indices(self) -> frozenset[str] | None:
+        """The indices the caller's key may read (None: all)."""
+        ...
+
+
+def may_read(caller: Caller | None, index: str | None) -> bool:
+    """Whether the caller's key may read `index` (or its alias); in-process callers (None) may read any."""
+    if caller is None or caller.indices is None or index is None:
+        return True
+    return index in caller.indices or (version_alias(index) or index) in caller.indices
+
+
 class EventRecorder:
     """Checks events against the impressions in the query log and stores the batch in the click log."""
 
@@ -118,6 +145,8 @@ class EventRecorder:
         self.clicks = clicks
         self.config = config
         self.now = now
+        keep = config.max_event_age_days + config.max_clock_skew_s / 86_400
+        self.caps = ClickCaps(config.max_clicks_per_impression, config.max_clicks_per_identity_query, keep)
 
     async def _lookup(self, query_ids: set[str]) -> dict[str, QueryEvent]:
         found = await asyncio.to_thread(self.impressions.impressions, sorted(query_ids))
@@ -132,27 +161,34 @@ class EventRecorder:
             missing = query_ids - set(found)
         return found
 
-    async def record(self, batch: EventsBatch) -> EventsAccepted:
+    async def record(self, batch: EventsBatch, caller: Caller | None = None) -> EventsAccepted:
+        """Check and store a batch sent by `caller` (None: in-process, e.g. the click simulator): impressions of
+        indices the caller may not read are unknown to it, and every record carries its identity."""
         found = await self._lookup({e.query_id for e in batch.events})
+        found = {q: imp for q, imp in found.items() if may_read(caller, imp.index)}
         now = self.now()
         records: list[ClickRecord] = []
         errors: list[dict[str, Any]] = []
         for i, ev in enumerate(batch.events):
-            rec_or_errors = self.check(i, ev, found.get(ev.query_id), now)
+            rec_or_errors = self.check(i, ev, found.get(ev.query_id), now, caller)
             if isinstance(rec_or_errors, ClickRecord):
                 records.append(rec_or_errors)
             else:
                 errors.extend(rec_or_errors)
         if errors:
             raise EventsRejected(errors)
-        unique = list({r.event_id: r for r in records}.values())
+        for rec in records:  # counted only once the batch is valid: a rejected batch spends no cap
+            rec.flagged = self.caps.flag(rec, found[rec.query_id].ts)
+        unique = list({r.storage_id(): r for r in records}.values())
         written, duplicates = await asyncio.to_thread(self.clicks.append_many, unique)
         in_batch = len(records) - len(unique)  # the same event twice in one batch
         return EventsAccepted(
             accepted=written, duplicates=duplicates + in_batch, event_ids=[r.event_id for r in records]
         )
 
-    def check(self, i: int, ev: EventIn, imp: QueryEvent | None, now: datetime) -> ClickRecord | list[dict[str, Any]]:
+    def check(
+        self, i: int, ev: EventIn, imp: QueryEvent | None, now: datetime, caller: Caller | None = None
+    ) -> ClickRecord | list[dict[str, Any]]:
         """The record to store, or the reasons this event cannot be stored."""
         if imp is None:
             return [_err(i, "query_id", f"unknown query_id {ev.query_id!r}: no recent search or suggest response")]
@@ -177,8 +213,9 @@ class EventRecorder:
             positions=ev.positions,
             ts=ts,
             received_at=now,
-            user_token=ev.user_token or imp.user_token,
-            session_id=ev.session_id or imp.session_id,
+            user_token=imp.user_token or ev.user_token,  # the impression's, if logged: an event cannot relabel it
+            session_id=imp.session_id or ev.session_id,
+            client=caller.identity if caller is not None else None,
             index=imp.index,
             query=imp.query,
             source="suggest" if imp.type == "suggest" else "search",

@@ -61,3 +61,77 @@ def test_make_click_log_follows_the_store(tmp_path: Path) -> None:
     assert make_click_log(ClickLogConfig(backend="none"), "embedded", tmp_path) is None
     with pytest.raises(ValueError, match="Elasticsearch client"):
         make_click_log(ClickLogConfig(), "es", tmp_path)
+
+
+def test_a_failed_write_is_not_remembered_and_its_retry_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    log = JsonlClickLog(tmp_path)
+    assert log.append_many([rec(0)]) == (1, 0)
+    for name in ("write", "fsync"):  # the disk fills up, or the sync fails: the API answers 500
+        real = getattr(os, name)
+        calls = {"n": 0}
+
+        def once(*args: object, _real: object = real, _calls: dict[str, int] = calls) -> object:
+            _calls["n"] += 1
+            if _calls["n"] == 1:
+                raise OSError(28, "No space left on device")
+            return _real(*args)  # type: ignore[operator]
+
+        monkeypatch.setattr(os, name, once)
+        i = 1 if name == "write" else 2
+        with pytest.raises(OSError):
+            log.append_many([rec(i)])
+        assert log.append_many([rec(i)]) == (1, 0)  # the client's retry is stored, not called a duplicate
+        assert log.append_many([rec(i)]) == (0, 1)
+        monkeypatch.undo()
+    assert [r.event_id for r in JsonlClickLog(tmp_path).read()] == ["e0", "e1", "e2"]  # once each, no torn line
+    assert JsonlClickLog(tmp_path).append_many([rec(1), rec(2)]) == (0, 2)
+
+
+def test_stored_ids_are_forgotten_past_the_acceptance_window(tmp_path: Path) -> None:
+    clock = [T0]
+    log = JsonlClickLog(tmp_path, window_days=2.0, now=lambda: clock[0])
+    held = []
+    for day in range(8):
+        clock[0] = T0 + timedelta(days=day)
+        assert log.append_many([rec(10 * day + j, clock[0]) for j in range(10)]) == (10, 0)
+        held.append(log.remembered())
+    assert held[:4] == [10, 20, 30, 40] and held[4:] == [40] * 4  # the window's days (and a day's slack) only
+    assert log.append_many([rec(75, clock[0])]) == (0, 1)  # within the window: still a duplicate
+    restarted = JsonlClickLog(tmp_path, window_days=2.0, now=lambda: clock[0])
+    assert restarted.append_many([rec(1, clock[0])]) == (1, 0)  # a week old: forgotten (the API refuses it)
+    assert restarted.remembered() == 41
+    assert JsonlClickLog(tmp_path).append_many([rec(2, clock[0])]) == (0, 1)  # no window: all remembered
+
+
+def test_a_new_day_file_syncs_its_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import stat
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def spy(fd: int) -> None:
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    log = JsonlClickLog(tmp_path)
+    log.append_many([rec(0)])
+    assert synced == ["file", "dir"]  # the new file's entry is durable too
+    log.append_many([rec(1)])
+    assert synced[2:] == ["file"]  # same day's file: no directory sync
+    log.append_many([rec(2, T0 + timedelta(days=1))])
+    assert synced[3:] == ["file", "dir"]
+
+
+def test_an_event_id_is_scoped_by_who_sent_it(tmp_path: Path) -> None:
+    log = JsonlClickLog(tmp_path)
+    victim, attacker = rec(0).model_copy(update={"client": "c-victim"}), rec(0).model_copy(update={"client": "c-bad"})
+    assert log.append_many([attacker]) == (1, 0)
+    assert log.append_many([victim]) == (1, 0)  # the attacker's use of the id first does not swallow it
+    assert JsonlClickLog(tmp_path).append_many([victim, attacker]) == (0, 2)  # each one's retry: a duplicate
+    assert victim.storage_id() != attacker.storage_id() != "e0" and rec(0).storage_id() == "e0"

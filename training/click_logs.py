@@ -4,6 +4,10 @@ An impression (a search's query-log line: query, ids shown from absolute positio
 the click events that name its query id is one `Session` of the click models. Only first pages count
 (offset 0): a click model's rank r is the r-th result a user saw. Fitted relevance per (query, doc) becomes
 BEIR-style graded qrels, so `sift eval --qrels` can score any run against what users preferred.
+
+Logs written by the API know who sent each impression (`client`: a digest of API key and address). One caller's
+repeated searches of a query count as one session (`one_per_client`), and flagged clicks (past a click cap) not
+at all: one key at one address replaying searches and clicks moves a judgment as much as one user's click.
 """
 
 from __future__ import annotations
@@ -23,22 +27,50 @@ from training.click_data import DEFAULT_DEPTH, Session
 from training.click_models import ClickModel
 
 
+def clicked_positions(clicks: Iterable[ClickRecord]) -> dict[str, set[int]]:
+    """query_id → the positions clicked on that search response, from the unflagged click events."""
+    clicked: dict[str, set[int]] = defaultdict(set)
+    for c in clicks:
+        if c.type == "click" and c.source == "search" and c.positions and not c.flagged:
+            clicked[c.query_id].update(c.positions)
+    return clicked
+
+
+def one_per_client(impressions: Iterable[QueryEvent], clicked: Mapping[str, set[int]]) -> list[QueryEvent]:
+    """The impressions with each caller's repeated searches of one query (same `client`, index and normalised
+    text) reduced to one: its first clicked impression, else its first. Impressions without a `client`
+    (in-process simulations, older logs) are all kept. Order: by each kept group's first impression."""
+    out: list[QueryEvent] = []
+    chosen: dict[tuple[str, str | None, str], int] = {}
+    for imp in impressions:
+        if imp.client is None:
+            out.append(imp)
+            continue
+        key = (imp.client, imp.index, normalize_query(imp.query))
+        j = chosen.get(key)
+        if j is None:
+            chosen[key] = len(out)
+            out.append(imp)
+        elif clicked.get(imp.query_id or "") and not clicked.get(out[j].query_id or ""):
+            out[j] = imp
+    return out
+
+
 def sessions_from_logs(
     impressions: Iterable[QueryEvent],
     clicks: Iterable[ClickRecord],
     depth: int = DEFAULT_DEPTH,
     index: str | None = None,
 ) -> list[Session]:
-    """One session per first-page search impression (of `index`, if given), clicks flagged by position."""
-    clicked: dict[str, set[int]] = defaultdict(set)
-    for c in clicks:
-        if c.type == "click" and c.source == "search" and c.positions:
-            clicked[c.query_id].update(c.positions)
+    """One session per first-page search impression (of `index`, if given), clicks flagged by position; one
+    caller's repeated impressions of a query count once (`one_per_client`), flagged clicks not at all."""
+    clicked = clicked_positions(clicks)
+    first_pages = [
+        imp for imp in impressions if imp.type == "search" and not imp.offset and (index is None or imp.index == index)
+    ]
     sessions = []
-    for imp in impressions:
-        if imp.type != "search" or not imp.query_id or not imp.shown or imp.offset:
-            continue
-        if index is not None and imp.index != index:
+    for imp in one_per_client(first_pages, clicked):
+        if not imp.query_id or not imp.shown:
             continue
         docs = tuple(imp.shown[:depth])
         flags = clicked.get(imp.query_id, set())

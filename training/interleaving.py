@@ -2,12 +2,12 @@
 
 Each impression logged with `teams` (team-draft interleaving, `ranking.interleaving`) is credited to the team
 whose results got more clicks; impressions without clicks, or with as many for each team, are ties. The
-confidence is a two-sided sign test (binomial, p = 0.5) over the impressions that had a winner.
+confidence is a two-sided sign test (binomial, p = 0.5) over the impressions that had a winner. Flagged clicks
+(past a click cap) are ignored, and one caller's repeated searches of a query count once (`one_per_client`).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Literal
 
@@ -17,6 +17,7 @@ from scipy.stats import binomtest
 from ranking.interleaving import TEAM_A, TEAM_B, credit
 from search.clicklog import ClickRecord
 from search.querylog import QueryEvent
+from training.click_logs import clicked_positions, one_per_client
 
 
 class InterleavingResult(BaseModel):
@@ -35,15 +36,13 @@ class InterleavingResult(BaseModel):
 def interleaving_result(
     impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord], alpha: float = 0.05
 ) -> InterleavingResult:
-    clicked: dict[str, set[int]] = defaultdict(set)
-    for c in clicks:
-        if c.type == "click" and c.source == "search" and c.positions:
-            clicked[c.query_id].update(c.positions)
+    clicked = clicked_positions(clicks)
     wins = {TEAM_A: 0, TEAM_B: 0}
     ties = n = 0
     rankers: dict[str, str] = {}
-    for imp in impressions:
-        if imp.type != "search" or not imp.teams or not imp.query_id or imp.offset:
+    interleaved = [imp for imp in impressions if imp.type == "search" and imp.teams and not imp.offset]
+    for imp in one_per_client(interleaved, clicked):
+        if not imp.teams or not imp.query_id:
             continue
         n += 1
         for part in ((imp.versions or {}).get("interleave") or "").split(","):

@@ -127,7 +127,7 @@ def _occurrences(impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord
     that name their query id."""
     acted: dict[str, list[str]] = defaultdict(list)
     for c in clicks:
-        if c.type in ("click", "conversion") and c.source == "search":
+        if c.type in ("click", "conversion") and c.source == "search" and not c.flagged:  # flagged: past a click cap
             acted[c.query_id].extend(c.object_ids)
     out = []
     for imp in impressions:

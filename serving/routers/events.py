@@ -63,9 +63,11 @@ async def _read_capped(request: Request, cap: int) -> bytes | None:
         501: {"description": "This server has no click log (query_log or click_log backend: none)"},
     },
 )
-async def events(request: Request, backend: BackendDep, _: EventsAuth) -> Any:
+async def events(request: Request, backend: BackendDep, principal: EventsAuth) -> Any:
     """Store a batch of 1 to 1,000 events, all or nothing. Each event refers to a response by `query_id`
-    and to what it showed by `object_ids` and 1-based `positions`; `event_id` makes a retried batch safe."""
+    and to what it showed by `object_ids` and 1-based `positions`; `event_id` makes a retried batch safe.
+    A response of an index the key may not read is an unknown query_id; clicks past the caps of `click_log`
+    are stored flagged (ignored by training)."""
     recorder = backend.events
     if recorder is None:
         return _problem(501, "this server records no events (query_log or click_log backend is none)")
@@ -77,13 +79,16 @@ async def events(request: Request, backend: BackendDep, _: EventsAuth) -> Any:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         return _problem(422, [{"loc": ["body"], "msg": f"the body is not JSON: {exc}", "type": "json_invalid"}])
+    except RecursionError:  # the parser's own limit, reached long before a real batch (4 levels deep) would
+        msg = "the body nests arrays or objects too deeply (an events batch is 4 levels deep)"
+        return _problem(422, [{"loc": ["body"], "msg": msg, "type": "json_invalid"}])
     try:
         batch = EventsBatch.model_validate(payload)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_context=False, include_input=False)
         return _problem(422, [{**e, "loc": ["body", *e["loc"]]} for e in errors])
     try:
-        accepted = await recorder.record(batch)
+        accepted = await recorder.record(batch, principal)
     except EventsRejected as exc:
         return _problem(422, exc.errors)
     return JSONResponse(status_code=202, content=accepted.model_dump())
