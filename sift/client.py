@@ -102,7 +102,13 @@ class SiftClient:
         **options: Any,
     ) -> Iterator[StreamEvent]:
         """`TokenEvent`s as the LM writes, then one `SummaryEvent`: of `ids` for `query`, or of `search`'s top k."""
-        call = self._core.summarize(summary_fields(query, ids, search, **options))
+        return self._stream(self._core.summarize(summary_fields(query, ids, search, **options)))
+
+    def summary_of(self, page: SearchResponse) -> Iterator[StreamEvent]:
+        """The stream of a search's `summary_url` (searched with `summarize=True`)."""
+        return self._stream(self._core.summary_url(page))
+
+    def _stream(self, call: Call[None]) -> Iterator[StreamEvent]:
         retries = self._core.retries(call)
         while True:
             response = self._http.send(self._core.request(self._http, call, stream=True), stream=True)
@@ -204,7 +210,7 @@ class AsyncSiftClient:
     async def click(self, response: SearchResponse, result_id: str, **options: Any) -> EventsAccepted:
         return await self.events([self._core.click(response, result_id, options)])
 
-    async def summarize_stream(
+    def summarize_stream(
         self,
         query: str | None = None,
         ids: Sequence[str] | None = None,
@@ -212,7 +218,12 @@ class AsyncSiftClient:
         search: SearchRequest | None = None,
         **options: Any,
     ) -> AsyncIterator[StreamEvent]:
-        call = self._core.summarize(summary_fields(query, ids, search, **options))
+        return self._stream(self._core.summarize(summary_fields(query, ids, search, **options)))
+
+    def summary_of(self, page: SearchResponse) -> AsyncIterator[StreamEvent]:
+        return self._stream(self._core.summary_url(page))
+
+    async def _stream(self, call: Call[None]) -> AsyncIterator[StreamEvent]:
         retries = self._core.retries(call)
         while True:
             response = await self._http.send(self._core.request(self._http, call, stream=True), stream=True)

@@ -164,7 +164,7 @@ class ClientCore:
             headers["Content-Type"] = "application/json"
         url = self.base_url + call.path
         return http.build_request(
-            call.method, url, params=call.params, content=body, headers=headers, timeout=self.timeout
+            call.method, url, params=call.params or None, content=body, headers=headers, timeout=self.timeout
         )
 
     def retries(self, call: Call[Any]) -> Retries:
@@ -220,6 +220,12 @@ class ClientCore:
     def summarize(self, fields: dict[str, Any]) -> Call[None]:
         req = SummarizeRequest(**{k: v for k, v in fields.items() if v is not None})
         return Call("POST", "/v1/summarize", lambda r: None, body=req.model_dump(mode="json", exclude_none=True))
+
+    @staticmethod
+    def summary_url(page: SearchResponse) -> Call[None]:
+        if not page.summary_url:
+            raise ValueError("this response has no summary_url: search with summarize=True on a server with summaries")
+        return Call("GET", page.summary_url, lambda r: None)
 
     @staticmethod
     def health() -> Call[Health]:

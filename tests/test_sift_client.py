@@ -131,6 +131,12 @@ def test_summary_stream_and_admin_routes(url: str) -> None:
         tokens: list[str] = []
         of_search = sift.summarize(search=SearchRequest(query="generators", mode="bm25"), k=2, on_token=tokens.append)
         assert of_search.query == "generators" and len(of_search.sources) <= 2 and tokens
+        linked = sift.search("generators yield", limit=2, mode="bm25", summarize=True)
+        assert linked.summary_url and "query_id=" in linked.summary_url
+        last = list(sift.summary_of(linked))[-1]  # GET summary_url: the query read back from the impression
+        assert isinstance(last, SummaryEvent) and last.summary.query == "generators yield"
+        with pytest.raises(ValueError, match="no summary_url"):
+            sift.summary_of(sift.search("generators", mode="bm25"))
         with pytest.raises(SiftError) as forbidden:
             sift.metrics()  # the web key has no admin scope
         assert forbidden.value.status == 403
@@ -148,6 +154,8 @@ def test_async_client(url: str) -> None:
             assert (await sift.click(page, page.results[0].id)).accepted == 1
             streamed = [e async for e in sift.summarize_stream("generators", [page.results[0].id], max_new_tokens=3)]
             assert isinstance(streamed[-1], SummaryEvent) and streamed[-1].summary.generated_tokens == 3
+            linked = await sift.search("files open", limit=2, mode="bm25", summarize=True)
+            assert isinstance([e async for e in sift.summary_of(linked)][-1], SummaryEvent)
             assert "generators yield" in [s.text for s in (await sift.suggest("gener")).suggestions]
             with pytest.raises(SiftError) as wrong:
                 await AsyncSiftClient(url, api_key="sk_wrong").search("x")
