@@ -59,7 +59,7 @@ def cli_reference() -> str:
     for path, cmd in _commands(root, "sift"):
         out.append(f"\n## `{path}`\n\n{(cmd.help or '').strip()}\n")
         params = [p for p in cmd.params if p.name != "help"]
-        if params and not hasattr(cmd, "commands"):
+        if params:
             out.append("\n| option | type | default | required | help |\n|---|---|---|---|---|\n")
             ctx = cmd.context_class(cmd)
             out.extend(_param_row(p, ctx) + "\n" for p in params)
