@@ -150,7 +150,7 @@ class IndexingPipeline:
                 raise
             finally:
                 dead.close()
-            self._prune(index)
+            self._prune(index, expected)
         return self._finish(report, dead, started)
 
     def update(self, source: Path | None, index: str, delete_ids: Sequence[str] = ()) -> IndexReport:
@@ -361,9 +361,14 @@ class IndexingPipeline:
                 log.info("dropping incomplete version %s left by an earlier run", v.version)
                 self._safe_drop(v.version)
 
-    def _prune(self, index: str) -> None:
+    def _prune(self, index: str, previous: str | None = None) -> None:
+        """Keep the live version and the newest others up to `keep_versions`, the one the build replaced
+        (`previous`) first: after a rollback from a bad version, the fallback is the good one that was live, not
+        the newer bad one."""
         current = self.store.current_version(index)
         complete = [v.version for v in self.store.list_versions(index) if v.complete and v.version != current]
+        if previous in complete:  # dropped last: move it to the newest end
+            complete = [v for v in complete if v != previous] + [previous]
         for version in complete[: max(0, len(complete) - (self.config.keep_versions - 1))]:
             self._safe_drop(version)
 

@@ -130,3 +130,14 @@ def test_cli_exit_codes_and_messages(
     bad = sift("rollback", "--index", "Bad Name")
     assert bad.exit_code == USAGE and "invalid index name" in bad.stderr
     assert store.current_version(index_name) == v1
+
+
+def test_next_build_keeps_the_version_rolled_back_to(store: IndexStore, tmp_path: Path, index_name: str) -> None:
+    """After a rollback from a bad v2 to v1, the next build's fallback is v1 (the version it replaced), not the
+    newer bad v2: with keep_versions=2 the build prunes v2."""
+    v1 = build(store, tmp_path, index_name, docs(10), keep_versions=2)
+    v2 = build(store, tmp_path, index_name, docs(15), keep_versions=2)
+    rollback(store, index_name)
+    v3 = build(store, tmp_path, index_name, docs(12), keep_versions=2)
+    kept = [v.version for v in store.list_versions(index_name)]
+    assert v1 in kept and v3 in kept and v2 not in kept, (v1, v2, v3, kept)
