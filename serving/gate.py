@@ -94,14 +94,14 @@ class KeyGateMiddleware:
         self.app = app
         self._routes: list[tuple[Any, KeyScope | None]] | None = None
 
-    def _needed(self, app: Any, scope: Scope) -> KeyScope | None:
-        """The scope of the route the router will pick (its first full match); None for open or no route."""
+    def _needed(self, app: Any, scope: Scope) -> tuple[KeyScope | None, Any]:
+        """The scope of the route the router will pick (its first full match; None: open or no route), and it."""
         if self._routes is None:  # routes are all in place by the first request
             self._routes = api_routes(app)
         for route, needed in self._routes:
             if route.matches(scope)[0] is Match.FULL:
-                return needed
-        return None
+                return needed, getattr(route, "original_route", route)
+        return None, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         app = scope.get("app")
@@ -109,7 +109,7 @@ class KeyGateMiddleware:
         if scope["type"] != "http" or not isinstance(guard, Guard) or not guard.keys.enabled:
             await self.app(scope, receive, send)
             return
-        needed = self._needed(app, scope)
+        needed, route = self._needed(app, scope)
         if needed is None:
             await self.app(scope, receive, send)
             return
@@ -119,6 +119,7 @@ class KeyGateMiddleware:
         try:
             guard.authenticate(request_key(headers), needed, client)
         except HTTPException as exc:
+            scope["route"] = route  # metrics count the refusal under its route, not as unmatched
             await _reject(send, exc, close=_body_pending(headers))
             return
         await self.app(scope, receive, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -139,6 +140,8 @@ def test_no_body_is_read_or_parsed_without_a_valid_key(make_app: Any) -> None:
     assert r.status_code == 403 and "summarize" in r.json()["detail"]  # a key without the scope: 403, unparsed
     r = client.post("/v1/search", content=malformed, headers={**headers, **bearer("web")})
     assert r.status_code == 422  # with a key, the body is parsed as before
+    metrics = client.get("/metrics", headers=bearer("admin")).text  # refusals are counted under their route
+    assert re.search(r'requests_total\{[^}]*route="/v1/search"[^}]*status="401"[^}]*\} 1\.0', metrics), metrics
 
     async def untouched() -> dict[str, Any]:
         raise AssertionError("the body of an unauthenticated request was read")
