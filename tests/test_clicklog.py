@@ -135,3 +135,27 @@ def test_an_event_id_is_scoped_by_who_sent_it(tmp_path: Path) -> None:
     assert log.append_many([victim]) == (1, 0)  # the attacker's use of the id first does not swallow it
     assert JsonlClickLog(tmp_path).append_many([victim, attacker]) == (0, 2)  # each one's retry: a duplicate
     assert victim.storage_id() != attacker.storage_id() != "e0" and rec(0).storage_id() == "e0"
+
+
+@pytest.mark.es
+def test_elasticsearch_scopes_event_ids_by_client_and_keeps_flags(es_url: str, index_name: str) -> None:
+    from elasticsearch import Elasticsearch
+
+    from search.clicklog import EsClickLog
+
+    client = Elasticsearch(es_url)
+    index = f"cl-scope-{index_name}"
+    log = EsClickLog(client, index)
+    try:
+        victim = rec(0).model_copy(update={"client": "c-victim"})
+        attacker = rec(0).model_copy(update={"client": "c-bad", "flagged": "impression_cap"})
+        assert log.append_many([attacker]) == (1, 0)
+        assert log.append_many([victim, attacker]) == (1, 1)
+        got = sorted(log.read(), key=lambda r: r.client or "")
+        assert [(r.event_id, r.client, r.flagged) for r in got] == [
+            ("e0", "c-bad", "impression_cap"),
+            ("e0", "c-victim", None),
+        ]
+    finally:
+        client.indices.delete(index=index, ignore_unavailable=True)
+        client.close()
