@@ -8,8 +8,9 @@ Elasticsearch setup. Every event carries a `type` so click events can join later
 from __future__ import annotations
 
 import logging
-import re
+import os
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -18,29 +19,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from search.pii import scrub_pii  # the scrubber lives with the PII detector (search.pii); importable here too
+
 log = logging.getLogger("sift.querylog")
 
 DEFAULT_ES_INDEX = "sift-querylog"
 RETENTION_DAYS = 90.0
-
-_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
-# digit groups joined by spaces, dots, dashes, slashes or brackets: phone and card numbers as people type them
-_NUMBER = re.compile(r"\+?\(?\d(?:[ .\-/()]{0,2}\d)+\)?")
-_LONG_RUN = re.compile(r"\d{6,}")
-PLACEHOLDERS = ("<email>", "<number>")
-
-
-def scrub_pii(text: str) -> str:
-    """The query with e-mail addresses, phone and card numbers (9+ digits in one group) and long digit runs (6+)
-    replaced by placeholders: what is logged, learnt from and suggested to others never holds them. Years, zip
-    codes and short numbers stay."""
-    text = _EMAIL.sub(PLACEHOLDERS[0], text)
-
-    def number(m: re.Match[str]) -> str:
-        digits = sum(c.isdigit() for c in m.group(0))
-        return PLACEHOLDERS[1] if digits >= 9 or _LONG_RUN.search(m.group(0)) else m.group(0)
-
-    return _NUMBER.sub(number, text)
 
 
 class QueryEvent(BaseModel):
@@ -51,7 +35,10 @@ class QueryEvent(BaseModel):
 
     type: Literal["search", "suggest", "click"] = Field(default="search", description="Event kind.")
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="When it happened (UTC).")
-    query: str = Field(description="The query as the user sent it.")
+    query: str = Field(
+        description="The query as the user sent it, with e-mails and phone/card numbers replaced by placeholders "
+        "(`search.pii.scrub_pii`)."
+    )
     result_count: int = Field(default=0, ge=0, description="Results returned on the page.")
     request_id: str = Field(default="", description="The search response's request id.")
     session_id: str | None = Field(default=None, description="Opaque session id, if the client sent one.")
@@ -81,6 +68,16 @@ class QueryEvent(BaseModel):
     @classmethod
     def _scrubbed(cls, v: str) -> str:
         return scrub_pii(v)
+
+    @property
+    def issuer(self) -> str | None:
+        """Who issued it, for "k distinct issuers" rules (suggestions, LM data): the server-known `client` where
+        the impression has one (every one the HTTP API logs), else the session id or user token (in-process
+        simulations and imports); None when none is known. Prefixed so the two kinds never collide."""
+        if self.client:
+            return f"client:{self.client}"
+        session = self.session_id or self.user_token
+        return f"session:{session}" if session else None
 
 
 @runtime_checkable
@@ -200,8 +197,20 @@ class ImpressionCache:
             return {q: self._items[q] for q in query_ids if q in self._items}
 
 
+def fsync_directory(directory: Path) -> None:
+    """Make a file's creation (its directory entry) durable: an fsynced file in an unsynced directory can vanish."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class JsonlQueryLog:
-    """`querylog-YYYY-MM-DD.jsonl` files (UTC days): append is one line write, so a crash loses at most one event."""
+    """`querylog-YYYY-MM-DD.jsonl` files (UTC days): append is one line write, so a crash of the process loses at
+    most one event; lines reach the disk (fsync) at `flush`, `close` and at least every `fsync_interval_s` while
+    appending, and a new day file's directory entry is fsynced as it is created, so a crash of the machine loses
+    at most that interval."""
 
     lookup_retry_s = 0.0  # a line is in the file before the search returns: every replica can read it at once
 
@@ -211,11 +220,15 @@ class JsonlQueryLog:
         impression_days: float = 2.0,
         impression_cache: int = 200_000,
         retention_days: float | None = None,
+        fsync_interval_s: float = 1.0,
     ) -> None:
         """`retention_days`: day files older than this are deleted now and at each new day (None: kept; the
-        app's log, from `make_query_log`, always has one)."""
+        app's log, from `make_query_log`, always has one). `fsync_interval_s`: an append fsyncs when the last
+        fsync is older (0: every append; a search then waits for the disk)."""
         self.directory = Path(directory)
         self.retention_days = retention_days
+        self.fsync_interval_s = fsync_interval_s
+        self._synced_at = time.monotonic()
         if retention_days is not None:
             prune_day_files(self.directory, "querylog", retention_days)
         self._lock = threading.Lock()
@@ -233,19 +246,27 @@ class JsonlQueryLog:
         day = f"{to_utc(event.ts):%Y-%m-%d}"
         with self._lock:
             if self._fh is None or day != self._day:
-                if self._fh is not None:
+                if self._fh is not None:  # the day ended: its file goes to the disk before it is left
+                    self._sync()
                     self._fh.close()
-                self.directory.mkdir(parents=True, exist_ok=True)
+                if not self.directory.exists():
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    fsync_directory(self.directory.parent)
                 if self._day is not None and self.retention_days is not None:  # a new day: the oldest may go
                     prune_day_files(self.directory, "querylog", self.retention_days)
                 path = self.path_for(event.ts)
                 torn = _ends_mid_line(path)
+                created = not path.exists()
                 self._fh = open(path, "a", encoding="utf-8")  # kept open between appends
+                if created:
+                    fsync_directory(self.directory)
                 if torn:  # a crash cut the last line short: start ours on a fresh line
                     self._fh.write("\n")
                 self._day = day
             self._fh.write(line)
             self._fh.flush()
+            if time.monotonic() - self._synced_at >= self.fsync_interval_s:
+                self._sync()
         if event.query_id:
             self._seen.put(event)
 
@@ -296,14 +317,21 @@ class JsonlQueryLog:
                     if since_utc is None or to_utc(ev.ts) >= since_utc:
                         yield ev
 
+    def _sync(self) -> None:
+        """Write the open day file through to the disk (the caller holds the lock)."""
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._synced_at = time.monotonic()
+
     def flush(self) -> None:
         with self._lock:
             if self._fh is not None:
-                self._fh.flush()
+                self._sync()
 
     def close(self) -> None:
         with self._lock:
             if self._fh is not None:
+                self._sync()
                 self._fh.close()
                 self._fh = None
                 self._day = None

@@ -9,18 +9,18 @@ served unchanged:
 - `related`: within one session, a query with no click followed by a different query that got one.
 - `doc2query`: (clicked document text, query) pairs; the document text comes from the store.
 
-Privacy comes before anything is learnt: a query is used only when at least `min_sessions` distinct sessions
-issued it, so the model cannot memorise one person's search, and queries holding personal data (e-mails,
-phone or card numbers, long digit runs, the log's scrub placeholders) or blocklisted words are dropped.
-Impressions without a session or user token count towards no session. Splits are by time or by session,
-never by random line: held-out occurrences come from later times or from sessions never trained on.
+Privacy comes before anything is learnt: a query is used only when at least `min_sessions` distinct issuers
+issued it (`QueryEvent.issuer`: the server-known client of what the API logged, else the session id or user
+token), so the model cannot memorise one person's search, and queries holding personal data (`search.pii`: the
+forms the query log's scrubber replaces, and its placeholders) or blocklisted words are dropped. Impressions
+with no issuer count towards none. Splits are by time or by session, never by random line: held-out
+occurrences come from later times or from sessions never trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from indexing.doc2query import DOC2QUERY_HEADER, DocPart, doc2query_prompt, prompt_text
 from search.clicklog import ClickRecord
+from search.pii import contains_pii, was_scrubbed
 from search.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from search.suggest.safety import DEFAULT_BLOCKLIST, SafetyFilter
@@ -39,17 +40,16 @@ from search.text import normalize_query
 LMTask = Literal["suggest", "related", "doc2query"]
 TextFetch = Callable[[Sequence[str]], dict[str, str]]
 
-_LONG_DIGITS = re.compile(r"\d{6,}")
-# the query log's scrub placeholders, also after normalisation has stripped a bracket at either end
-_PLACEHOLDER = re.compile(r"<(?:email|number|phone|card)\b|\b(?:email|number|phone|card)>", re.IGNORECASE)
-
 
 class LMDataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: LMTask = Field(default="suggest", description="suggest (prefix completion), related or doc2query.")
     min_sessions: int = Field(
-        default=3, ge=1, description="A query is used only when at least this many distinct sessions issued it."
+        default=3,
+        ge=1,
+        description="A query is used only when at least this many distinct issuers issued it (the server-known "
+        "client of API impressions, else session ids or user tokens).",
     )
     blocklist: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BLOCKLIST), description="Words or phrases never learnt (`word*`)."
@@ -110,6 +110,7 @@ class _Occurrence:
 
     query: str
     session: str | None
+    issuer: str | None  # what the k-sessions rule and the weights count (`QueryEvent.issuer`); `session` splits
     ts: float
     query_id: str
     clicked: tuple[str, ...]
@@ -118,8 +119,9 @@ class _Occurrence:
 
 
 def has_personal_data(text: str, safety: SafetyFilter) -> bool:
-    """Blocklisted or personal: the suggester's filter plus long digit runs and the log's scrub placeholders."""
-    return bool(safety.reason(text) or _LONG_DIGITS.search(text) or _PLACEHOLDER.search(text))
+    """Blocklisted or personal: the suggester's filter, and the shared PII patterns and scrub placeholders (also
+    where the filter's PII check is off)."""
+    return bool(safety.reason(text) or contains_pii(text) or was_scrubbed(text))
 
 
 def _occurrences(impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord]) -> list[_Occurrence]:
@@ -136,19 +138,19 @@ def _occurrences(impressions: Iterable[QueryEvent], clicks: Iterable[ClickRecord
             continue
         docs = tuple(dict.fromkeys(acted.get(imp.query_id, [])))
         session = imp.session_id or imp.user_token
-        out.append(_Occurrence(q, session, imp.ts.timestamp(), imp.query_id, docs, bool(docs), imp.query))
+        out.append(_Occurrence(q, session, imp.issuer, imp.ts.timestamp(), imp.query_id, docs, bool(docs), imp.query))
     return out
 
 
 def allowed_queries(occs: Sequence[_Occurrence], cfg: LMDataConfig) -> set[str]:
-    """Queries issued by at least `min_sessions` distinct sessions and free of personal or blocked text (checked
+    """Queries issued by at least `min_sessions` distinct issuers and free of personal or blocked text (checked
     on the text as logged too: normalisation must not hide a placeholder or a number's separators)."""
     sessions: dict[str, set[str]] = defaultdict(set)
     safety = SafetyFilter(cfg.blocklist)
     banned: set[str] = set()
     for o in occs:
-        if o.session is not None:
-            sessions[o.query].add(o.session)
+        if o.issuer is not None:
+            sessions[o.query].add(o.issuer)
         if o.query not in banned and (has_personal_data(o.raw, safety) or has_personal_data(o.query, safety)):
             banned.add(o.query)
     return {q for q, s in sessions.items() if len(s) >= cfg.min_sessions and q not in banned}
@@ -195,11 +197,11 @@ def suggest_examples(
 
 
 def _suggest(occs: Sequence[_Occurrence], allowed: set[str]) -> dict[str, set[str]]:
-    """query → distinct sessions of its successful searches (the example weight)."""
+    """query → distinct issuers of its successful searches (the example weight)."""
     by_query: dict[str, set[str]] = defaultdict(set)
     for o in occs:
-        if o.success and o.query in allowed and o.session is not None:
-            by_query[o.query].add(o.session)
+        if o.success and o.query in allowed and o.issuer is not None:
+            by_query[o.query].add(o.issuer)
     return by_query
 
 
@@ -221,12 +223,12 @@ def _related(occs: Sequence[_Occurrence], allowed: set[str], cfg: LMDataConfig) 
 
 
 def _doc_pairs(occs: Sequence[_Occurrence], allowed: set[str]) -> dict[str, set[str]]:
-    """(query, clicked doc id) → distinct sessions that clicked it."""
+    """(query, clicked doc id) → distinct issuers that clicked it."""
     pairs: dict[str, set[str]] = defaultdict(set)
     for o in occs:
-        if o.query in allowed and o.session is not None:
+        if o.query in allowed and o.issuer is not None:
             for d in o.clicked:
-                pairs[json.dumps([o.query, d])].add(o.session)
+                pairs[json.dumps([o.query, d])].add(o.issuer)
     return pairs
 
 

@@ -1,12 +1,16 @@
 """What may never be suggested: the blocklist (whole words or phrases, `word*` for word prefixes) and personal
-data (e-mails, phone or card-like numbers). Past queries and LM candidates both pass through `SafetyFilter`."""
+data (e-mails, phone or card-like numbers: `search.pii`, the patterns the query log's scrubber uses, and the
+scrubber's placeholders). Past queries and LM candidates both pass through `SafetyFilter`."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
 
+from search.pii import contains_pii, was_scrubbed
 from search.text import normalize_query
+
+__all__ = ["DEFAULT_BLOCKLIST", "SafetyFilter", "contains_pii"]
 
 # A conservative default; deployments extend it with `blocklist` / `blocklist_file`. A trailing `*` matches
 # any word that starts with the entry.
@@ -20,31 +24,6 @@ DEFAULT_BLOCKLIST = [
     "how to make a bomb",
     "child abuse material",
 ]
-
-
-_EMAIL = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)*", re.UNICODE)
-_DIGIT_RUN = re.compile(r"\+?\d(?:[\s().\-/]{0,2}\d)+")
-_LOCAL_PHONE = re.compile(r"(?<!\d)\d{3}[\-.\s]\d{4}(?!\d)")
-
-
-def contains_pii(text: str) -> str | None:
-    """The kind of personal data in `text` (e-mail, phone/card-like digits), or None.
-
-    Any run of 9+ digits (allowing spaces, dashes, dots, slashes, brackets between them) counts: that
-    covers phone numbers with area codes, card numbers (13-19 digits) and id numbers. Cheap false
-    positives (a list of years) are acceptable; a suggested phone number is not.
-    """
-    if _EMAIL.search(text):
-        return "email"
-    for m in _DIGIT_RUN.finditer(text):
-        digits = sum(ch.isdigit() for ch in m.group())
-        if digits >= 13:
-            return "card-like digits"
-        if digits >= 9:
-            return "phone-like digits"
-    if _LOCAL_PHONE.search(text):
-        return "phone-like digits"
-    return None
 
 
 class SafetyFilter:
@@ -67,6 +46,8 @@ class SafetyFilter:
         if self._block is not None and self._block.search(norm):
             return "blocklist"
         if self.pii:
+            if was_scrubbed(text) or was_scrubbed(norm):
+                return "scrubbed"
             return contains_pii(text) or contains_pii(norm)
         return None
 

@@ -27,7 +27,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
-from search.querylog import PLACEHOLDERS, QueryEvent
+from search.pii import was_scrubbed
+from search.querylog import QueryEvent
 from search.suggest.cache import TTLCache
 from search.suggest.indices import IssuerCounter, PrefixIndex, SessionIndex
 from search.suggest.lm_completer import Task
@@ -96,12 +97,12 @@ class Suggester:
         if event.type != "search" or event.result_count < self.config.min_result_count:
             return False
         q = normalize_query(event.query)
-        scrubbed = any(p in event.query for p in PLACEHOLDERS)  # had PII: no use, and no right, to suggest it
+        scrubbed = was_scrubbed(event.query)  # had PII: no use, and no right, to suggest it
         if not q or len(q) > MAX_PREFIX_CHARS or scrubbed or not self.safety.allows(q):
             self.stats["rejected"] += 1
             return False
         ts = event.ts.timestamp()
-        self.issuers.add(q, event.session_id or event.user_token, event.index)
+        self.issuers.add(q, event.issuer, event.index)  # the server-known client where there is one
         self.prefixes.add(q, ts)
         if event.session_id:
             self.sessions.add(event.session_id, q, ts)
