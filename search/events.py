@@ -241,8 +241,11 @@ def _position_errors(i: int, ev: EventIn, imp: QueryEvent) -> list[dict[str, Any
     return errors
 
 
-def impression_for(req: SearchRequest, resp: SearchResponse, versions: Mapping[str, str]) -> QueryEvent:
-    """The impression of one served search: what /v1/search logs, and what an in-process simulation logs."""
+def impression_for(
+    req: SearchRequest, resp: SearchResponse, versions: Mapping[str, str], client: str | None = None
+) -> QueryEvent:
+    """The impression of one served search: what /v1/search logs, and what an in-process simulation logs.
+    `client`: who sent it as the server knows it (`Principal.identity`); None in-process."""
     return search_impression(
         resp.query_id,
         resp.request_id,
@@ -256,6 +259,7 @@ def impression_for(req: SearchRequest, resp: SearchResponse, versions: Mapping[s
         explored=resp.explored or None,
         features=resp.features,
         teams=resp.teams,
+        client=client,
     )
 
 
@@ -272,6 +276,7 @@ def search_impression(
     explored: bool | None = None,
     features: Mapping[str, list[float | None]] | None = None,
     teams: Sequence[str] | None = None,
+    client: str | None = None,
 ) -> QueryEvent:
     """The query-log line of one search response (also what suggestions learn from)."""
     return QueryEvent(
@@ -289,6 +294,7 @@ def search_impression(
         explored=explored,
         features=dict(features) if features else None,
         teams=list(teams) if teams else None,
+        client=client,
     )
 
 
@@ -299,6 +305,7 @@ def suggest_impression(
     session_id: str | None = None,
     user_token: str | None = None,
     versions: Mapping[str, str] | None = None,
+    client: str | None = None,
 ) -> QueryEvent:
     """The query-log line of one suggest response (`shown` are the suggestion texts)."""
     return QueryEvent(
@@ -311,4 +318,5 @@ def suggest_impression(
         user_token=user_token,
         shown=list(shown),
         versions=dict(versions) if versions else None,
+        client=client,
     )

@@ -134,8 +134,11 @@ class AppBackend:
         return checks
 
 
-async def logged_search(backend: Backend, req: SearchRequest, lighter: bool = False) -> SearchResponse:
-    """A search and its impression in the query log: /v1/search and the in-process click simulator."""
+async def logged_search(
+    backend: Backend, req: SearchRequest, lighter: bool = False, client: str | None = None
+) -> SearchResponse:
+    """A search and its impression in the query log: /v1/search and the in-process click simulator. `client`:
+    who sent it as the server knows it (`Principal.identity`), what the k-sessions rule counts; None in-process."""
     resp = await backend.service.search(req, lighter=lighter)
     runtime = backend.suggest
     if runtime is not None:
@@ -145,7 +148,7 @@ async def logged_search(backend: Backend, req: SearchRequest, lighter: bool = Fa
                 if k not in resp.model_versions:
                     versions.pop(k, None)
         try:
-            runtime.record(impression_for(req, resp, versions))
+            runtime.record(impression_for(req, resp, versions, client=client))
         except Exception as exc:  # logging must never fail a search that succeeded
             log.warning("recording the search failed (%s)", type(exc).__name__)  # its text may quote the query
     return resp

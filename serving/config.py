@@ -51,8 +51,9 @@ class ServedSuggestConfig(SuggestConfig):
         default=3,
         ge=1,
         le=1000,
-        description="Distinct sessions (or user tokens) that must have issued a query on the served index before "
-        "it is suggested or shown as related to anyone; 1 shows every logged query (a privacy risk).",
+        description="Distinct clients (API key and client address, as the server sees them) that must have issued "
+        "a query on the served index before it is suggested or shown as related to anyone; 1 shows every logged "
+        "query (a privacy risk).",
     )
 
 

@@ -1,5 +1,6 @@
-"""Privacy of the query log: PII scrubbed before a query is stored, a past query suggested to others only after k
-distinct sessions issued it (per index), retention on the JSONL logs and on Elasticsearch log indices."""
+"""Privacy of the query log: PII scrubbed before a query is stored (every form of tests/pii_corpus.py), a past
+query suggested to others only after k distinct clients issued it (per index; the server-known client, so one
+client cannot pass alone by inventing session ids), retention on the JSONL logs and on Elasticsearch log indices."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ from fastapi.testclient import TestClient
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
 from search.clicklog import ClickLogConfig, ClickRecord, make_click_log
+from search.pii import contains_pii
 from search.querylog import QueryEvent, QueryLogConfig, make_query_log, purge_es_log, scrub_pii
 from search.stores.embedded import EmbeddedStore
 from search.suggest.indices import IssuerCounter
+from tests.pii_corpus import PII_FORMS
 
 INDEX = "priv-docs"
 OTHER = "priv-other"
+PROXY = ("10.9.0.1", 50000)  # the test client connects as a trusted proxy: X-Forwarded-For names the client
 
 
 @pytest.mark.parametrize(
@@ -61,51 +65,95 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, TestCl
             "reranker": {"model": None},
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
             "summarizer": None,
+            "security": {"trusted_proxies": ["10.9.0.0/16"]},
         }
     )
     assert config.suggest.min_sessions == 3
     backend = local_backend(config, Settings())
-    with TestClient(create_api(backend, backend.metrics)) as client:
+    with TestClient(create_api(backend, backend.metrics), client=PROXY) as client:
         yield tmp / "data", client
     backend.suggest.close()
     backend.store.close()
 
 
-def _suggested(client: TestClient, prefix: str, session: str) -> list[str]:
-    r = client.get("/v1/suggest", params={"q": prefix, "session_id": session})
+def _suggested(client: TestClient, prefix: str, session: str, k: int = 8) -> list[str]:
+    r = client.get("/v1/suggest", params={"q": prefix, "session_id": session, "k": k})
     assert r.status_code == 200
     return [s["text"] for s in r.json()["suggestions"]]
 
 
-def _search(client: TestClient, query: str, session: str | None, index: str = INDEX) -> None:
+def _related(client: TestClient, query: str) -> list[str]:
+    r = client.get("/v1/related", params={"q": query, "k": 20})
+    assert r.status_code == 200
+    return [s["text"] for s in r.json()["related"]]
+
+
+def _search(client: TestClient, query: str, session: str | None, index: str = INDEX, addr: str = "") -> None:
+    """One search from client address `addr` (through the trusted proxy; "" is the proxy's own address)."""
     body: dict[str, Any] = {"query": query, "index": index}
     if session:
         body["session_id"] = session
-    r = client.post("/v1/search", json=body)
+    r = client.post("/v1/search", json=body, headers={"X-Forwarded-For": addr} if addr else {})
     assert r.status_code == 200 and r.json()["results"], r.text
 
 
-def test_a_query_is_suggested_only_after_k_distinct_sessions(app: tuple[Path, TestClient]) -> None:
+def test_a_query_is_suggested_only_after_k_distinct_clients(app: tuple[Path, TestClient]) -> None:
     _, client = app
     q = "zebrafish heart"
     for _ in range(3):
-        _search(client, q, "session-a")  # one session, many times
-    _search(client, q, None)  # no session: its issuer cannot be told apart
-    _search(client, q, "session-b", index=OTHER)  # another index: not what suggestions serve
+        _search(client, q, "session-a", addr="203.0.113.1")  # one client, many times
+    _search(client, q, "session-b", index=OTHER, addr="203.0.113.2")  # another index: not what suggestions serve
     assert q not in _suggested(client, "zeb", "session-z")
-    _search(client, q, "session-b")
+    _search(client, q, "session-b", addr="203.0.113.2")
     assert q not in _suggested(client, "zeb", "session-z")
-    _search(client, q, "session-c")
+    _search(client, q, "session-c", addr="203.0.113.3")
     assert q in _suggested(client, "zeb", "session-z")
-    # related searches: the same rule (sessions a and b issued both, then a third)
-    for s in ("session-a", "session-b"):
-        _search(client, "vitamin deficiency", s)
-        _search(client, "sleep apnea", s)
-    related = client.get("/v1/related", params={"q": "vitamin deficiency"}).json()["related"]
-    assert "sleep apnea" not in [r["text"] for r in related]
-    _search(client, "sleep apnea", "session-c")
-    related = client.get("/v1/related", params={"q": "vitamin deficiency"}).json()["related"]
-    assert "sleep apnea" in [r["text"] for r in related]
+    # related searches: the same rule (clients 1 and 2 issued both, then a third)
+    for n in (1, 2):
+        _search(client, "vitamin deficiency", f"session-{n}", addr=f"203.0.113.{n}")
+        _search(client, "sleep apnea", f"session-{n}", addr=f"203.0.113.{n}")
+    assert "sleep apnea" not in _related(client, "vitamin deficiency")
+    _search(client, "sleep apnea", "session-3", addr="203.0.113.3")
+    assert "sleep apnea" in _related(client, "vitamin deficiency")
+
+
+def test_one_client_cannot_pass_the_rule_with_made_up_sessions(app: tuple[Path, TestClient]) -> None:
+    """Issue 34: the rule counted the client-chosen session ids, so three made-up ones passed it."""
+    data_dir, client = app
+    q = "sleep deprivation memory"
+    for session in ("made-up-1", "made-up-2", "made-up-3", "made-up-4"):
+        _search(client, q, session, addr="198.51.100.7")
+    assert q not in _suggested(client, "sleep dep", "viewer")
+    for n in (8, 9):  # three distinct clients, all sending the same session id
+        _search(client, q, "made-up-1", addr=f"198.51.100.{n}")
+    assert q in _suggested(client, "sleep dep", "viewer")
+    # the log names each client by a digest (no address), the same one for every search from that address
+    logged = [json.loads(line) for p in (data_dir / "querylog").glob("querylog-*.jsonl") for line in p.open()]
+    ours = [e for e in logged if e["query"] == q and e["type"] == "search"]
+    assert len({e["client"] for e in ours}) == 3 and len({e["client"] for e in ours[:4]}) == 1
+    assert not any("198.51.100" in json.dumps(e) for e in logged)
+    suggests = [e for e in logged if e["type"] == "suggest"]
+    assert suggests and all(e.get("client") for e in suggests)
+
+
+def test_no_form_of_personal_data_is_ever_suggested_or_logged(app: tuple[Path, TestClient]) -> None:
+    """Every corpus form, searched by four distinct clients in sessions that also searched a clean query: it is
+    logged scrubbed and neither /v1/suggest nor /v1/related returns it."""
+    data_dir, client = app
+    for i, (form, _, _) in enumerate(PII_FORMS):
+        for n in range(4):
+            addr, session = f"192.0.2.{n + 1}", f"pii-{i}-{n}"
+            _search(client, "vitamin deficiency", session, addr=addr)
+            _search(client, f"sleep apnea {form}", session, addr=addr)
+    shown = _suggested(client, "sleep apnea", "viewer", k=20) + _suggested(client, "sleep", "viewer", k=20)
+    shown += _related(client, "vitamin deficiency") + _related(client, "sleep apnea")
+    assert shown  # the clean queries are there
+    for text in shown:
+        assert contains_pii(text) is None and "<" not in text and "email" not in text and "number" not in text, text
+    logged = [json.loads(line) for p in (data_dir / "querylog").glob("querylog-*.jsonl") for line in p.open()]
+    pii_queries = [e["query"] for e in logged if e["query"].startswith("sleep apnea ")]
+    assert len(pii_queries) >= 4 * len(PII_FORMS)
+    assert all(contains_pii(q) is None for q in pii_queries), [q for q in pii_queries if contains_pii(q)]
 
 
 def test_a_query_with_an_email_is_stored_scrubbed(app: tuple[Path, TestClient]) -> None:

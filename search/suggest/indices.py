@@ -168,9 +168,12 @@ class IssuerCounter:
     """Which queries enough distinct sessions issued to be shown to others (k-anonymity of suggestions).
 
     A query typed by one person (a name, an address, a case number) must never surface in another person's
-    autocomplete. Each (index, query) collects the distinct session ids (or user tokens) that issued it, up to
-    `k`; from then on it is shown and its set is dropped. Events with neither id never count: their issuers
-    cannot be told apart. With `index` set, only searches on that index count (the index suggestions serve)."""
+    autocomplete. Each (index, query) collects the distinct issuers (`QueryEvent.issuer`) that issued it, up to
+    `k`; from then on it is shown and its set is dropped. An impression the API logged names its issuer by the
+    server-known client (API key and client address), not by the session id or user token the client chose, so
+    one client cannot pass the rule alone by inventing session ids; only in-process impressions (simulations,
+    imports) fall back to those ids. Events with no issuer never count: their issuers cannot be told apart.
+    With `index` set, only searches on that index count (the index suggestions serve)."""
 
     def __init__(self, k: int, index: str | None = None) -> None:
         self.k = k

@@ -66,8 +66,9 @@ class SuggestConfig(BaseModel):
         default=1,
         ge=1,
         le=1000,
-        description="A past query is suggested (or shown as related) only once this many distinct sessions (or "
-        "user tokens) issued it on the served index. 1 here (offline evaluation); the API's default is 3.",
+        description="A past query is suggested (or shown as related) only once this many distinct issuers issued "
+        "it on the served index: clients (API key and address) for what the API logged, session ids or user tokens "
+        "for in-process impressions. 1 here (offline evaluation); the API's default is 3.",
     )
     blocklist: list[str] = Field(
         default_factory=lambda: list(DEFAULT_BLOCKLIST), description="Words/phrases never suggested (`word*`)."

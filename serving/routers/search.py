@@ -48,7 +48,7 @@ async def search(body: SearchRequest, request: Request, backend: BackendDep, pri
     try:
         async with request.app.state.search_admission.slot() as lighter:
             await check_filter_values(backend.service.store, index, body.filters)
-            found = logged_search(backend, body, lighter=lighter)
+            found = logged_search(backend, body, lighter=lighter, client=principal.identity)
             resp = await asyncio.wait_for(found, request.app.state.search_deadline_s)
     except Overloaded:
         return retry_later(OVERLOADED)

@@ -44,7 +44,10 @@ async def suggest(
         return resp
     try:
         texts = [s.text for s in resp.suggestions]
-        runtime.record(suggest_impression(query_id, q, texts, session_id, user_token, backend.versions))
+        impression = suggest_impression(
+            query_id, q, texts, session_id, user_token, backend.versions, client=principal.identity
+        )
+        runtime.record(impression)
     except Exception as exc:  # logging must never fail a response that succeeded
         log.warning("recording the suggest impression failed (%s)", type(exc).__name__)  # its text may quote q
     return resp
