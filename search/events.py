@@ -177,8 +177,9 @@ class EventRecorder:
                 errors.extend(rec_or_errors)
         if errors:
             raise EventsRejected(errors)
-        for rec in records:  # counted only once the batch is valid: a rejected batch spends no cap
-            rec.flagged = self.caps.flag(rec, found[rec.query_id].ts)
+        if caller is not None:  # counted once the batch is valid (a rejected one spends no cap); in-process: trusted
+            for rec in records:
+                rec.flagged = self.caps.flag(rec, found[rec.query_id].ts)
         unique = list({r.storage_id(): r for r in records}.values())
         written, duplicates = await asyncio.to_thread(self.clicks.append_many, unique)
         in_batch = len(records) - len(unique)  # the same event twice in one batch

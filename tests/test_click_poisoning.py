@@ -163,6 +163,22 @@ def test_clicks_past_the_caps_are_stored_flagged(api: Any) -> None:
     assert stored(backend, theirs["query_id"])[0].flagged is None
 
 
+def test_in_process_events_are_not_capped(api: Any) -> None:
+    import asyncio
+
+    from search.events import EventsBatch
+
+    backend, client = api
+    resp = search(client, "web", "10.0.3.9")
+    flood = [
+        click(resp, event_id=f"p-{uuid.uuid4().hex}")
+        for _ in range(backend.events.config.max_clicks_per_impression + 3)
+    ]
+    asyncio.run(backend.events.record(EventsBatch.model_validate({"events": flood})))  # the simulator's path
+    recs = stored(backend, resp["query_id"])
+    assert len(recs) == len(flood) and all(r.flagged is None and r.client is None for r in recs)
+
+
 def test_deeply_nested_json_is_a_422(api: Any) -> None:
     _, client = api
     for body in (b"[" * 200_000, b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"):
