@@ -176,6 +176,26 @@ def test_issuer_counter_is_per_index() -> None:
     assert IssuerCounter(1).shown("anything")
 
 
+def test_the_issuer_is_the_client_where_an_impression_has_one() -> None:
+    """API impressions count by client (what the client cannot choose); in-process ones by session or token."""
+    from search.suggest.schemas import SuggestConfig
+    from search.suggest.suggester import Suggester
+
+    assert QueryEvent(query="q", session_id="s", client="c-1").issuer == "client:c-1"
+    assert QueryEvent(query="q", user_token="u").issuer == "session:u"
+    assert QueryEvent(query="q").issuer is None
+    s = Suggester(SuggestConfig.model_validate({"lm": {"enabled": False}, "check_results": False, "min_sessions": 3}))
+    for session in ("s1", "s2", "s3"):
+        s.record(QueryEvent(query="heart rate", result_count=1, session_id=session, client="c-1"))
+    assert not s.issuers.shown("heart rate")
+    for client in ("c-2", "c-3"):
+        s.record(QueryEvent(query="heart rate", result_count=1, session_id="s1", client=client))
+    assert s.issuers.shown("heart rate")
+    for session in ("s1", "s2", "s3"):  # an in-process simulation: its sessions are all it knows
+        s.record(QueryEvent(query="heart attack", result_count=1, session_id=session))
+    assert s.issuers.shown("heart attack")
+
+
 def _old(days: float) -> datetime:
     return datetime.now(UTC) - timedelta(days=days)
 
