@@ -66,7 +66,9 @@ def canonical(text: str) -> str:
     """The form the patterns see: NFKC, unicode dashes/dots/slashes folded to ASCII, invisible characters
     dropped (a `-` between two digits), every run of spaces one blank. Also what `scrub_pii` returns when it
     replaced anything."""
-    t = _INVISIBLE_BETWEEN_DIGITS.sub("-", unicodedata.normalize("NFKC", text)).translate(_FOLD)
+    t = text
+    if not t.isascii():  # most queries are: NFKC and the folds would change nothing
+        t = _INVISIBLE_BETWEEN_DIGITS.sub("-", unicodedata.normalize("NFKC", t)).translate(_FOLD)
     return _BLANKS.sub(" ", _CONTROL.sub("", t))
 
 
@@ -88,6 +90,7 @@ _EMAIL = re.compile(
 _SEP = r"(?:\s?[\-._/\\()\[\]]{1,3}\s?|\s)"  # one separator; `canonical` left at most one blank in a row
 _NUMBER = re.compile(rf"(?<!\d)(?:\+\s?)?(?:[(\[]\s?)?\d+(?:{_SEP}\d+)*")
 _GROUP = re.compile(r"\d+")
+_CANDIDATE = re.compile(r"\d|@|\[at\]|\(at\)", re.IGNORECASE)
 _YEAR = re.compile(r"(?:1[89]|20)\d\d")
 
 
@@ -133,6 +136,8 @@ def contains_pii(text: str) -> str | None:
     """The kind of personal data in `text` (`email`, `phone-like digits`, `card-like digits`, `digit run`), or
     None. Placeholders the scrubber left are not personal data (see `was_scrubbed`)."""
     t = canonical(text)
+    if not _CANDIDATE.search(t):
+        return None
     if _EMAIL.search(t):
         return EMAIL
     found = _numbers(t)
@@ -143,6 +148,8 @@ def scrub_pii(text: str) -> str:
     """`text` with every e-mail replaced by `<email>` and every personal number by `<number>`. Text without
     personal data comes back unchanged (not even normalised); text with some comes back in `canonical` form."""
     t = canonical(text)
+    if not _CANDIDATE.search(t):  # no digit and no @: nothing to replace (most queries)
+        return text
     scrubbed = t
     for _ in range(8):  # `a@b.@` leaves `<email>.@`: a replacement can expose an address a match overlapped
         again = _EMAIL.sub(PLACEHOLDERS[0], scrubbed)
