@@ -5,8 +5,8 @@ People type e-mail addresses and phone or card numbers in every shape: `555 - 12
 `555_123_4567`, `4111 1111 / 1111 1111`, `jane.roe @ example.com`, `john.doe＠example.com`, `rick@localhost`,
 `867-5309`, or half an address while typing (`mary.major@example`, `mary.major@`). So the text is first put in a
 canonical form (`canonical`: NFKC, which turns fullwidth `＠` and digits into ASCII; every unicode dash to `-`,
-middle dots to `.`, fraction slashes to `/`, every space to one blank, invisible format characters dropped), and
-the patterns run on that.
+middle dots to `.`, fraction slashes to `/`, every space to one blank, invisible format characters dropped, or
+between two digits made a `-`), and the patterns run on that.
 
 - An e-mail is a word, `@` and a host word (`a@host`: no dot needed), or a word followed by `@` at the very end (a
   half-typed address). With spaces around the `@` (or `[at]`, `(at)`) the host must be dotted or `localhost`, or
