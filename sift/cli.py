@@ -331,7 +331,9 @@ def demo_corpus_cmd(
 def _register_commands() -> None:
     """Commands that live in their own modules (each imports its heavy parts lazily)."""
     from sift.clicks_cli import clicks_app
+    from sift.clicks_import_cli import import_cmd
     from sift.eval_cli import eval_cmd
+    from sift.logs_cli import logs_app
     from sift.models_cli import models_app
     from sift.reindex_cli import reindex_cmd
     from sift.suggest_cli import eval_suggest_cmd
@@ -343,7 +345,9 @@ def _register_commands() -> None:
     app.command("eval-suggest")(eval_suggest_cmd)
     app.command("summarize")(summarize_cmd)
     app.command("reindex")(reindex_cmd)
+    clicks_app.command("import")(import_cmd)
     app.add_typer(clicks_app, name="clicks")
+    app.add_typer(logs_app, name="logs")
     app.add_typer(train_app, name="train")
     app.add_typer(models_app, name="models")
     app.add_typer(versions_app, name="versions")

@@ -113,6 +113,7 @@ def ranker_cmd(
     """Fit LightGBM lambdarank on served features labelled by a click model, cross-fitted over folds of the train
     queries; print out-of-fold nDCG@10 of the learnt order against the fused order. Registers a `ranker` version
     (model.txt + meta.json) unless --out names a folder."""
+    from sift.logs_cli import with_replayed_features
     from training.ltr import RankerTrainConfig, gain, passes_gate, ranker_data, train_ranker
 
     if click_model not in ("pbm", "dbn"):
@@ -126,6 +127,7 @@ def ranker_cmd(
         confidence=confidence,
     )
     imps, sessions = click_sessions(config, index)
+    imps = with_replayed_features(imps, config, index)  # imported impressions carry no features
     try:
         data, _ = ranker_data(imps, sessions, cfg)
         booster, meta = train_ranker(data, cfg)
