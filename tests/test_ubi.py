@@ -265,3 +265,32 @@ def test_an_export_of_10000_events_validates(tmp_path: Path) -> None:
     differ = [(r, back.get(r.event_id)) for r in records if back.get(r.event_id) != r]
     assert differ == []  # conversions' two objects put back into one record, long ids restored
     assert [e for e in JsonlQueryLog(tmp_path / "fresh" / "querylog").read()] == list(qlog.read())
+
+
+@pytest.mark.es
+def test_elasticsearch_logs_round_trip(native: Path, es_url: str, index_name: str, tmp_path: Path) -> None:
+    """The same export imported into Elasticsearch logs (twice: nothing new the second time) exports again as
+    the same documents."""
+    import yaml
+
+    from tests.ubi_native import app_dict
+
+    first = tmp_path / "first"
+    assert invoke("logs", "export", "--config", str(native), "--out", str(first)).exit_code == 0
+    cfg = {**app_dict(tmp_path / "es"), "store": "es", "elasticsearch_url": es_url}
+    cfg["query_log"] = {"es_index": f"{index_name}-querylog", "es_flush_interval_s": 0.1}
+    cfg["click_log"] = {"es_index": f"{index_name}-clicklog"}
+    config = tmp_path / "es.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    files = ["--queries", str(first / "queries.ndjson"), "--events", str(first / "events.ndjson")]
+    res = import_ubi(config, *files)
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.splitlines()[-1])
+    assert report["impressions_written"] > 250 and report["records_written"] > 50
+    again = json.loads(import_ubi(config, *files).output.splitlines()[-1])
+    assert again["impressions_written"] == again["records_written"] == 0
+    second = tmp_path / "second"
+    assert invoke("logs", "export", "--config", str(config), "--out", str(second)).exit_code == 0
+    for name in ("queries.ndjson", "events.ndjson"):
+        a, b = ((d / name).read_text().splitlines() for d in (first, second))
+        assert sorted(map(json.loads, a), key=json.dumps) == sorted(map(json.loads, b), key=json.dumps)
