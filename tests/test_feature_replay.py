@@ -52,6 +52,32 @@ def test_replay_gives_back_the_served_features(native: Path) -> None:
     assert [e.features for e in replayed] == [e.features for e in imps]
 
 
+def test_hybrid_and_reranked_features_replay_as_served(
+    tmp_path: Path, tiny_embedder: Any, tiny_embedder_path: Path, tiny_reranker_path: Path
+) -> None:
+    """Dense score and rank, linear fusion and the cross-encoder's scores of the head come back too."""
+    from sift.clicks_cli import read_logs
+    from training.feature_replay import replay_features
+
+    config = native_logs(tmp_path, 60, (tiny_embedder_path, tiny_reranker_path), tiny_embedder)
+    imps, _ = read_logs(config)
+    assert all((e.versions or {}).get("retrieval") == "hybrid-linear" for e in imps)
+    served = [row for e in imps for row in (e.features or {}).values()]
+    assert any(r[COL["dense_rank"]] is not None for r in served) and any(r[COL["rerank_score"]] for r in served)
+    backend = backend_for(config)
+    try:
+        stripped = [e.model_copy(update={"features": None}) for e in imps]
+        replayed, report = replay_features(stripped, backend.service, INDEX, progress=False)
+    finally:
+        backend.suggest.close()
+        backend.store.close()
+    assert report.queries == 6 and report.not_retrieved == 0
+    for e, r in zip(imps, replayed, strict=True):
+        assert r.features is not None and e.features is not None and r.features.keys() == e.features.keys()
+        for doc, row in e.features.items():
+            assert r.features[doc] == row, (e.query, doc)
+
+
 def test_documents_sift_does_not_retrieve(native: Path) -> None:
     """A shown document the index does not retrieve for the query still gets a row: text features from the
     document, no retriever evidence, fused score 0 and rank one past the fused list; a document gone from the

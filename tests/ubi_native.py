@@ -17,8 +17,9 @@ TOPICS = ["protein folding", "insulin resistance", "vitamin d", "zebrafish heart
 SPECS = Path(__file__).parents[1].parent / "shared" / "specs" / "ubi-1.3.0"
 
 
-def app_dict(data_dir: Path) -> dict[str, Any]:
-    return {
+def app_dict(data_dir: Path, models: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """BM25 alone, or with `models` (embedder, cross-encoder folders) hybrid linear fusion and a reranker."""
+    cfg: dict[str, Any] = {
         "data_dir": str(data_dir),
         "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}, "exploration": {"rate": 1.0}},
         "reranker": {"model": None},
@@ -26,16 +27,21 @@ def app_dict(data_dir: Path) -> dict[str, Any]:
         "suggest": {"enabled": False},
         "summarizer": None,
     }
+    if models is not None:
+        cfg["search"]["retrieval"] = {"mode": "hybrid", "fusion": "linear"}
+        cfg["embedder"] = {"model": str(models[0]), "device": "cpu"}
+        cfg["reranker"] = {"model": str(models[1]), "device": "cpu", "top_n": 5, "deadline_ms": 600_000}
+    return cfg
 
 
-def write_config(data_dir: Path) -> Path:
+def write_config(data_dir: Path, models: tuple[Path, Path] | None = None) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / "app.yaml"
-    path.write_text(yaml.safe_dump(app_dict(data_dir)))
+    path.write_text(yaml.safe_dump(app_dict(data_dir, models)))
     return path
 
 
-def build_index(data_dir: Path) -> None:
+def build_index(data_dir: Path, embedder: Any = None) -> None:
     from indexing.pipeline import IndexingConfig, IndexingPipeline
     from search.stores.embedded import EmbeddedStore
 
@@ -45,12 +51,15 @@ def build_index(data_dir: Path) -> None:
             t = TOPICS[i % len(TOPICS)]
             title = f"{t} trial {i}" if i % 4 == 0 else f"notes {i}"
             f.write(json.dumps({"_id": f"d{i}", "title": title, "text": f"{t} results {i} " * (1 + i % 3)}) + "\n")
-    cfg = IndexingConfig(embed=False, progress=False, dead_letter_dir=data_dir / "dead")
-    IndexingPipeline(EmbeddedStore(data_dir / "indices"), None, cfg).build(corpus, INDEX)
+    cfg = IndexingConfig(embed=embedder is not None, progress=False, dead_letter_dir=data_dir / "dead")
+    IndexingPipeline(EmbeddedStore(data_dir / "indices"), embedder, cfg).build(corpus, INDEX)
 
 
-def native_logs(data_dir: Path, sessions: int = 300) -> Path:
-    """An index under `data_dir` and `sessions` simulated searches with clicks in its logs; the app config."""
+def native_logs(
+    data_dir: Path, sessions: int = 300, models: tuple[Path, Path] | None = None, embedder: Any = None
+) -> Path:
+    """An index under `data_dir` and `sessions` simulated searches with clicks in its logs; the app config.
+    With `models` and `embedder` (the same embedder, loaded) the searches are hybrid and reranked."""
     from search.settings import Settings
     from serving.config import AppConfig
     from serving.local import local_backend
@@ -58,11 +67,11 @@ def native_logs(data_dir: Path, sessions: int = 300) -> Path:
     from training.click_simulator import InProcessClient, SimulatorConfig, simulate
     from training.click_users import UserConfig
 
-    config = write_config(data_dir)
-    build_index(data_dir)
+    config = write_config(data_dir, models)
+    build_index(data_dir, embedder)
     queries = {f"q{j}": t for j, t in enumerate(TOPICS)}
     qrels = {f"q{j}": {f"d{i}": 1 for i in range(j, 120, 24)} for j in range(len(TOPICS))}
-    backend = local_backend(AppConfig.model_validate(app_dict(data_dir)), Settings())
+    backend = local_backend(AppConfig.model_validate(app_dict(data_dir, models)), Settings())
     sim = SimulatorConfig(
         sessions=sessions, seed=1, progress=False, user=UserConfig(eta=0.8, attractiveness=(0.05, 0.9))
     )
