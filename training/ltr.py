@@ -130,7 +130,10 @@ def ranker_data(
     """Rows of every shown pair that has served features, labelled by the click model fitted on `sessions`."""
     feats = served_features(impressions)
     if not feats:
-        raise ValueError("no impression in the logs carries ranking features (search.log_features is off?)")
+        raise ValueError(
+            "no impression in the logs carries ranking features (search.log_features is off, or the logs were "
+            "imported: training.feature_replay.replay_features computes them, as `sift train ranker` does)"
+        )
     model: ClickModel = PBMModel() if cfg.click_model == "pbm" else DBNModel()
     model.fit(sessions)
     seen = {(s.query, d) for s in sessions for d in s.docs}
