@@ -106,3 +106,19 @@ es-stop: setup
 
 clean-data:
 	rm -rf .data
+
+# Container image (docs/operating/image.md). Tags: sift:<version> (TORCH_VARIANT=cpu, the default: CPU-only torch)
+# and sift:<version>-cuda (TORCH_VARIANT=cuda: PyPI's torch with CUDA, for the GPU worker groups), as the k8s
+# manifests name them; IMAGE=... overrides. IMAGE_BASE=local builds on a Debian base made here with mmdebstrap.
+.PHONY: image image-test
+IMAGE ?=
+IMAGE_BASE ?=
+TORCH_VARIANT ?=
+
+image:
+	IMAGE='$(IMAGE)' IMAGE_BASE='$(IMAGE_BASE)' TORCH_VARIANT='$(TORCH_VARIANT)' scripts/image-build.sh
+
+# Opt-in and slow (not part of `make test`): build the image, then smoke-test it inside (scripts/image-test.sh).
+# IMAGE_TEST_ARGS=--rm-image removes the image afterwards; --no-build checks the image already built.
+image-test:
+	IMAGE='$(IMAGE)' IMAGE_BASE='$(IMAGE_BASE)' TORCH_VARIANT='$(TORCH_VARIANT)' scripts/image-test.sh $(IMAGE_TEST_ARGS)
