@@ -186,6 +186,26 @@ def test_opensearch_shapes_bad_lines_and_orphans(tmp_path: Path) -> None:
     assert imps["q-2"].shown == ["5", "11"] and imps["q-2"].session_id == "s-1"  # from its event
 
 
+def test_events_join_impressions_imported_before(tmp_path: Path) -> None:
+    """Queries one day, their events the next (the collector's shape: epoch-millisecond time, the session in
+    event_attributes): the events find their impressions in the query log."""
+    config = write_config(tmp_path / "logs")
+    queries, events = tmp_path / "q.ndjson", tmp_path / "e.ndjson"
+    queries.write_text(json.dumps({"query_id": "q-9", "user_query": "sleep", "query_response_hit_ids": ["d4", "d10"],
+                                   "timestamp": _ts(0)}) + "\n")  # fmt: skip
+    assert import_ubi(config, "--queries", str(queries)).exit_code == 0
+    ev = _event("q-9", "d10", 2)
+    ev.pop("session_id")
+    ev["event_attributes"]["session_id"] = "s-9"
+    ev["timestamp"] = int((T0 + timedelta(minutes=2)).timestamp() * 1000)
+    events.write_text(json.dumps(ev) + "\n")
+    res = import_ubi(config, "--events", str(events))
+    assert res.exit_code == 0, res.output
+    [rec] = JsonlClickLog(tmp_path / "logs" / "clicklog").read()
+    assert rec.positions == [2] and rec.session_id == "s-9" and rec.ts == T0 + timedelta(minutes=2)
+    assert rec.query == "sleep" and rec.index == "ubi-docs"
+
+
 def test_plain_jsonl_shape(tmp_path: Path) -> None:
     from training.click_logs import sessions_from_logs
 
