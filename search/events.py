@@ -258,6 +258,7 @@ def impression_for(
         user_token=req.user_token,
         versions={**versions, "stages": ",".join(resp.stages)},
         explored=resp.explored or None,
+        swapped=resp.swapped,
         features=resp.features,
         teams=resp.teams,
         client=client,
@@ -278,6 +279,7 @@ def search_impression(
     features: Mapping[str, list[float | None]] | None = None,
     teams: Sequence[str] | None = None,
     client: str | None = None,
+    swapped: Sequence[int] | None = None,
 ) -> QueryEvent:
     """The query-log line of one search response (also what suggestions learn from)."""
     return QueryEvent(
@@ -293,6 +295,7 @@ def search_impression(
         offset=offset,
         versions=dict(versions) if versions else None,
         explored=explored,
+        swapped=list(swapped) if swapped else None,
         features=dict(features) if features else None,
         teams=list(teams) if teams else None,
         client=client,

@@ -57,6 +57,11 @@ class QueryEvent(BaseModel):
     )
     versions: dict[str, str] | None = Field(default=None, description="Ranker/model versions that produced it.")
     explored: bool | None = Field(default=None, description="The top results were randomised (exploration).")
+    swapped: list[int] | None = Field(
+        default=None,
+        description="Adjacent-swap exploration (`exploration.mode: adjacent_swap`): the two 1-based ranks whose "
+        "results were swapped on this page; None when the page was not explored or was shuffled.",
+    )
     teams: list[str] | None = Field(
         default=None, description="Interleaving: the team (a or b) of each shown result, in order."
     )

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ranking.exploration import ExplorationConfig, explore
+from ranking.exploration import ExplorationConfig, explore_page
 from ranking.features import feature_matrix
 from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
@@ -125,6 +125,9 @@ class SearchResponse(BaseModel):
     )
     took_ms: float
     explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
+    swapped: list[int] | None = Field(
+        default=None, exclude=True, description="Adjacent-swap exploration: the two ranks swapped (logged, never sent)."
+    )
     features: dict[str, list[float | None]] | None = Field(
         default=None, exclude=True, description="Ranking features of the shown results (logged, never sent)."
     )
@@ -273,9 +276,9 @@ class SearchService:
         ordered, learnt, teams = self._learnt_order(ltr, req, fused_rank, ordered, rerank_scores, stages, key, lighter)
         if learnt is not None and ltr is not None:
             versions["ranker"] = ltr.version
-        explored = False
+        explored, swapped = False, None
         if req.offset == 0 and self.config.exploration.rate > 0 and teams is None:
-            ordered, explored = explore(ordered, self.config.exploration, key)
+            ordered, explored, swapped = explore_page(ordered, self.config.exploration, key)
             if explored:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
@@ -301,6 +304,7 @@ class SearchService:
             retrieval_note=retrieval_note,
             took_ms=round((time.perf_counter() - t0) * 1000, 2),
             explored=explored,
+            swapped=swapped,
             features=features,
             teams=teams,
             model_versions=versions,

@@ -52,36 +52,61 @@ def simulate_cmd(
     api: Annotated[str | None, typer.Option("--api", help="API base URL; default: the service in-process.")] = None,
     config: ConfigOpt = None,
     index: Annotated[str | None, typer.Option("--index", help="Index searched (default: the server's).")] = None,
-    eta: Annotated[float, typer.Option("--eta", help="pbm: P(examine rank r) = 1/r^eta.")] = 0.8,
+    profile: Annotated[
+        str,
+        typer.Option(
+            "--profile",
+            help="ideal: uniform queries, clicks from the qrels (--model, --attractiveness...); realistic: Zipf "
+            "queries, 10% adjacent-swap exploration, snippet attractiveness, trust bias, noise, abandonment "
+            "(docs/notes/click-profiles.md).",
+        ),
+    ] = "ideal",
+    eta: Annotated[
+        float | None,
+        typer.Option("--eta", min=0.0, help="P(examine rank r) = 1/r^eta (ideal pbm: 0.8, realistic: 1.0)."),
+    ] = None,
     attractiveness: Annotated[str, typer.Option("--attractiveness", help="P(click|examined) per grade.")] = "0.05,0.9",
     satisfaction: Annotated[str, typer.Option("--satisfaction", help="dbn: P(stop|click) per grade.")] = "0.2,0.7",
     gamma: Annotated[float, typer.Option("--gamma", help="dbn: P(continue).")] = 0.9,
+    zipf_exponent: Annotated[
+        float | None, typer.Option("--zipf-exponent", min=0.0, max=3.0, help="realistic: query frequency law (1.0).")
+    ] = None,
+    exploration_rate: Annotated[
+        float | None,
+        typer.Option("--exploration-rate", min=0.0, max=1.0, help="realistic: share of first pages swapped (0.1)."),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64, help="Sessions in flight.")] = 4,
 ) -> None:
-    """Search a split's queries and click as a simulated user; impressions and clicks land in the logs."""
+    """Search a split's queries and click as a simulated user; impressions and clicks land in the logs.
+
+    The realistic profile sets the in-process service's exploration to its own (adjacent swaps); a server
+    reached with --api explores as its config says (`search.exploration`)."""
     from training.beir import load_beir
     from training.click_simulator import HttpClient, InProcessClient, SimulatorConfig, simulate
-    from training.click_users import UserConfig
 
+    if profile not in ("ideal", "realistic"):
+        raise _fail(f"--profile must be ideal or realistic, not {profile!r}")
     if model not in ("pbm", "cascade", "dbn"):
         raise _fail(f"--model must be pbm, cascade or dbn, not {model!r}")
     try:
         data = load_beir(dataset, split)
-        user = UserConfig(
-            kind=model,  # type: ignore[arg-type]
-            eta=eta,
-            attractiveness=_floats(attractiveness, "--attractiveness"),
-            satisfaction=_floats(satisfaction, "--satisfaction"),
-            gamma=gamma,
+        cfg = SimulatorConfig(
+            sessions=sessions,
+            seed=seed,
+            index=index,
+            concurrency=concurrency,
+            profile=profile,  # type: ignore[arg-type]
+            **_profile_settings(
+                profile, model, eta, attractiveness, satisfaction, gamma, zipf_exponent, exploration_rate
+            ),
         )
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    cfg = SimulatorConfig(sessions=sessions, seed=seed, index=index, user=user, concurrency=concurrency)
     if api:
         client: Any = HttpClient(api)
         backend = None
     else:
-        backend = _local_backend(config)
+        backend = _local_backend(config, cfg.realistic.exploration if profile == "realistic" else None)
         client = InProcessClient(_backend_search(backend), backend.events)
 
     async def run() -> Any:
@@ -101,11 +126,48 @@ def simulate_cmd(
     typer.echo(json.dumps(report.model_dump()))
 
 
-def _local_backend(config: Path | None) -> Any:
+def _profile_settings(
+    profile: str,
+    model: str,
+    eta: float | None,
+    attractiveness: str,
+    satisfaction: str,
+    gamma: float,
+    zipf_exponent: float | None,
+    exploration_rate: float | None,
+) -> dict[str, Any]:
+    """SimulatorConfig's `user` (ideal) or `realistic` from the command's options (ValueError if invalid)."""
+    from training.click_profiles import RealisticProfile
+    from training.click_users import UserConfig
+
+    if profile == "ideal":
+        user = UserConfig(
+            kind=model,  # type: ignore[arg-type]
+            eta=0.8 if eta is None else eta,
+            attractiveness=_floats(attractiveness, "--attractiveness"),
+            satisfaction=_floats(satisfaction, "--satisfaction"),
+            gamma=gamma,
+        )
+        return {"user": user}
+    real = RealisticProfile()
+    update: dict[str, Any] = {"eta": eta, "zipf_exponent": zipf_exponent}
+    if exploration_rate is not None:
+        update["exploration"] = real.exploration.model_copy(update={"rate": exploration_rate})
+    return {
+        "realistic": RealisticProfile.model_validate(
+            {**real.model_dump(), **{k: v for k, v in update.items() if v is not None}}
+        )
+    }
+
+
+def _local_backend(config: Path | None, exploration: Any = None) -> Any:
+    """The in-process service of `config`; `exploration` (an ExplorationConfig) replaces the config's."""
     from search.settings import Settings
     from serving.local import local_backend
 
     cfg = _app_config(config)
+    if exploration is not None:
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"exploration": exploration})})
     backend = local_backend(cfg, Settings())
     if backend.events is None:
         raise _fail("this config records no events (query_log or click_log backend is none)")
@@ -119,7 +181,8 @@ def _backend_search(backend: Any) -> Any:
 
     async def search(req: SearchRequest) -> Page:
         resp = await logged_search(backend, req)
-        return Page(query_id=resp.query_id, shown=[r.id for r in resp.results], offset=resp.offset)
+        texts = [" ".join([r.title, *(f for frags in r.highlights.values() for f in frags)]) for r in resp.results]
+        return Page(query_id=resp.query_id, shown=[r.id for r in resp.results], offset=resp.offset, texts=texts)
 
     return search
 

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from search.events import EventRecorder, EventsBatch, EventsRejected
 from search.service import SearchRequest
+from training.click_profiles import RealisticProfile, RealisticUser, ZipfQueries, overlap
 from training.click_users import SimulatedUser, UserConfig
 
 
@@ -31,7 +32,17 @@ class SimulatorConfig(BaseModel):
     seed: int = Field(default=0, description="Same seed, same sessions, same event ids.")
     limit: int = Field(default=10, ge=1, le=100, description="Results per page.")
     index: str | None = Field(default=None, description="Index searched (the server's default if None).")
-    user: UserConfig = Field(default_factory=UserConfig, description="Behaviour and noise of the simulated user.")
+    user: UserConfig = Field(
+        default_factory=UserConfig, description="Behaviour and noise of the simulated user (`ideal` profile)."
+    )
+    profile: Literal["ideal", "realistic"] = Field(
+        default="ideal",
+        description="`ideal`: uniform query choice and `user`'s clicks from the qrels (tests, existing benches); "
+        "`realistic`: Zipf query frequencies and `realistic`'s users (training/click_profiles.py).",
+    )
+    realistic: RealisticProfile = Field(
+        default_factory=RealisticProfile, description="The realistic profile's parameters (used when selected)."
+    )
     concurrency: int = Field(default=4, ge=1, le=64, description="Sessions in flight at once.")
     batch_events: int = Field(default=200, ge=1, le=1000, description="Click events per POST /v1/events.")
     progress: bool = Field(default=True, description="Show a progress bar.")
@@ -41,6 +52,11 @@ class Page(BaseModel):
     query_id: str
     shown: list[str]
     offset: int = 0
+    texts: list[str] | None = Field(default=None, description="Title and snippet of each shown result, as shown.")
+
+
+def _shown_text(title: str, highlights: Mapping[str, list[str]]) -> str:
+    return " ".join([title, *(f for frags in highlights.values() for f in frags)])
 
 
 class SearchClient(Protocol):
@@ -64,7 +80,9 @@ class HttpClient:
         if r.status_code != 200:
             raise RuntimeError(f"search failed ({r.status_code}): {r.text[:300]}")
         body = r.json()
-        return Page(query_id=body["query_id"], shown=[x["id"] for x in body["results"]], offset=body["offset"])
+        results = body["results"]
+        texts = [_shown_text(x.get("title") or "", x.get("highlights") or {}) for x in results]
+        return Page(query_id=body["query_id"], shown=[x["id"] for x in results], offset=body["offset"], texts=texts)
 
     async def send(self, events: list[dict[str, Any]]) -> None:
         r = await self._http.post("/v1/events", json={"events": events})
@@ -102,6 +120,7 @@ class SimulationReport(BaseModel):
     seconds: float
     sessions_per_s: float
     clicks_by_position: list[int] = Field(description="Clicks at positions 1..limit.")
+    no_click_sessions: int = Field(default=0, description="Sessions with no click (abandoned or found nothing).")
 
 
 def _click_events(page: Page, clicks: np.ndarray, session: str, seed: int, i: int) -> list[dict[str, Any]]:
@@ -133,8 +152,12 @@ async def simulate(
     if not qids:
         raise ValueError("no query has both text and judgments in this split")
     user = SimulatedUser(config.user)
+    realistic = config.profile == "realistic"
+    real_user = RealisticUser(config.realistic)
+    zipf = ZipfQueries(qids, config.realistic.zipf_exponent, config.seed) if realistic else None
     pending: list[dict[str, Any]] = []
     by_position = [0] * config.limit
+    no_click = 0
     send_lock = asyncio.Lock()
     sem = asyncio.Semaphore(config.concurrency)
     bar = tqdm(total=config.sessions, unit="session", disable=not config.progress, desc="simulating")
@@ -148,8 +171,9 @@ async def simulate(
 
     async def one(i: int) -> None:
         async with sem:
+            nonlocal no_click
             rng = np.random.default_rng([config.seed, i])
-            qid = qids[int(rng.integers(len(qids)))]
+            qid = zipf.draw(rng) if zipf is not None else qids[int(rng.integers(len(qids)))]
             session = f"sim-{config.seed}-{i}"
             req = SearchRequest(
                 query=" ".join(queries[qid].split())[:1000],
@@ -157,12 +181,19 @@ async def simulate(
                 limit=config.limit,
                 session_id=session,
                 user_token=session,
-                highlight=False,
+                highlight=realistic,  # realistic users read the title and snippet
             )
             page = await client.search(req)
-            clicks = user.clicks(page.shown, qrels[qid], rng) if page.shown else np.zeros(0, dtype=bool)
+            if not page.shown:
+                clicks = np.zeros(0, dtype=bool)
+            elif realistic:
+                shown = page.texts or [""] * len(page.shown)
+                clicks = real_user.clicks(page.shown, qrels[qid], [overlap(req.query, t) for t in shown], rng)
+            else:
+                clicks = user.clicks(page.shown, qrels[qid], rng)
             for r in np.flatnonzero(clicks):
                 by_position[r] += 1
+            no_click += not clicks.any()
             pending.extend(_click_events(page, clicks, session, config.seed, i))
             bar.update(1)
         await flush(False)
@@ -180,4 +211,5 @@ async def simulate(
         seconds=round(seconds, 3),
         sessions_per_s=round(config.sessions / seconds, 1) if seconds else 0.0,
         clicks_by_position=by_position,
+        no_click_sessions=no_click,
     )
