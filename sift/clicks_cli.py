@@ -84,10 +84,7 @@ def simulate_cmd(
     from training.beir import load_beir
     from training.click_simulator import HttpClient, InProcessClient, SimulatorConfig, simulate
 
-    if profile not in ("ideal", "realistic"):
-        raise _fail(f"--profile must be ideal or realistic, not {profile!r}")
-    if model not in ("pbm", "cascade", "dbn"):
-        raise _fail(f"--model must be pbm, cascade or dbn, not {model!r}")
+    _check_choices(profile, model)
     try:
         data = load_beir(dataset, split)
         cfg = SimulatorConfig(
@@ -124,6 +121,13 @@ def simulate_cmd(
             backend.suggest.close()
             backend.store.close()
     typer.echo(json.dumps(report.model_dump()))
+
+
+def _check_choices(profile: str, model: str) -> None:
+    if profile not in ("ideal", "realistic"):
+        raise _fail(f"--profile must be ideal or realistic, not {profile!r}")
+    if model not in ("pbm", "cascade", "dbn"):
+        raise _fail(f"--model must be pbm, cascade or dbn, not {model!r}")
 
 
 def _profile_settings(

@@ -47,24 +47,26 @@ class RealisticProfile(BaseModel):
         default=1.0,
         ge=0.0,
         le=3.0,
-        description="P(query of frequency rank k) ~ 1/k**s. Default 1.0: query frequencies in web search logs "
-        "follow a power law with exponent near 1 (AOL log, Pass et al. 2006; Yandex logs); 0 is uniform.",
+        description="P(query of frequency rank k) ~ 1/k**s; 0 is uniform. Search-log studies report power-law "
+        "query frequencies (Xie & O'Hallaron 2002; Baeza-Yates et al. 2007); 1.0, Zipf's classic exponent, is an "
+        "order-of-magnitude choice, not fitted to a log.",
     )
     exploration: ExplorationConfig = Field(
         default_factory=_gentle_exploration,
         description="Randomisation of first pages, run by the served search (the in-process CLI sets it; a server "
         "reached with --api uses its own `search.exploration`). Default: 10% of first pages, one adjacent "
-        "pair of the top 10 swapped (RandPair; Joachims et al. 2017 swap interventions; Agarwal et al. 2019 "
-        "intervention harvesting). The rate is an order-of-magnitude choice for a live site.",
+        "pair of the top 10 swapped (FairPairs/RandPair, Radlinski & Joachims 2006; the swap interventions of "
+        "Joachims et al. 2017; Agarwal et al. 2019 intervention harvesting). The rate is an order-of-magnitude "
+        "choice for a live site.",
     )
     eta: float = Field(
         default=1.0,
         ge=0.0,
-        description="P(examine rank r) = 1/r**eta. Default 1.0: the position-bias model of Joachims et al. 2017 "
-        "(their simulations vary eta around 1); 1.5 gives a stronger bias.",
+        description="P(examine rank r) = 1/r**eta: the position-bias model of Joachims et al. 2017, whose "
+        "simulations take eta = 1 as the base setting and vary it; 1.5 gives a stronger bias.",
     )
     relevant_click: tuple[Probability, ...] = Field(
-        default=(0.7, 0.9),
+        default=(0.8, 0.95),
         min_length=1,
         description="P(click | examined, grade 1, 2, ... and a snippet showing every query word) before noise; "
         "grades above the last use the last. Order-of-magnitude choice (Chuklin et al. 2015, click models: "
@@ -82,13 +84,13 @@ class RealisticProfile(BaseModel):
         "0.05 at the low end of the 0.05-0.1 range used in simulated click studies.",
     )
     snippet_floor: Probability = Field(
-        default=0.3,
+        default=0.5,
         description="shown(o) = floor + (1 - floor) * o: how attractive a result whose title and snippet show none "
         "of the query's words is, relative to one that shows all (attractiveness from the snippet, Chuklin "
         "et al. 2015; Yue et al. 2010 on snippet attractiveness). Order-of-magnitude choice.",
     )
     abandonment: Probability = Field(
-        default=0.25,
+        default=0.1,
         description="P(a session clicks nothing at all, whatever is shown) (abandoned searches; Li, Huffman & "
         "Tokuda 2009 'Good abandonment in mobile and PC internet search'). Sessions that examine and find "
         "nothing add to it: the observed no-click share is higher (reported by the simulator).",
