@@ -63,6 +63,23 @@ def systems(default: RetrievalConfig) -> dict[str, RetrievalConfig]:
     }
 
 
+def grid() -> dict[str, RetrievalConfig]:
+    """The choices, run on SciFact's train queries only (`--grid --split train --datasets scifact`): fusion without
+    feedback, then RM3 (Anserini's defaults) + Rocchio from each list or from the fused first pass, then small
+    moves around those."""
+    base = RetrievalConfig()
+    rm3 = base.rm3.model_copy(update={"enabled": True})
+    prf = base.dense_prf.model_copy(update={"enabled": True})
+    out: dict[str, RetrievalConfig] = {}
+    for src in ("none", "own", "fused"):
+        for fusion, norm in (("rrf", "minmax"), ("linear", "minmax"), ("linear", "zscore")):
+            upd: dict[str, object] = {"fusion": fusion, "normalization": norm}
+            if src != "none":
+                upd |= {"feedback_from": src, "rm3": rm3, "dense_prf": prf}
+            out[f"{src} {fusion} {norm if fusion == 'linear' else ''}".strip()] = base.model_copy(update=upd)
+    return out
+
+
 def ensure_index(store_kind: str, dataset: Path, settings: Settings) -> str:
     index = default_index_name(dataset)
     store = make_store(store_kind, settings)  # type: ignore[arg-type]
@@ -101,6 +118,7 @@ def run_dataset(name: str, split: str, store_kind: str, configs: dict[str, Retri
                 took.append(1000 * (time.perf_counter() - t))
                 rankings[q] = [h.id for h in hits]
             rows[label] = _score(data.qrels, rankings) | {"p50_ms": round(statistics.median(took), 2)}
+            print(label, rows[label], flush=True)
         reference = ReferenceBM25.from_beir(dataset)
         scored = reference.search_scored(dict(data.queries), 100)
         knn = {q: store.knn_search(index, [float(x) for x in vectors[q]], 100, with_docs=False) for q in qids}
@@ -139,15 +157,21 @@ def main() -> None:
     ap.add_argument("--split", default="test")
     ap.add_argument("--store", default="embedded", choices=["embedded", "es"])
     ap.add_argument("--config", help="JSON of a RetrievalConfig to run as the default (else RetrievalConfig()).")
+    ap.add_argument("--grid", action="store_true", help="Run the choice grid instead of the ablation (train only).")
+    ap.add_argument("--extra", help="JSON object: label → RetrievalConfig (partial JSON), run instead.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     default = RetrievalConfig.model_validate_json(args.config) if args.config else RetrievalConfig()
     OUT.mkdir(parents=True, exist_ok=True)
     for name in [d.strip() for d in args.datasets.split(",") if d.strip()]:
-        result = run_dataset(name, args.split, args.store, systems(default))
+        configs = grid() if args.grid else systems(default)
+        if args.extra:
+            extra = json.loads(args.extra)
+            configs = {label: RetrievalConfig.model_validate(c) for label, c in extra.items()}
+        result = run_dataset(name, args.split, args.store, configs)
         md = markdown(result)
         print(md, flush=True)
-        stem = OUT / f"{name}-{args.split}-{args.store}"
+        stem = OUT / f"{name}-{args.split}-{args.store}{'-grid' if args.grid or args.extra else ''}"
         stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
         stem.with_suffix(".md").write_text(md)
 

@@ -53,10 +53,10 @@ class DensePRFConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(default=False, description="Move the query vector towards the top documents' (one more kNN).")
+    enabled: bool = Field(default=True, description="Move the query vector towards the top documents' (one more kNN).")
     fb_docs: int = Field(default=3, ge=1, le=100, description="Top first-pass documents whose vectors are averaged.")
     beta: float = Field(
-        default=0.5, ge=0.0, le=10.0, description="Weight of the documents' mean against the query's own vector (1)."
+        default=0.25, ge=0.0, le=10.0, description="Weight of the documents' mean against the query's own vector (1)."
     )
 
 

@@ -33,13 +33,17 @@ class RetrievalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: Literal["bm25", "dense", "hybrid"] = Field(default="hybrid", description="Which retrievers run.")
-    fusion: Literal["rrf", "linear"] = Field(default="rrf", description="How hybrid lists are combined.")
+    fusion: Literal["rrf", "linear"] = Field(
+        default="linear",
+        description="How hybrid lists are combined (linear: above RRF on SciFact's train queries, .731 vs .717).",
+    )
     rrf_k: int = Field(default=60, ge=1, description="RRF rank constant.")
     alpha: float = Field(default=0.5, ge=0.0, le=1.0, description="Weight of dense scores in linear fusion.")
     depth: int = Field(default=100, ge=1, le=1000, description="Hits fetched from each retriever.")
     normalization: Literal["minmax", "zscore"] = Field(
-        default="minmax",
-        description="Linear fusion's per-query score scaling: min-max to [0, 1], or z-score (mean 0, sd 1).",
+        default="zscore",
+        description="Linear fusion's per-query score scaling: min-max to [0, 1], or z-score (mean 0, sd 1: one "
+        "outlying top score does not squash the rest of its list).",
     )
     feedback_from: Literal["own", "fused"] = Field(
         default="own",

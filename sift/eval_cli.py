@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 # The names of `training.evaluation.SYSTEMS`, spelled out so importing this module stays cheap
 # (a test keeps them equal).
 SYSTEM_NAMES = (
-    "bm25", "bm25-reference", "dense", "hybrid-rrf", "hybrid-linear", "hybrid+rerank", "hybrid-linear+ltr",
+    "bm25", "bm25-reference", "dense", "baseline-rrf", "baseline-linear", "hybrid", "hybrid-rrf", "hybrid-linear",
+    "hybrid+rerank", "hybrid-linear+ltr",
     "hybrid-linear+encoder", "hybrid-linear+rerank", "full",
 )  # fmt: skip
 

@@ -207,7 +207,7 @@ def test_rerank_explanations_and_highlights(http: httpx.Client) -> None:
         assert r["score"] == ex["rerank_score"]
         assert ex["fused_score"] > 0
         assert ex["bm25_rank"] is not None or ex["dense_rank"] is not None
-        assert ex["stages"] == ["bm25", "dense", "fusion:rrf", "rerank"]
+        assert ex["stages"] == ["bm25", "dense", "fusion:linear", "rerank"]  # the default fusion; ES: no dense-prf
     lexical = [r for r in results if r["explanation"]["bm25_rank"] is not None]
     assert lexical, [(r["id"], r["explanation"]) for r in results]
     for r in lexical:  # every lexical match shows where it matched

@@ -217,7 +217,7 @@ def test_rerank_system_goes_through_the_service_reranker(
     )
     res = Evaluator(cfg, settings=settings, embedder=tiny_embedder).run()
     rr = res.system("hybrid+rerank")
-    assert rr.status == "ok" and rr.fusion == "rrf"
+    assert rr.status == "ok" and rr.fusion == "linear"
     assert rr.reranked_queries == 4
 
 

@@ -66,7 +66,11 @@ def test_zscore_linear_fusion() -> None:
     assert zscore(lex) == {"a": 1.0, "b": -1.0}
     s = linear(lex, den, alpha=0.5, normalization="zscore")
     # missing from a list: that list's lowest z
-    assert s == {"a": pytest.approx(0.5 * -1 + 0.5 * 1), "b": pytest.approx(0.5 * 1 + 0.5 * -1), "c": pytest.approx(-1.0)}
+    assert s == {
+        "a": pytest.approx(0.5 * -1 + 0.5 * 1),
+        "b": pytest.approx(0.5 * 1 + 0.5 * -1),
+        "c": pytest.approx(-1.0),
+    }
 
 
 # -- through a store ----------------------------------------------------------------------------------------
@@ -155,7 +159,7 @@ class TestEmbeddedFeedback(FeedbackContract):
         retriever = HybridRetriever(store, None, threads=2)
         q = np.array(_unit(1, 0, 0.25), dtype=np.float32)
         try:
-            plain = RetrievalConfig(mode="dense", depth=3)
+            plain = RetrievalConfig(mode="dense", depth=3, dense_prf=DensePRFConfig(enabled=False))
             before = retriever.run(index, "x", 3, config=plain, vector=q, with_docs=False)
             prf = plain.model_copy(update={"dense_prf": DensePRFConfig(enabled=True, fb_docs=2, beta=1.0)})
             after = retriever.run(index, "x", 3, config=prf, vector=q, with_docs=False)
@@ -178,3 +182,80 @@ class TestElasticsearchFeedback(FeedbackContract):
         yield s
         s.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
         s.close()
+
+
+def test_service_explains_the_feedback(tmp_path: Path) -> None:
+    import asyncio
+
+    from search.service import SearchConfig, SearchRequest
+    from search.stores.embedded import EmbeddedStore
+    from search.wiring import build_service
+
+    store = EmbeddedStore(tmp_path / "data")
+    store.warm_up()
+    version = store.create_version("docs", 3, SCHEMA)
+    store.upsert(version, CORPUS)
+    store.switch_alias("docs", version)
+
+    async def encode(q: str) -> list[float]:
+        return _unit(1, 0, 0.25)
+
+    cfg = RetrievalConfig(
+        rm3=RM3Config(enabled=True, fb_docs=2, max_df_ratio=1.0), dense_prf=DensePRFConfig(enabled=True, fb_docs=2)
+    )
+    svc = build_service(store, SearchConfig(retrieval=cfg, log_features=False), encoder=encode)
+    try:
+        resp = asyncio.run(svc.search(SearchRequest(query="jaguar", highlight=False)))
+        plain = asyncio.run(svc.search(SearchRequest(query="jaguar", mode="dense", highlight=False)))
+    finally:
+        svc.retriever.close()
+        store.close()
+    assert resp.stages == ["encode", "bm25", "rm3", "dense", "dense-prf", "fusion:linear"]
+    explained = resp.results[0].explanation
+    assert explained.stages == ["bm25", "rm3", "dense", "dense-prf", "fusion:linear"]
+    assert explained.expansion_terms and "rainforest" in explained.expansion_terms
+    assert plain.stages == ["encode", "dense", "dense-prf"] and plain.results[0].explanation.expansion_terms is None
+
+
+# -- the plain baseline of `sift eval` ------------------------------------------------------------------------
+def test_baseline_fuse_by_hand() -> None:
+    from training.reference import baseline_fuse
+
+    lex = [Hit(id="a", score=10.0), Hit(id="b", score=6.0), Hit(id="c", score=2.0)]
+    den = [Hit(id="c", score=0.9), Hit(id="d", score=0.8), Hit(id="b", score=0.5)]
+    # RRF k=60: a 1/61, b 1/62 + 1/63, c 1/63 + 1/61, d 1/62
+    assert baseline_fuse(lex, den, "rrf") == ["c", "b", "a", "d"]
+    # min-max .5/.5: a .5, b .5*.5 + 0 = .25, c 0 + .5 = .5, d .5*.75 = .375 → a, c tie (by id)
+    assert baseline_fuse(lex, den, "linear") == ["a", "c", "d", "b"]
+    assert baseline_fuse(lex, den, "rrf", k=2) == ["c", "b"]
+
+
+def test_eval_runs_the_baseline_and_the_default_pipeline(tmp_path: Path, tiny_embedder_path: Path) -> None:
+    import json
+
+    from models.embedder import EmbedderConfig
+    from search.settings import Settings
+    from training.evaluation import EvalConfig, Evaluator
+
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    with open(root / "corpus.jsonl", "w") as f:
+        for r in CORPUS:
+            f.write(json.dumps({"_id": r.doc.id, "title": r.doc.title, "text": r.doc.body}) + "\n")
+    (root / "queries.jsonl").write_text(
+        json.dumps({"_id": "1", "text": "jaguar rainforest"}) + "\n" + json.dumps({"_id": "2", "text": "pasta"}) + "\n"
+    )
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n1\td4\t1\n2\td6\t1\n")
+    cfg = EvalConfig(
+        dataset=root,
+        store="embedded",
+        systems=["bm25", "baseline-rrf", "baseline-linear", "hybrid"],
+        embedder=EmbedderConfig(model=str(tiny_embedder_path), device="cpu"),
+        cache_path=tmp_path / "emb.sqlite",
+        data_dir=tmp_path / "data",
+    )
+    res = Evaluator(cfg, settings=Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")).run()
+    for name, fusion in (("baseline-rrf", "rrf"), ("baseline-linear", "linear"), ("hybrid", cfg.retrieval.fusion)):
+        r = res.system(name)
+        assert r.status == "ok" and r.mode == "hybrid" and r.fusion == fusion and r.n_queries == 2
+        assert 0 < r.metrics["ndcg@10"] <= 1 and r.metrics["recall@100"] == pytest.approx(1.0)

@@ -30,13 +30,20 @@ class SystemSpec(BaseModel):
     optional: bool = Field(
         default=False, description="Stages whose model was not given are skipped (not run only if none was)."
     )
-    reference: bool = Field(default=False, description="Not the service: bm25s over the corpus (training.reference).")
+    reference: bool = Field(
+        default=False,
+        description="Not the service: bm25s over the corpus (training.reference); hybrid: fused with the index's "
+        "kNN as the plain baseline (bm25s + MiniLM, RRF k=60 or min-max linear alpha 0.5).",
+    )
 
 
 SYSTEMS: dict[str, SystemSpec] = {
     "bm25": SystemSpec(mode="bm25"),
     "bm25-reference": SystemSpec(mode="bm25", reference=True),
     "dense": SystemSpec(mode="dense"),
+    "baseline-rrf": SystemSpec(mode="hybrid", fusion="rrf", reference=True),
+    "baseline-linear": SystemSpec(mode="hybrid", fusion="linear", reference=True),
+    "hybrid": SystemSpec(mode="hybrid"),  # the default pipeline (RetrievalConfig's fusion and feedback)
     "hybrid-rrf": SystemSpec(mode="hybrid", fusion="rrf"),
     "hybrid-linear": SystemSpec(mode="hybrid", fusion="linear"),
     "hybrid+rerank": SystemSpec(mode="hybrid", rerank=True),

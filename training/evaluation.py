@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -62,7 +63,7 @@ from training.metrics import (
     ranking_to_run,
     summarize_deltas,
 )
-from training.reference import ReferenceBM25
+from training.reference import ReferenceBM25, baseline_fuse
 
 __all__ = [
     "BASELINE", "NO_RANKER", "NO_RERANKER", "SYSTEMS", "BuildStats", "EvalConfig", "EvalResult", "Evaluator",
@@ -255,7 +256,8 @@ class Evaluator:
             for name in self.config.systems:
                 spec = SYSTEMS[name]
                 if spec.reference:  # the collection's own query text, not cut to the API's limit
-                    results.append(await self._run_reference(name, full, qrels))
+                    knn = (store, index, embedders[False]) if spec.mode == "hybrid" else None
+                    results.append(await self._run_reference(name, full, qrels, spec, knn))
                     continue
                 if spec.optional:
                     cfg = self.config
@@ -357,16 +359,48 @@ class Evaluator:
         return _scored(res, {qid: ids for qid, ids, _ in answers}, qrels)
 
     async def _run_reference(
-        self, name: str, queries: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]]
+        self,
+        name: str,
+        queries: Mapping[str, str],
+        qrels: Mapping[str, Mapping[str, int]],
+        spec: SystemSpec | None = None,
+        knn: tuple[IndexStore, str, Embedder | None] | None = None,
     ) -> SystemResult:
         """bm25s over the corpus as read from corpus.jsonl, on the queries as the collection states them (the
-        issue's figures); search time excludes building its index."""
-        res = SystemResult(name=name, mode="bm25", fusion=None, rerank=False, status="ok")
+        issue's figures); search time excludes building its index. A hybrid reference is the plain baseline:
+        bm25s's top 100 fused with the index's kNN top 100 of the query's MiniLM vector (`baseline_fuse`)."""
+        spec = spec or SYSTEMS[name]
+        res = SystemResult(name=name, mode=spec.mode, fusion=spec.fusion, rerank=False, status="ok")
         reference = await asyncio.to_thread(ReferenceBM25.from_beir, self.config.dataset)
         t = time.perf_counter()
-        rankings = await asyncio.to_thread(reference.search, queries, MAX_LIMIT)
+        if spec.mode != "hybrid":
+            rankings = await asyncio.to_thread(reference.search, queries, MAX_LIMIT)
+        elif knn is None or knn[2] is None:
+            res.status, res.reason = "not run", "no query encoder"
+            return res
+        else:
+            rankings = await asyncio.to_thread(self._baseline, reference, queries, knn, spec.fusion or "rrf")
         res.search_seconds = round(time.perf_counter() - t, 3)
         return _scored(res, rankings, qrels)
+
+    @staticmethod
+    def _baseline(
+        reference: ReferenceBM25,
+        queries: Mapping[str, str],
+        knn: tuple[IndexStore, str, Embedder | None],
+        fusion: Literal["rrf", "linear"],
+    ) -> dict[str, list[str]]:
+        store, index, embedder = knn
+        assert embedder is not None
+        lexical = reference.search_scored(queries, MAX_LIMIT)
+        qids = list(queries)
+        vectors = embedder.embed([fit_query(queries[q]) for q in qids])
+        return {
+            q: baseline_fuse(
+                lexical.get(q, []), store.knn_search(index, [float(x) for x in v], MAX_LIMIT, with_docs=False), fusion
+            )
+            for q, v in zip(qids, vectors, strict=True)
+        }
 
 
 def _scored(
