@@ -66,11 +66,21 @@ class Principal:
         if not INDEX_NAME.match(index):
             msg = "an index name is 1-128 lowercase letters, digits, '-' or '_', starting with a letter or digit"
             raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"}])
-        alias = version_alias(index) or index
-        if self.served is not None and index not in self.served and alias not in self.served:
+        if not self.served_here(index):
             raise HTTPException(404, f"index {index!r} not found")
-        if self.indices is not None and index not in self.indices and alias not in self.indices:
+        if not self.may_read(index):
             raise HTTPException(403, f"this API key may not read index {index!r}")
+
+    def served_here(self, index: str) -> bool:
+        """Whether this server serves `index` (or the alias of a version of it): `security.indices`."""
+        return self.served is None or index in self.served or (version_alias(index) or index) in self.served
+
+    def may_read(self, index: str) -> bool:
+        """Whether this caller may read `index`, without raising: the server serves it and the key's `indices`
+        name it (or its alias). For checks that must not reveal which of the two failed (events, summaries)."""
+        if not self.served_here(index):
+            return False
+        return self.indices is None or index in self.indices or (version_alias(index) or index) in self.indices
 
 
 class Guard:
