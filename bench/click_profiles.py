@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline  # noqa: E402
 from ranking.exploration import ExplorationConfig, explore  # noqa: E402
+from search.pii import scrub_pii  # noqa: E402
 from search.settings import Settings  # noqa: E402
 from search.stores.embedded import EmbeddedStore  # noqa: E402
 from serving.config import AppConfig  # noqa: E402
@@ -170,7 +171,8 @@ def main() -> None:
     finally:
         backend.suggest.close()
         backend.store.close()
-    text_to_qid = {" ".join(t.split())[:1000]: q for q, t in train.queries.items() if q in train.qrels}
+    # the log holds the query as scrubbed of PII (a few SciFact claims have number runs): match on that
+    text_to_qid = {scrub_pii(" ".join(t.split())[:1000]): q for q, t in train.queries.items() if q in train.qrels}
     qids = [text_to_qid[e.query] for e in imps if e.query in text_to_qid]
     out = {
         "simulation": {**report.model_dump(), "no_click_share": round(report.no_click_sessions / report.sessions, 3)},
