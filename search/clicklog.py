@@ -300,6 +300,12 @@ _ES_MAPPING: dict[str, Any] = {
     },
 }
 
+# Replay order; `unmapped_type`: an index created before a field existed (and not written to since) still sorts.
+_READ_ORDER: list[dict[str, Any]] = [
+    {name: {"order": "asc", "unmapped_type": "keyword" if name != "received_at" else "date"}}
+    for name in ("received_at", "event_id", "client")
+]
+
 
 class EsClickLog:
     """An index shared by every replica; a record's `_id` is its storage id (`ClickRecord.storage_id`) and writes
@@ -324,10 +330,14 @@ class EsClickLog:
         )
 
     def _ensure_index(self) -> None:
+        """Create the index, or bring an existing one's mapping up to date: an index created by an older version
+        lacks the fields added since (`client`, `flagged`), and with `dynamic: false` they would be stored but
+        neither searchable nor sortable. Adding fields to a mapping is allowed on a live index."""
         if self._ready:
             return
         from elasticsearch import BadRequestError
 
+        created = False
         if not self.client.indices.exists(index=self.index):
             try:
                 self.client.indices.create(
@@ -335,9 +345,12 @@ class EsClickLog:
                     mappings=_ES_MAPPING,
                     settings={"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "30s"},
                 )
+                created = True
             except BadRequestError as exc:  # another replica created it first
                 if "resource_already_exists" not in str(exc):
                     raise
+        if not created:
+            self.client.indices.put_mapping(index=self.index, properties=_ES_MAPPING["properties"])
         self._ready = True
 
     def append_many(self, records: Sequence[ClickRecord]) -> tuple[int, int]:
@@ -393,7 +406,7 @@ class EsClickLog:
                 resp = self.client.search(
                     index=self.index,
                     query=query,
-                    sort=[{"received_at": "asc"}, {"event_id": "asc"}, {"client": "asc"}],
+                    sort=_READ_ORDER,
                     size=1000,
                     search_after=after,
                 )

@@ -159,3 +159,58 @@ def test_elasticsearch_scopes_event_ids_by_client_and_keeps_flags(es_url: str, i
     finally:
         client.indices.delete(index=index, ignore_unavailable=True)
         client.close()
+
+
+# The click log's mapping before events carried an identity and a flag (commit 61e1761): an index created then
+# is still there after an upgrade, and `_ensure_index` must not assume it was created with today's mapping.
+OLD_MAPPING = {
+    "dynamic": "false",
+    "properties": {
+        "event_id": {"type": "keyword"},
+        "type": {"type": "keyword"},
+        "event_name": {"type": "keyword"},
+        "query_id": {"type": "keyword"},
+        "object_ids": {"type": "keyword"},
+        "positions": {"type": "integer"},
+        "ts": {"type": "date"},
+        "received_at": {"type": "date"},
+        "user_token": {"type": "keyword"},
+        "session_id": {"type": "keyword"},
+        "index": {"type": "keyword"},
+        "query": {"type": "keyword", "ignore_above": 1024},
+        "source": {"type": "keyword"},
+    },
+}
+
+
+@pytest.mark.es
+def test_elasticsearch_reads_and_upgrades_an_index_created_with_the_old_mapping(es_url: str, index_name: str) -> None:
+    from elasticsearch import Elasticsearch, helpers
+
+    from search.clicklog import EsClickLog
+
+    client = Elasticsearch(es_url)
+    index = f"cl-old-{index_name}"
+    client.indices.create(index=index, mappings=OLD_MAPPING, settings={"number_of_shards": 1, "number_of_replicas": 0})
+    try:
+        # 1,001 events the old code stored (no client, no flag): more than one page of the reader's search_after
+        old = [rec(i, T0 - timedelta(minutes=1)) for i in range(1001)]
+        actions = [
+            {"_index": index, "_id": r.event_id, "_source": r.model_dump(mode="json", exclude_none=True)} for r in old
+        ]
+        helpers.bulk(client, actions, refresh=True)
+        # Training on the upgraded deployment before any new event came in: nothing has written the new mapping yet.
+        assert len(list(EsClickLog(client, index).read())) == 1001
+        log = EsClickLog(client, index)
+        new = rec(2000).model_copy(update={"client": "c-new", "flagged": "identity_cap"})
+        assert log.append_many([new, rec(0, T0 - timedelta(minutes=1))]) == (1, 1)
+        got = list(EsClickLog(client, index).read())
+        assert len(got) == 1002 and len({r.storage_id() for r in got}) == 1002
+        assert (got[-1].event_id, got[-1].client, got[-1].flagged) == ("e2000", "c-new", "identity_cap")
+        props = client.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+        assert props["client"] == {"type": "keyword"} and props["flagged"] == {"type": "keyword"}
+        hits = client.search(index=index, query={"term": {"flagged": "identity_cap"}})["hits"]["hits"]
+        assert [h["_id"] for h in hits] == [new.storage_id()]  # the new fields are searchable, not just stored
+    finally:
+        client.indices.delete(index=index, ignore_unavailable=True)
+        client.close()
