@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from search.click_caps import ClickCaps
 from search.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
@@ -61,6 +61,18 @@ class EventIn(BaseModel):
         description="Idempotency id: an event this API key and address already stored under it is not stored "
         "again (default: a hash of the event's type, query_id, objects, positions and timestamp).",
     )
+
+    @field_validator("timestamp")
+    @classmethod
+    def _in_utc(cls, ts: datetime | None) -> datetime | None:
+        """The timestamp in UTC, checked here: a time whose offset takes it past year 1 or 9999 (e.g.
+        9999-12-31T23:59:59-01:00) cannot be converted, and must be a 422, not an error later."""
+        if ts is None:
+            return None
+        try:
+            return to_utc(ts)
+        except OverflowError:
+            raise ValueError("timestamp out of range: in UTC it falls outside years 1 to 9999") from None
 
     @model_validator(mode="after")
     def _positions_match(self) -> EventIn:

@@ -237,3 +237,20 @@ def test_training_counts_one_caller_once_and_ignores_flagged_clicks() -> None:
     by_id = {s.query_id: s for s in sessions}
     assert by_id["h0"].clicks[0] and not any(by_id["h1"].clicks)  # the flagged click does not count
     assert [s.query_id for s in sessions if s.query_id.startswith("s")] == ["s0", "s1", "s2", "s3"]
+
+
+def test_a_timestamp_at_the_edge_of_the_date_range_is_a_422(api: Any) -> None:
+    backend, client = api
+    resp = search(client, "web", "10.0.5.1")
+    cases = {
+        "9999-12-31T23:59:59-01:00": "out of range",  # past year 9999 in UTC
+        "0001-01-01T00:00:00+01:00": "out of range",  # before year 1 in UTC
+        "9999-12-31T23:59:59Z": "in the future",
+        253402300799999: "in the future",  # epoch milliseconds of the last one
+    }
+    for ts, msg in cases.items():
+        r = post(client, "web", [click(resp, timestamp=ts)], "10.0.5.1")
+        assert r.status_code == 422, (ts, r.status_code, r.text[:300])
+        (err,) = r.json()["detail"]
+        assert err["loc"][:4] == ["body", "events", 0, "timestamp"] and msg in err["msg"], (ts, err)
+    assert stored(backend, resp["query_id"]) == []
