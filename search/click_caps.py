@@ -46,11 +46,15 @@ class ClickCaps:
                 if key in decided:
                     return decided[key]
             n = len(rec.object_ids)
-            by_imp = self._impressions[f"{to_utc(shown_at):%Y-%m-%d}"]
-            by_imp[rec.query_id] += n
+            shown_day = f"{to_utc(shown_at):%Y-%m-%d}"
             flag: str | None = None
-            if by_imp[rec.query_id] > self.per_impression:
+            if shown_day < self._oldest(rec.received_at):  # its count would be forgotten at once: not trusted
                 flag = "impression_cap"
+            else:
+                by_imp = self._impressions[shown_day]
+                by_imp[rec.query_id] += n
+                if by_imp[rec.query_id] > self.per_impression:
+                    flag = "impression_cap"
             if rec.client is not None:
                 by_id = self._identities[day]
                 by_id[(rec.client, normalize_query(rec.query))] += n
@@ -59,8 +63,12 @@ class ClickCaps:
             self._decided[day][key] = flag
             return flag
 
+    def _oldest(self, now: datetime) -> str:
+        """The first day still remembered (days before it are dropped)."""
+        return f"{to_utc(now) - timedelta(days=self.keep_days + 1):%Y-%m-%d}"
+
     def _forget(self, now: datetime) -> None:
-        oldest = f"{to_utc(now) - timedelta(days=self.keep_days + 1):%Y-%m-%d}"
+        oldest = self._oldest(now)
         for table in (self._impressions, self._identities, self._decided):
             for day in [d for d in table if d < oldest]:
                 del table[day]

@@ -124,6 +124,12 @@ class ClickLogConfig(BaseModel):
         "Elasticsearch documents at start and then hourly (on the next write).",
     )
 
+    @property
+    def window_days(self) -> float:
+        """The acceptance window in days: how old an event (or the impression it refers to) may be, clock skew
+        included. What the events API accepts, and so what the id and cap memories must cover."""
+        return self.max_event_age_days + self.max_clock_skew_s / 86_400
+
 
 class JsonlClickLog:
     """`clicklog-YYYY-MM-DD.jsonl` by day received. Appends take an exclusive `flock` on a lock file, read what
@@ -448,5 +454,4 @@ def make_click_log(
         if data_dir is None:
             raise ValueError("the JSONL click log needs a directory or a data_dir")
         directory = data_dir / "clicklog"
-    window = config.max_event_age_days + config.max_clock_skew_s / 86_400
-    return JsonlClickLog(directory, config.retention_days, window_days=window)
+    return JsonlClickLog(directory, config.retention_days, window_days=config.window_days)

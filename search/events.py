@@ -157,8 +157,9 @@ class EventRecorder:
         self.clicks = clicks
         self.config = config
         self.now = now
-        keep = config.max_event_age_days + config.max_clock_skew_s / 86_400
-        self.caps = ClickCaps(config.max_clicks_per_impression, config.max_clicks_per_identity_query, keep)
+        self.caps = ClickCaps(
+            config.max_clicks_per_impression, config.max_clicks_per_identity_query, config.window_days
+        )
 
     async def _lookup(self, query_ids: set[str]) -> dict[str, QueryEvent]:
         found = await asyncio.to_thread(self.impressions.impressions, sorted(query_ids))
@@ -202,8 +203,10 @@ class EventRecorder:
     def check(
         self, i: int, ev: EventIn, imp: QueryEvent | None, now: datetime, caller: Caller | None = None
     ) -> ClickRecord | list[dict[str, Any]]:
-        """The record to store, or the reasons this event cannot be stored."""
-        if imp is None:
+        """The record to store, or the reasons this event cannot be stored. An impression older than the
+        acceptance window is unknown, as if the query log had dropped it: the click caps count an impression's
+        clicks only that long."""
+        if imp is None or to_utc(imp.ts) < now - timedelta(days=self.config.window_days):
             return [_err(i, "query_id", f"unknown query_id {ev.query_id!r}: no recent search or suggest response")]
         errors: list[dict[str, Any]] = []
         ts = to_utc(ev.timestamp) if ev.timestamp else now
