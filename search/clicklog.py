@@ -16,10 +16,11 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,6 +30,8 @@ from search.querylog_es import RETENTION_CHECK_S, PeriodicPurge
 log = logging.getLogger("sift.clicklog")
 
 DEFAULT_ES_INDEX = "sift-clicklog"
+MAX_REMEMBERED_IDS = 1_000_000  # stored ids the JSONL log holds in memory (about 100 MB); the oldest go first
+M = TypeVar("M", bound=MutableMapping[Any, Any])
 EventType = Literal["click", "conversion", "view"]
 
 
@@ -134,7 +137,9 @@ class ClickLogConfig(BaseModel):
 class JsonlClickLog:
     """`clicklog-YYYY-MM-DD.jsonl` by day received. Appends take an exclusive `flock` on a lock file, read what
     other processes appended since (to learn their event ids), skip duplicates, write, fsync, unlock. An id counts
-    as stored only once its write is synced: a failed write is cut off the file and its retry is stored."""
+    as stored only once its write is synced: a failed write is cut off the file and its retry is stored. The ids
+    held in memory are those of the acceptance window, at most `max_ids` (the oldest forgotten first: a retry
+    comes within minutes, not after a million other events)."""
 
     def __init__(
         self,
@@ -142,6 +147,7 @@ class JsonlClickLog:
         retention_days: float | None = None,
         window_days: float | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_ids: int = MAX_REMEMBERED_IDS,
     ) -> None:
         """`retention_days`: day files older than this are deleted, checked once a day (None: kept; the app's
         log, from `make_click_log`, always has one). `window_days`: the stored ids of day files older than this
@@ -150,16 +156,17 @@ class JsonlClickLog:
         self.retention_days = retention_days
         self.window_days = window_days
         self.now = now
+        self.max_ids = max_ids
         self._pruned_day = ""
         self._thread_lock = threading.Lock()  # flock does not exclude threads sharing one descriptor
-        self._ids: dict[str, set[str]] = {}  # day (YYYY-MM-DD, of the file) → storage ids stored that day
+        self._ids: dict[str, dict[str, None]] = {}  # day (YYYY-MM-DD, of the file) → storage ids, in write order
         self._offsets: dict[str, int] = {}
 
     def path_for(self, ts: datetime) -> Path:
         return self.directory / f"clicklog-{to_utc(ts):%Y-%m-%d}.jsonl"
 
     def remembered(self) -> int:
-        """How many stored ids are held in memory (bounded by the window)."""
+        """How many stored ids are held in memory (bounded by the window and by `max_ids`)."""
         return sum(len(ids) for ids in self._ids.values())
 
     def _oldest_day(self) -> str:
@@ -182,12 +189,13 @@ class JsonlClickLog:
                 chunk = f.read()
             end = chunk.rfind(b"\n") + 1
             self._offsets[path.name] = start + end
-            ids = self._ids.setdefault(day, set())
+            ids = self._ids.setdefault(day, {})
             for raw in chunk[:end].splitlines():
                 try:
-                    ids.add(ClickRecord.model_validate_json(raw).storage_id())
+                    ids[ClickRecord.model_validate_json(raw).storage_id()] = None
                 except ValueError:  # a torn line from a crash: it was never acknowledged
                     continue
+        trim_oldest(self._ids, self.max_ids)
 
     def _stored(self, key: str) -> bool:
         return any(key in ids for ids in self._ids.values())
@@ -212,7 +220,8 @@ class JsonlClickLog:
                 for path, day_records in by_day.items():
                     self._write(path, [r.model_dump_json(exclude_none=True) for r in day_records.values()])
                     day = path.name.removeprefix("clicklog-").removesuffix(".jsonl")
-                    self._ids.setdefault(day, set()).update(day_records)  # only now: the write is durable
+                    self._ids.setdefault(day, {}).update(dict.fromkeys(day_records))  # only now: it is durable
+                trim_oldest(self._ids, self.max_ids)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
         return len(fresh), len(records) - len(fresh)
@@ -274,6 +283,26 @@ class JsonlClickLog:
 
     def close(self) -> None:
         return None
+
+
+def trim_oldest(table: MutableMapping[str, M], limit: int) -> None:
+    """Drop the oldest entries of a day → entries table (days `YYYY-MM-DD`, entries in insertion order) until it
+    holds at most `limit`; a tenth of `limit` more goes at once, so a full table is not trimmed at every insert."""
+    total = sum(len(entries) for entries in table.values())
+    if total <= limit:
+        return
+    excess = total - limit + limit // 10
+    for day in sorted(table):
+        entries = table[day]
+        if len(entries) <= excess:
+            excess -= len(entries)
+            del table[day]
+        else:
+            for key in list(islice(entries, excess)):
+                del entries[key]
+            excess = 0
+        if excess <= 0:
+            return
 
 
 def fsync_directory(directory: Path) -> None:

@@ -8,7 +8,8 @@ users of Algolia Insights and OpenSearch UBI know. `EventRecorder` checks each e
 bad event rejects the batch with a message per event, so a client fixes and resends it, and the idempotency
 ids make that resend safe. Events are scoped by their caller (API key and address): its key's index limits
 apply to the impression, its identity is stored on every record (idempotency ids are its own, and training
-counts one caller once), and clicks past the caps of `search.click_caps` are stored flagged.
+counts one caller once), and clicks past the caps of `search.click_caps` are stored flagged (far past them, the
+batch is refused).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from search.click_caps import ClickCaps
+from search.click_caps import ClickCaps, FloodRefused
 from search.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
 from search.naming import version_alias
 from search.querylog import QueryEvent, QueryLog, to_utc
@@ -191,8 +192,12 @@ class EventRecorder:
         if errors:
             raise EventsRejected(errors)
         if caller is not None:  # counted once the batch is valid (a rejected one spends no cap); in-process: trusted
-            for rec in records:
-                rec.flagged = self.caps.flag(rec, found[rec.query_id].ts)
+            try:
+                flags = self.caps.decide([(rec, found[rec.query_id].ts) for rec in records])
+            except FloodRefused as exc:  # far past a cap: nothing of the batch is stored or counted
+                raise EventsRejected([_err(i, "query_id", msg) for i, msg in sorted(exc.refused.items())]) from None
+            for rec, flag in zip(records, flags, strict=True):
+                rec.flagged = flag
         unique = list({r.storage_id(): r for r in records}.values())
         written, duplicates = await asyncio.to_thread(self.clicks.append_many, unique)
         in_batch = len(records) - len(unique)  # the same event twice in one batch

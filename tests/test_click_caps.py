@@ -106,3 +106,67 @@ def test_the_caps_do_not_trust_clicks_on_an_impression_older_than_they_remember(
     assert flags[5:] == ["impression_cap"] * 3, flags  # never more than the cap trusted
     recent = [r.model_copy(update={"query_id": "q-new", "event_id": f"n{i}"}) for i, r in enumerate(recs)]
     assert [caps.flag(r, NOW - timedelta(days=3)) for r in recent] == [None] * 5 + ["impression_cap"] * 3
+
+
+def test_a_flood_far_past_the_impression_cap_is_refused_and_stores_nothing(tmp_path: Path) -> None:
+    rec = recorder(tmp_path, impression("q1"))
+    limit = 10 * rec.config.max_clicks_per_impression  # 50 with the defaults
+    with pytest.raises(EventsRejected) as info:
+        send(rec, [click("q1", 1 + i % 10) for i in range(20_000 // 20)])  # 1,000 clicks on one response
+    errors = info.value.errors
+    assert [e["loc"][2] for e in errors] == list(range(limit, 1000))  # one message per event past the limit
+    assert all("refused" in e["msg"] and "max_clicks_per_impression" in e["msg"] for e in errors), errors[0]
+    assert list(rec.clicks.read()) == [] and rec.caps.remembered() == 0  # nothing stored, nothing counted
+    # Up to the limit is stored (past the cap: flagged); the click that would pass it is refused.
+    assert send(rec, [click("q1") for _ in range(limit)]).accepted == limit
+    flags = [r.flagged for r in rec.clicks.read()]
+    assert flags.count(None) == rec.config.max_clicks_per_impression and len(flags) == limit
+    with pytest.raises(EventsRejected, match="event error"):
+        send(rec, [click("q1")])
+    assert len(list(rec.clicks.read())) == limit
+    views = [{**click("q1"), "type": "view"} for _ in range(3)]
+    assert send(rec, views).accepted == 3  # views are not clicks: not capped
+    assert send(rec, [click("q1")], caller=None).accepted == 1  # in-process (the simulator): trusted
+
+
+def test_a_flood_far_past_the_identity_cap_is_refused(tmp_path: Path) -> None:
+    imps = [impression(f"q{i}") for i in range(60)]  # one caller searching the same query again and again
+    rec = recorder(tmp_path, *imps, max_clicks_per_identity_query=2)
+    for i in range(20):  # 10 times the cap: stored, all but the first 2 flagged
+        assert send(rec, [click(f"q{i}")]).accepted == 1
+    with pytest.raises(EventsRejected) as info:
+        send(rec, [click("q20"), click("q21", 2)])
+    msgs = [e["msg"] for e in info.value.errors]
+    assert len(msgs) == 2 and all("max_clicks_per_identity_query" in m for m in msgs), msgs
+    assert send(rec, [click("q20")], caller=Caller("c-other")).accepted == 1  # another caller is not refused
+    flags = [r.flagged for r in rec.clicks.read()]
+    assert flags == [None, None] + ["identity_cap"] * 18 + [None]
+
+
+def test_the_caps_memory_is_bounded_by_count() -> None:
+    caps = ClickCaps(5, 20, 4, max_entries=100)
+    for i in range(1000):
+        r = ClickRecord(
+            event_id=f"e{i}", type="click", event_name="c", query_id=f"q{i}", object_ids=["d1"], positions=[1],
+            ts=NOW, received_at=NOW, client=f"c-{i}", query=f"query {i}",
+        )  # fmt: skip
+        assert caps.flag(r, NOW) is None
+    assert caps.remembered() <= 3 * 100  # three tables, each at most max_entries
+    more = [r.model_copy(update={"event_id": f"x{j}"}) for j in range(5)]  # on the newest impression, q999
+    assert [caps.flag(x, NOW) for x in more] == [None] * 4 + ["impression_cap"]  # its count (1) was kept
+    assert caps.flag(r, NOW) is None and caps.flag(more[-1], NOW) == "impression_cap"  # retries: as decided
+
+
+def test_the_jsonl_logs_id_memory_is_bounded_by_count(tmp_path: Path) -> None:
+    log = JsonlClickLog(tmp_path, max_ids=100)
+    recs = [
+        ClickRecord(
+            event_id=f"e{i}", type="view", event_name="v", query_id="q", object_ids=["d1"], ts=NOW, received_at=NOW
+        )
+        for i in range(1000)
+    ]
+    for i in range(0, 1000, 50):
+        assert log.append_many(recs[i : i + 50]) == (50, 0)
+    assert log.remembered() <= 100
+    assert log.append_many(recs[-10:]) == (0, 10)  # the newest ids are still remembered (retries come soon)
+    assert len(list(log.read())) == 1000

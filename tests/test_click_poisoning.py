@@ -254,3 +254,18 @@ def test_a_timestamp_at_the_edge_of_the_date_range_is_a_422(api: Any) -> None:
         (err,) = r.json()["detail"]
         assert err["loc"][:4] == ["body", "events", 0, "timestamp"] and msg in err["msg"], (ts, err)
     assert stored(backend, resp["query_id"]) == []
+
+
+def test_a_flood_far_past_the_caps_is_refused_and_nothing_of_it_is_stored(api: Any) -> None:
+    backend, client = api
+    resp = search(client, "web", "10.0.6.1")
+    limit = 10 * backend.events.config.max_clicks_per_impression
+    before = backend.events.caps.remembered()
+    for _ in range(20):  # 20,000 clicks on one response, 1,000 a batch
+        flood = [click(resp, event_id=f"f-{uuid.uuid4().hex}") for _ in range(1000)]
+        r = post(client, "web", flood, "10.0.6.1")
+        assert r.status_code == 422, r.text[:300]
+    detail = r.json()["detail"]
+    assert len(detail) == 1000 - limit and detail[0]["loc"] == ["body", "events", limit, "query_id"]
+    assert "refused" in detail[0]["msg"] and "max_clicks_per_impression" in detail[0]["msg"]
+    assert stored(backend, resp["query_id"]) == [] and backend.events.caps.remembered() == before
