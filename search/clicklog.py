@@ -111,14 +111,15 @@ class ClickLogConfig(BaseModel):
         default=5,
         ge=1,
         description="Clicked or converted objects one response (query_id) may collect; more are stored flagged "
-        "'impression_cap' and training ignores them. Counted per API process, for events sent over the API.",
+        "'impression_cap' and training ignores them; a batch past 10 times this is refused (422, nothing stored). "
+        "Counted per API process, for events sent over the API.",
     )
     max_clicks_per_identity_query: int = Field(
         default=20,
         ge=1,
         description="Clicked or converted objects one caller (API key and client address) may send per query "
-        "text per day (UTC); more are stored flagged 'identity_cap' and training ignores them. Counted per API "
-        "process, for events sent over the API.",
+        "text per day (UTC); more are stored flagged 'identity_cap' and training ignores them; a batch past 10 "
+        "times this is refused (422, nothing stored). Counted per API process, for events sent over the API.",
     )
     retention_days: float = Field(
         default=RETENTION_DAYS,
