@@ -6,20 +6,27 @@ People type e-mail addresses and phone or card numbers in every shape: `555 - 12
 `867-5309`, or half an address while typing (`mary.major@example`, `mary.major@`). So the text is first put in a
 canonical form (`canonical`: NFKC, which turns fullwidth `＠` and digits into ASCII; every unicode dash to `-`,
 middle dots to `.`, fraction slashes to `/`, every space to one blank, invisible format characters dropped, or
-between two digits made a `-`), and the patterns run on that.
+between two digits made a `-`, combining marks that follow no letter dropped: `5\u03015\u03015` is `555`), and the
+patterns run on that.
 
 - An e-mail is a word, `@` and a host word (`a@host`: no dot needed), or a word followed by `@` at the very end (a
   half-typed address). With spaces around the `@` (or `[at]`, `(at)`) the host must be dotted or `localhost`, or
   the word before must look like an address's local part (a dot, `_`, `+`, `-` or digit in it): `jane.roe @
   example.com` and `mary.major @ example` are addresses, `what is @ sign` stays a question.
-- A number is digit groups joined by blanks, `-`, `.`, `_`, `/`, `\\` or brackets (spaces around them allowed).
-  It is personal when it has 9 or more digits (phones with an area code, cards of 13-19 digits, ids), a group of
-  6 or more digits, a leading `+` and 7 or more digits, or the shape of a local number: 3+4 digits (`867-5309`;
-  not `top 100 2019`: blank-separated with a year last), 3+2+2, or 4+4 / 2+2+2+2 with a separator other than a
-  blank (`2345-6789`; not a year range such as `1990-2000`).
+- A number is digit groups joined by blanks or by runs of up to six of `- . _ / \\ ( ) [ ] , + : * | ~ #`, with
+  blanks between and around them except beside `, + : * | ~ #` (`555 - - 123 - - 4567`, `4111,1111,1111,1111`,
+  `555:123:4567`; but `0.80, 0.66`, `cycle 7: 1998` and `28 +/- 9` are lists and sums). It is personal when it
+  has 9 or more digits (phones with an area code, cards of 13-19 digits, ids), a group of 6 or more digits, a
+  leading `+` and 7 or more digits, or the shape of a local number: 3+4 digits (`867-5309`; not `top 100 2019`:
+  blank-separated with a year last), 3+2+2, or 4+4 / 2+2+2+2 with a separator other than a blank (`2345-6789`;
+  not a year range such as `1990-2000`, nor with `:`, `*` or `+`, a ratio, product or timecode: `1920:1080`).
+- Not personal, whatever its length: a number grouped in thousands by commas (`1,000,000`, `8,000,000,000.00`:
+  1-3 digits, then groups of exactly 3; or two joined by `-` or `/`: `10,000-15,000`), a clock time (`10:30`,
+  `23:59:59.250`) and a date with an optional time (`2019-01-15 10:30`, `15/01/2019`). A 9-digit phone written
+  as `612,345,678` is the price of that.
 
-So years, versions, standards and small counts survive (`covid 19`, `python 3.12`, `ISO 8601`, `1990-2000`,
-`top 10 results`); a list of years or a long decimal is a cheap false positive.
+So years, versions, standards, small counts, times and ratios survive (`covid 19`, `python 3.12`, `ISO 8601`,
+`1990-2000`, `top 10 results`, `16:9`); a list of years or a long decimal is a cheap false positive.
 """
 
 from __future__ import annotations
@@ -36,9 +43,12 @@ _DOTS = "\u00b7\u2022\u2219\u30fb\u2027\u22c5"  # middle dots, bullets, katakana
 _SLASHES = "\u2044\u2215\u29f8"  # fraction slash, division slash, big solidus
 
 
-def _fold_table() -> dict[int, str]:
-    """Non-ASCII code points (basic plane) folded to the separators the patterns know, or dropped."""
+def _tables() -> tuple[dict[int, str], str]:
+    """Non-ASCII code points (basic plane) folded to the separators the patterns know, or dropped; and a regex
+    class of the basic plane's combining marks (categories Mn, Mc, Me) and the variation selectors supplement.
+    One pass: it runs at import."""
     table: dict[int, str] = {}
+    marks: list[int] = []
     for cp in range(0x80, 0x10000):
         cat = unicodedata.category(chr(cp))
         if cat == "Pd":
@@ -47,15 +57,45 @@ def _fold_table() -> dict[int, str]:
             table[cp] = " "
         elif cat == "Cf":
             table[cp] = ""
+        elif cat[0] == "M":
+            marks.append(cp)
     table.update({ord(c): "-" for c in _DASHES})
     table.update({ord(c): "." for c in _DOTS})
     table.update({ord(c): "/" for c in _SLASHES})
     table.update({cp: "" for cp in range(0xE0000, 0xE0080)})  # tag characters (format, invisible)
-    return table
+    ranges: list[list[int]] = [[0xE0100, 0xE01EF]]  # variation selectors 17-256 (Mn)
+    for cp in reversed(marks):
+        if ranges[-1][0] == cp + 1:
+            ranges[-1][0] = cp
+        else:
+            ranges.append([cp, cp])
+    return table, "[" + "".join(chr(a) if a == b else f"{chr(a)}-{chr(b)}" for a, b in ranges) + "]"
 
 
-_FOLD = _fold_table()
+_FOLD, _MARK = _tables()
 _INVISIBLE = "".join(chr(cp) for cp, to in _FOLD.items() if to == "")
+# a combining mark belongs to the letter before it; after a digit, a blank, a separator (or at the start) it only
+# hides digits from the patterns (`5\u034f5\u03015`): dropped, with the marks that follow it
+_STRAY_MARKS = re.compile(f"(?<![^\\W\\d_])(?<!{_MARK}){_MARK}+")
+_ASTRAL = "\U00010000"
+
+
+def _drop_stray_marks(text: str) -> str:
+    """`text` without combining marks that follow no letter (the regex knows the basic plane's; a text with
+    characters beyond it, rare, is walked, so the supplementary planes' marks go too)."""
+    if max(text) < _ASTRAL:
+        return _STRAY_MARKS.sub("", text)
+    out: list[str] = []
+    for ch in text:
+        if not (_is_mark(ch) and not (out and (out[-1].isalpha() or _is_mark(out[-1])))):
+            out.append(ch)
+    return "".join(out)
+
+
+def _is_mark(ch: str) -> bool:
+    return unicodedata.category(ch)[0] == "M"
+
+
 # between two digits an invisible character separates groups (`867\u200b5309` is 3+4 digits); elsewhere it goes
 _INVISIBLE_BETWEEN_DIGITS = re.compile(f"(?<=\\d)[{re.escape(_INVISIBLE)}]+(?=\\d)")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f]")
@@ -63,12 +103,13 @@ _BLANKS = re.compile(r"\s+")
 
 
 def canonical(text: str) -> str:
-    """The form the patterns see: NFKC, unicode dashes/dots/slashes folded to ASCII, invisible characters
-    dropped (a `-` between two digits), every run of spaces one blank. Also what `scrub_pii` returns when it
-    replaced anything."""
+    """The form the patterns see: NFKC, combining marks after anything but a letter dropped, unicode
+    dashes/dots/slashes folded to ASCII, invisible characters dropped (a `-` between two digits), every run of
+    spaces one blank. Also what `scrub_pii` returns when it replaced anything."""
     t = text
     if not t.isascii():  # most queries are: NFKC and the folds would change nothing
-        t = _INVISIBLE_BETWEEN_DIGITS.sub("-", unicodedata.normalize("NFKC", t)).translate(_FOLD)
+        t = _drop_stray_marks(unicodedata.normalize("NFKC", t))
+        t = _INVISIBLE_BETWEEN_DIGITS.sub("-", t).translate(_FOLD)
     return _BLANKS.sub(" ", _CONTROL.sub("", t))
 
 
@@ -87,16 +128,29 @@ _EMAIL = re.compile(
     rf"|{_ADDRESS_LIKE}{_AT}(?:{_HOST}|$)",  # mary.major @ example, mary.major @ (typing on)
     re.IGNORECASE,
 )
-_SEP = r"(?:\s?[\-._/\\()\[\]]{1,3}\s?|\s)"  # one separator; `canonical` left at most one blank in a row
+_MARKS = r"[\-._/\\()\[\],+:*|~#]"
+# `canonical` left at most one blank in a row; `, + : * | ~ #` take none beside them (`0.80, 0.66`, `cycle 7: 1998`
+# and `28 +/- 9` are lists and sums, not one number)
+_GAP = r"(?:(?<![,+:*|~#])\s(?![,+:*|~#]))?"
+# one separator: up to six marks with blanks between them, or a blank
+_SEP = rf"(?:{_GAP}{_MARKS}(?:{_GAP}{_MARKS}){{0,5}}{_GAP}|\s)"
 _NUMBER = re.compile(rf"(?<!\d)(?:\+\s?)?(?:[(\[]\s?)?\d+(?:{_SEP}\d+)*")
 _GROUP = re.compile(r"\d+")
 _CANDIDATE = re.compile(r"\d|@|\[at\]|\(at\)", re.IGNORECASE)
 _YEAR = re.compile(r"(?:1[89]|20)\d\d")
+_THOUSAND = r"[1-9]\d{0,2}(?:,\d{3})+(?:\.\d{1,2})?"  # 1,000,000 and 8,000,000,000.00
+_THOUSANDS = re.compile(rf"{_THOUSAND}(?: ?[\-/] ?{_THOUSAND})?")  # or two: 10,000-15,000, 971,232/2,750,000
+_CLOCK = r"(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d{1,6})?)?"  # 10:30, 23:59:59.250
+_DATE = r"(?:(?:1[89]|20)\d\d([\-/.])\d\d?\1\d\d?|\d\d?([\-/.])\d\d?\2(?:1[89]|20)\d\d)"  # 2019-01-15, 15/01/2019
+_WHEN = re.compile(rf"{_DATE}(?: ?{_CLOCK})?|{_CLOCK}")
+_RATIO = re.compile(r"\d\s?[:*+]")  # 1920:1080, 1024*1024, 12:34:56:78 (a timecode)
 
 
 def _number_kind(run: str, after_letter: bool) -> str | None:
     """Whether one digit run (groups and separators, as `_NUMBER` matched it) is personal, and as what.
     `after_letter`: it is glued to a word (`sha256 1234`), which the local-number shapes do not count."""
+    if _THOUSANDS.fullmatch(run) or _WHEN.fullmatch(run):
+        return None
     groups = _GROUP.findall(run)
     sizes = [len(g) for g in groups]
     n = sum(sizes)
@@ -115,7 +169,7 @@ def _number_kind(run: str, after_letter: bool) -> str | None:
         return None if blank_only and _YEAR.fullmatch(groups[1]) else PHONE
     if sizes == [3, 2, 2]:
         return PHONE
-    if sizes in ([4, 4], [2, 2, 2, 2]) and not blank_only:
+    if sizes in ([4, 4], [2, 2, 2, 2]) and not blank_only and not _RATIO.search(run):
         years = sizes == [4, 4] and all(_YEAR.fullmatch(g) for g in groups)
         return None if years else PHONE
     return None

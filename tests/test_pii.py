@@ -108,6 +108,11 @@ def test_the_lm_training_data_holds_no_form() -> None:
 WORDS = st.lists(st.text(alphabet="abcdefghijklmnopqrstuvwxyzéøß", min_size=1, max_size=8), max_size=3)
 BLANK_SEPS = [" ", "\u00a0", "\u2009", "\u3000"]
 MARK_SEPS = ["-", ".", "_", "/", " - ", " . ", " / ", " _ ", "—", "–", "‑", "−", "―", " — ", "·", "－", "\u200b"]
+MARK_SEPS += [",", "+", ":", "*", "|", "~", "#", "\\", "()", "[]"]  # no blank beside `, + : * | ~ #`
+MARK_SEPS += [" - - ", "--", " -- ", " . . ", "-/-", " / - ", "-,-", " _ - ", "- - - -", "—·—", ",-", "-:"]
+# combining marks, which canonical drops after anything but a letter: grapheme joiner, acute, grave, keycap,
+# variation selectors (one of the basic plane, one beyond it), a Devanagari vowel sign, a mark beyond the basic plane
+DIGIT_MARKS = ["\u034f", "\u0301", "\u0300", "\u20e3", "\ufe0f", "\U000e0100", "\u093f", "\U0001d167", "\u0301\u034f"]
 # digit-group shapes: phone numbers with and without area codes, local numbers, cards (13-19 digits), ids
 SHAPES = [[3, 3, 4], [2, 3, 4], [3, 2, 2], [2, 2, 2, 2, 2], [3, 3, 2, 2], [4, 4, 4, 4], [4, 6, 5], [4, 4, 4, 4, 3]]
 SHAPES += [[3, 4], [7], [10], [16]]
@@ -126,6 +131,10 @@ def phone_or_card(draw: st.DrawFn) -> str:
         out = draw(st.sampled_from(["+1 ", "+44 ", "+", "+1 ("] + (["(0) "] if sum(shape) >= 9 else []))) + out
     if draw(st.booleans()):
         out = "".join(chr(ord(c) + 0xFEE0) if c.isdigit() else c for c in out)  # fullwidth digits
+    if draw(st.booleans()):  # a combining mark after every `every`-th digit, or after every separator mark too
+        mark, every = draw(st.sampled_from(DIGIT_MARKS)), draw(st.integers(1, 4))
+        after = "0123456789０１２３４５６７８９" + ("-._/,+:*|~#" if draw(st.booleans()) else "")
+        out = "".join(c + mark if c in after and i % every == 0 else c for i, c in enumerate(out))
     return out
 
 
@@ -193,7 +202,7 @@ def test_plain_words_without_digits_or_at_pass_unchanged(text: str) -> None:
 
 
 @SETTINGS
-@given(st.text(alphabet="0123456789 -._/()[]@＠—–+\u00a0\u200babcxyz.éat%·", max_size=50))
+@given(st.text(alphabet="0123456789 -._/()[]@＠—–+,:*|~#\u00a0\u200b\u0301\u034fabcxyz.éat%·", max_size=50))
 def test_the_scrubbed_text_holds_no_personal_data(text: str) -> None:
     scrubbed = scrub_pii(text)
     assert contains_pii(scrubbed) is None
