@@ -28,7 +28,7 @@ from serving.admission import Overloaded
 from serving.auth import Principal, SummarizeAuth
 from serving.backend import Backend
 from serving.dependencies import BackendDep, SummaryMetricsDep
-from serving.errors import OVERLOADED, note_query, retry_later
+from serving.errors import OVERLOADED, fault_trace, note_query, redact, request_id, retry_later
 from serving.inputs import check_filter_values
 from serving.metrics import SummaryMetrics
 from serving.summary_clients import SummaryStream
@@ -204,7 +204,7 @@ async def _run(
         return _error(404, {"message": "unknown result ids", "index": index, "ids": missing})
     stream = client.stream(query, docs, body.max_new_tokens)
     return StreamingResponse(
-        _events(request, stream, metrics, started),
+        _events(request, stream, metrics, started, query),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -257,8 +257,11 @@ async def summarize_get(
 
 
 async def _events(
-    request: Request, stream: SummaryStream, metrics: SummaryMetrics, started: float
+    request: Request, stream: SummaryStream, metrics: SummaryMetrics, started: float, query: str
 ) -> AsyncIterator[str]:
+    """The SSE frames of one summary. A failure is logged as the API logs a server fault (serving.errors): the
+    trace bounded and without the query (the summarizer's or the LM server's error text may quote it), under a
+    request id the `error` event carries."""
     outcome = "cancelled"
     first = True
     try:
@@ -280,9 +283,11 @@ async def _events(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        log.exception("summary stream failed")
         outcome = "error"
-        yield sse("error", {"detail": f"the summary failed ({type(exc).__name__}); see the server log"})
+        rid = request_id(request)
+        log.error("summary stream failed [request %s]\n%s", rid, redact(fault_trace(exc), query))
+        detail = f"the summary failed ({type(exc).__name__}); quote the request id when reporting it"
+        yield sse("error", {"detail": detail, "request_id": rid})
     finally:
         stream.cancel()  # no-op when finished; otherwise the client left: stop generating
         metrics.outcomes.labels(outcome=outcome).inc()
