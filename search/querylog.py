@@ -213,9 +213,10 @@ def fsync_directory(directory: Path) -> None:
 
 class JsonlQueryLog:
     """`querylog-YYYY-MM-DD.jsonl` files (UTC days): append is one line write, so a crash of the process loses at
-    most one event; lines reach the disk (fsync) at `flush`, `close` and at least every `fsync_interval_s` while
-    appending, and a new day file's directory entry is fsynced as it is created, so a crash of the machine loses
-    at most that interval."""
+    most one event; lines reach the disk (fsync) at `flush`, `close` and at most `fsync_interval_s` after they were
+    written (by the next append, or by a timer an append starts when none is pending, so lines written just
+    before the log goes idle are synced too), and a new day file's directory entry is fsynced as it is created,
+    so a crash of the machine loses at most that interval."""
 
     lookup_retry_s = 0.0  # a line is in the file before the search returns: every replica can read it at once
 
@@ -229,11 +230,14 @@ class JsonlQueryLog:
     ) -> None:
         """`retention_days`: day files older than this are deleted now and at each new day (None: kept; the
         app's log, from `make_query_log`, always has one). `fsync_interval_s`: an append fsyncs when the last
-        fsync is older (0: every append; a search then waits for the disk)."""
+        fsync is older (0: every append; a search then waits for the disk), else a timer syncs what it wrote once
+        the interval has passed."""
         self.directory = Path(directory)
         self.retention_days = retention_days
         self.fsync_interval_s = fsync_interval_s
         self._synced_at = time.monotonic()
+        self._dirty = False  # lines written since the last fsync
+        self._timer: threading.Timer | None = None  # the pending timed fsync, at most one
         if retention_days is not None:
             prune_day_files(self.directory, "querylog", retention_days)
         self._lock = threading.Lock()
@@ -270,8 +274,11 @@ class JsonlQueryLog:
                 self._day = day
             self._fh.write(line)
             self._fh.flush()
+            self._dirty = True
             if time.monotonic() - self._synced_at >= self.fsync_interval_s:
                 self._sync()
+            elif self._timer is None:
+                self._sync_later()
         if event.query_id:
             self._seen.put(event)
 
@@ -327,6 +334,30 @@ class JsonlQueryLog:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._synced_at = time.monotonic()
+        self._dirty = False
+
+    def _sync_later(self) -> None:
+        """Start the timer that syncs what was just written when the interval has passed, whether or not another
+        append comes (the caller holds the lock; one timer at a time, so a burst of appends starts one)."""
+        delay = max(0.0, self._synced_at + self.fsync_interval_s - time.monotonic())
+        self._timer = threading.Timer(delay, self._timed_sync)
+        self._timer.daemon = True  # never holds the process up; close() syncs anyway
+        self._timer.start()
+
+    def _timed_sync(self) -> None:
+        with self._lock:
+            if self._timer is threading.current_thread():
+                self._timer = None
+            if self._dirty and self._fh is not None:
+                try:
+                    self._sync()
+                except OSError as exc:  # the next append, flush or close tries again (and raises to its caller)
+                    log.warning("query log: a timed fsync failed: %s", exc)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def flush(self) -> None:
         with self._lock:
@@ -335,6 +366,7 @@ class JsonlQueryLog:
 
     def close(self) -> None:
         with self._lock:
+            self._cancel_timer()
             if self._fh is not None:
                 self._sync()
                 self._fh.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from search.querylog import JsonlQueryLog, QueryEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+INTERVAL = 0.5  # seconds; the idle test waits a few of them
 
 
 class FsyncSpy:
@@ -66,3 +68,34 @@ def test_appends_fsync_within_the_interval(tmp_path: Path, monkeypatch: pytest.M
         qlog.append(QueryEvent(ts=T0, query=f"q{i}", result_count=1))
     assert spy.take() == [("file", _ino(qlog.path_for(T0)))] * 3
     qlog.close()
+
+
+def test_lines_written_before_an_idle_period_are_fsynced_within_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No append follows the last one (the API went quiet): the lines still reach the disk, by a timer, once the
+    interval has passed; a burst of appends starts one timed sync, and an idle log is not synced again."""
+    (tmp_path / f"querylog-{T0:%Y-%m-%d}.jsonl").write_text("")
+    spy = FsyncSpy(monkeypatch)
+    qlog = JsonlQueryLog(tmp_path, fsync_interval_s=INTERVAL)
+    day = ("file", _ino(qlog.path_for(T0)))
+    for i in range(20):
+        qlog.append(QueryEvent(ts=T0, query=f"q{i}", result_count=1))
+    assert spy.take() == []  # within the interval: appends do not wait for the disk
+    deadline = time.monotonic() + 5
+    while not spy.calls and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(INTERVAL * 1.6)  # more than the interval: a second sync would show now
+    assert spy.take() == [day]
+    qlog.append(QueryEvent(ts=T0, query="later", result_count=1))  # idle for longer than the interval: at once
+    assert spy.take() == [day]
+    time.sleep(INTERVAL * 1.6)
+    assert spy.take() == []  # nothing was written since: no timed sync
+    qlog.append(QueryEvent(ts=T0, query="again", result_count=1))  # synced at once
+    qlog.append(QueryEvent(ts=T0, query="last", result_count=1))  # within the interval: a timer is pending
+    assert spy.take() == [day]
+    qlog.close()  # close syncs, and the pending timer is cancelled
+    assert spy.take() == [day]
+    time.sleep(INTERVAL * 1.6)
+    assert spy.take() == []
+    assert [e.query for e in JsonlQueryLog(tmp_path).read()][-3:] == ["later", "again", "last"]
