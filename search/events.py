@@ -6,10 +6,10 @@ so no client work is needed for that half. Clients then send click / conversion 
 users of Algolia Insights and OpenSearch UBI know. `EventRecorder` checks each event against its impression
 (a click on a position that was never shown is refused, not stored) and writes a batch all or nothing: one
 bad event rejects the batch with a message per event, so a client fixes and resends it, and the idempotency
-ids make that resend safe. Events are scoped by their caller (API key and address): its key's index limits
-apply to the impression, its identity is stored on every record (idempotency ids are its own, and training
-counts one caller once), and clicks past the caps of `search.click_caps` are stored flagged (far past them, the
-batch is refused).
+ids make that resend safe. Events are scoped by their caller (API key and address): an impression of an index
+it may not read (not served here, or not its key's) is unknown to it, its identity is stored on every record
+(idempotency ids are its own, and training counts one caller once), and clicks past the caps of
+`search.click_caps` are stored flagged (far past them, the batch is refused).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from search.click_caps import ClickCaps, FloodRefused
 from search.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
-from search.naming import version_alias
 from search.querylog import QueryEvent, QueryLog, to_utc
 from search.service import SearchRequest, SearchResponse
 
@@ -131,17 +130,15 @@ class Caller(Protocol):
         """A digest of API key name and client address: what click caps and idempotency are scoped by."""
         ...
 
-    @property
-    def indices(self) -> frozenset[str] | None:
-        """The indices the caller's key may read (None: all)."""
+    def may_read(self, index: str) -> bool:
+        """Whether the caller may read `index` (or its alias): the server serves it and the caller's key may."""
         ...
 
 
-def may_read(caller: Caller | None, index: str | None) -> bool:
-    """Whether the caller's key may read `index` (or its alias); in-process callers (None) may read any."""
-    if caller is None or caller.indices is None or index is None:
-        return True
-    return index in caller.indices or (version_alias(index) or index) in caller.indices
+def _visible(caller: Caller | None, imp: QueryEvent) -> bool:
+    """Whether `caller` may send events on `imp`: in-process callers (None) on any; API callers on impressions of
+    an index they may read (an impression naming none, a suggest line logged before they named theirs, is not)."""
+    return caller is None or (imp.index is not None and caller.may_read(imp.index))
 
 
 class EventRecorder:
@@ -179,7 +176,7 @@ class EventRecorder:
         """Check and store a batch sent by `caller` (None: in-process, e.g. the click simulator): impressions of
         indices the caller may not read are unknown to it, and every record carries its identity."""
         found = await self._lookup({e.query_id for e in batch.events})
-        found = {q: imp for q, imp in found.items() if may_read(caller, imp.index)}
+        found = {q: imp for q, imp in found.items() if _visible(caller, imp)}
         now = self.now()
         records: list[ClickRecord] = []
         errors: list[dict[str, Any]] = []
@@ -330,8 +327,10 @@ def suggest_impression(
     user_token: str | None = None,
     versions: Mapping[str, str] | None = None,
     client: str | None = None,
+    index: str | None = None,
 ) -> QueryEvent:
-    """The query-log line of one suggest response (`shown` are the suggestion texts)."""
+    """The query-log line of one suggest response (`shown` are the suggestion texts). `index`: the index whose
+    searches the suggestions come from (the server's default): events on them need the right to read it."""
     return QueryEvent(
         type="suggest",
         query=prefix,
@@ -340,6 +339,7 @@ def suggest_impression(
         query_id=query_id,
         session_id=session_id,
         user_token=user_token,
+        index=index,
         shown=list(shown),
         versions=dict(versions) if versions else None,
         client=client,

@@ -15,7 +15,7 @@ import pytest
 
 from search.click_caps import ClickCaps
 from search.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog
-from search.events import EventRecorder, EventsBatch, EventsRejected
+from search.events import Caller, EventRecorder, EventsBatch, EventsRejected
 from search.querylog import QueryEvent
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
@@ -35,13 +35,9 @@ class Impressions:
 
 
 @dataclass(frozen=True)
-class Caller:
+class FakeCaller:
     identity: str = "c-caller"
     readable: frozenset[str] | None = None
-
-    @property
-    def indices(self) -> frozenset[str] | None:
-        return self.readable
 
     def may_read(self, index: str) -> bool:
         return self.readable is None or index in self.readable
@@ -69,7 +65,7 @@ def recorder(tmp_path: Path, *imps: QueryEvent, **config: Any) -> EventRecorder:
     return EventRecorder(Impressions(imps), JsonlClickLog(tmp_path), cfg, now=lambda: NOW)  # type: ignore[arg-type]
 
 
-def send(rec: EventRecorder, events: list[dict[str, Any]], caller: Caller | None = Caller()) -> Any:
+def send(rec: EventRecorder, events: list[dict[str, Any]], caller: Caller | None = FakeCaller()) -> Any:
     return asyncio.run(rec.record(EventsBatch.model_validate({"events": events}), caller))
 
 
@@ -138,7 +134,7 @@ def test_a_flood_far_past_the_identity_cap_is_refused(tmp_path: Path) -> None:
         send(rec, [click("q20"), click("q21", 2)])
     msgs = [e["msg"] for e in info.value.errors]
     assert len(msgs) == 2 and all("max_clicks_per_identity_query" in m for m in msgs), msgs
-    assert send(rec, [click("q20")], caller=Caller("c-other")).accepted == 1  # another caller is not refused
+    assert send(rec, [click("q20")], caller=FakeCaller("c-other")).accepted == 1  # another caller is not refused
     flags = [r.flagged for r in rec.clicks.read()]
     assert flags == [None, None] + ["identity_cap"] * 18 + [None]
 
@@ -170,3 +166,19 @@ def test_the_jsonl_logs_id_memory_is_bounded_by_count(tmp_path: Path) -> None:
     assert log.remembered() <= 100
     assert log.append_many(recs[-10:]) == (0, 10)  # the newest ids are still remembered (retries come soon)
     assert len(list(log.read())) == 1000
+
+
+def test_an_impression_of_an_index_the_server_does_not_serve_is_unknown(tmp_path: Path) -> None:
+    from serving.auth import Principal
+
+    here = Principal(name="web", scopes=frozenset({"events"}), indices=None, served=frozenset({"docs"}), client="a")
+    limited = Principal(name="sci", scopes=frozenset({"events"}), indices=frozenset({"docs"}), client="b")
+    imps = [impression("q-docs"), impression("q-other", index="other"), impression("q-none", index=None)]
+    rec = recorder(tmp_path, *imps)
+    for caller in (here, limited):  # a key for all indices on a server that serves only "docs"; a limited key
+        assert send(rec, [click("q-docs")], caller).accepted == 1
+        for qid in ("q-other", "q-none"):  # another index; an impression naming none (old suggest lines)
+            with pytest.raises(EventsRejected) as info:
+                send(rec, [click(qid)], caller)
+            assert f"unknown query_id {qid!r}" in info.value.errors[0]["msg"]
+    assert send(rec, [click("q-other"), click("q-none")], caller=None).accepted == 2  # in-process: any

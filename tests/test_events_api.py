@@ -187,6 +187,9 @@ def test_a_beacon_body_and_a_suggestion_click(embedded: Any) -> None:
     assert r.status_code == 202, r.text
     rec = next(r for r in click_log_lines(data_dir) if r["event_id"] == ev["event_id"])
     assert rec["source"] == "suggest" and rec["query"] == "zebra" and rec["session_id"] == "s-2"
+    # The suggestions come from the default index's searches: the impression names it, so the events API checks
+    # the caller may read it, as for a search.
+    assert rec["index"] == INDEX
 
 
 def send_concurrently(urls: list[str], responses: list[dict[str, Any]], n_events: int) -> set[str]:

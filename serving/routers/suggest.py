@@ -33,7 +33,8 @@ async def suggest(
     the LM deadline: `partial` says LM candidates were still being generated. The response's `query_id`
     names it in the impression log, for click events on a suggestion."""
     note_query(request, q)
-    principal.check_index(backend.service.config.default_index)  # suggestions come from its searches
+    index = backend.service.config.default_index
+    principal.check_index(index)  # suggestions come from its searches
     runtime = backend.suggest
     query_id = uuid.uuid4().hex
     if runtime is None or runtime.suggester is None or not q.strip():
@@ -45,7 +46,7 @@ async def suggest(
     try:
         texts = [s.text for s in resp.suggestions]
         impression = suggest_impression(
-            query_id, q, texts, session_id, user_token, backend.versions, client=principal.identity
+            query_id, q, texts, session_id, user_token, backend.versions, client=principal.identity, index=index
         )
         runtime.record(impression)
     except Exception as exc:  # logging must never fail a response that succeeded
