@@ -9,13 +9,14 @@ topic, with every third document of it relevant, is clicked with P 0.8 once exam
 rank r is examined with P 1/r), then one scenario per line, each on fresh logs with the same honest traffic:
 - `honest`: nothing else (the baseline judgment of the attacked pair);
 - `+1 honest`: one more user searches the attacked query and clicks the attacked document (the last result of
-  the page that is not relevant: rank 10 here);
+  the page that is not relevant: rank 9 with the defaults, the result at rank 10 being relevant);
 - `attack N`: one key at one address sends N clicks on one impression of the attacked query, then N searches
   of it with a click on the attacked document each.
 For each: the PBM judgment (`sift clicks judgments`' path: `sessions_from_logs` → `PBMModel` → `judgments`) of
 the attacked (query, document) pair, the same computed as if the defences were off (every impression its own
-session, flagged clicks counted), and the stored / flagged click events. PASS when no attack moves the judgment
-further from the baseline than the one honest click does.
+session, flagged clicks counted), and the stored / flagged click events and those refused (a batch far past a
+click cap gets 422: the N clicks on one impression from N = 100 on, the searches' clicks past 10 times the
+per-caller cap). PASS when no attack moves the judgment further from the baseline than the one honest click does.
 """
 
 from __future__ import annotations
@@ -101,8 +102,9 @@ class Api:
         assert r.status_code == 200, r.text
         return r.json()  # type: ignore[no-any-return]
 
-    def click(self, address: str, resp: dict[str, Any], positions: list[int], copies: int = 1) -> None:
-        """`copies` click events (distinct event ids) on each of `positions` of one response."""
+    def click(self, address: str, resp: dict[str, Any], positions: list[int], copies: int = 1) -> int:
+        """`copies` click events (distinct event ids) on each of `positions` of one response; returns how many
+        were refused (a batch that goes far past a click cap gets 422 and nothing of it is stored)."""
         events = [
             {
                 "type": "click",
@@ -115,10 +117,15 @@ class Api:
             for p in positions
             for _ in range(copies)
         ]
+        refused = 0
         for i in range(0, len(events), 1000):
             batch = {"events": events[i : i + 1000]}
             r = self.http.post("/v1/events", json=batch, headers=self._headers(address))
+            if r.status_code == 422 and all("refused" in e["msg"] for e in r.json()["detail"]):
+                refused += len(batch["events"])
+                continue
             assert r.status_code == 202, r.text
+        return refused
 
     def close(self) -> None:
         self.http.close()
@@ -166,15 +173,16 @@ def scenario(
     try:
         honest_traffic(api, users, seed)
         page = [hit["id"] for hit in api.search("10.1.0.2", query)["results"]]
-        rank = max(r for r, doc in enumerate(page, 1) if not relevant(query, doc))  # rank 10 unless relevant
+        rank = max(r for r, doc in enumerate(page, 1) if not relevant(query, doc))  # 9 with the defaults
         t0 = time.perf_counter()
         if honest_click:
             api.click("10.1.0.1", api.search("10.1.0.1", query), [rank])
+        refused = 0
         if attack:
             first = api.search(ATTACKER, query)
-            api.click(ATTACKER, first, [rank], copies=attack)  # N clicks on one impression
+            refused += api.click(ATTACKER, first, [rank], copies=attack)  # N clicks on one impression
             for _ in range(attack):  # N searches, a click at the same rank each
-                api.click(ATTACKER, api.search(ATTACKER, query), [rank])
+                refused += api.click(ATTACKER, api.search(ATTACKER, query), [rank])
         seconds = time.perf_counter() - t0
         target = page[rank - 1]
         clicks = list(api.backend.events.clicks.read())
@@ -183,6 +191,7 @@ def scenario(
             "undefended": judgment(api, query, target, defended=False),
             "stored": len(clicks),
             "flagged": sum(c.flagged is not None for c in clicks),
+            "refused": refused,
             "target": target,
             "rank": rank,
             "extra_s": round(seconds, 2),
@@ -218,13 +227,15 @@ def main() -> None:
     first = rows["honest"]
     print(f"PBM judgment of ({TOPICS[0]!r}, {first['target']}), not relevant, shown at rank {first['rank']}; "
           f"{args.users} honest users")  # fmt: skip
-    print(f"{'scenario':<12} {'judgment':>9} {'move':>8} {'undefended':>11} {'stored':>7} {'flagged':>8}")
+    print(
+        f"{'scenario':<12} {'judgment':>9} {'move':>8} {'undefended':>11} {'stored':>7} {'flagged':>8} {'refused':>8}"
+    )
     base = rows["honest"]["judgment"]
     for name, row in rows.items():
         move = row["judgment"] - base
         print(
             f"{name:<12} {row['judgment']:>9.4f} {move:>+8.4f} {row['undefended']:>11.4f} "
-            f"{row['stored']:>7} {row['flagged']:>8}"
+            f"{row['stored']:>7} {row['flagged']:>8} {row['refused']:>8}"
         )
     verdict = "PASS" if result["passed"] else "FAIL"
     print(f"{verdict}: largest attack move {max(result['attack_moves'].values()):.4f}, one honest click "
