@@ -214,3 +214,28 @@ def test_elasticsearch_reads_and_upgrades_an_index_created_with_the_old_mapping(
     finally:
         client.indices.delete(index=index, ignore_unavailable=True)
         client.close()
+
+
+def test_a_partial_write_is_cut_back_and_its_retry_is_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    log = JsonlClickLog(tmp_path)
+    assert log.append_many([rec(0)]) == (1, 0)
+    path = log.path_for(T0)
+    before = path.read_bytes()
+    real, calls = os.write, []
+
+    def half_then_full_disk(fd: int, data: bytes | memoryview) -> int:
+        calls.append(len(data))
+        if len(calls) == 1:
+            return real(fd, bytes(data)[: len(data) // 2])  # part of the batch reaches the file...
+        raise OSError(28, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(os, "write", half_then_full_disk)
+    with pytest.raises(OSError):
+        log.append_many([rec(1), rec(2)])
+    monkeypatch.undo()
+    assert len(calls) == 2 and path.read_bytes() == before  # the half-written lines were cut off
+    assert log.append_many([rec(1), rec(2)]) == (2, 0)  # the retry is stored, not called a duplicate
+    assert [r.event_id for r in JsonlClickLog(tmp_path).read()] == ["e0", "e1", "e2"]
+    assert path.read_text().count("\n") == 3  # no torn line left between them
