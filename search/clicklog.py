@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from search.durable import fsync_directory
 from search.querylog import RETENTION_DAYS, prune_day_files, purge_es_log, to_utc
 from search.querylog_es import RETENTION_CHECK_S, PeriodicPurge
 
@@ -304,15 +305,6 @@ def trim_oldest(table: MutableMapping[str, M], limit: int) -> None:
             excess = 0
         if excess <= 0:
             return
-
-
-def fsync_directory(directory: Path) -> None:
-    """Sync a directory, so a file created in it survives a crash (its entry is in the directory's data)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 _ES_MAPPING: dict[str, Any] = {

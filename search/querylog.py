@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from search.durable import fsync_directory
 from search.pii import scrub_pii  # the scrubber lives with the PII detector (search.pii); importable here too
 
 log = logging.getLogger("sift.querylog")
@@ -200,15 +201,6 @@ class ImpressionCache:
     def get_many(self, query_ids: Sequence[str]) -> dict[str, QueryEvent]:
         with self._lock:
             return {q: self._items[q] for q in query_ids if q in self._items}
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a file's creation (its directory entry) durable: an fsynced file in an unsynced directory can vanish."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class JsonlQueryLog:
