@@ -1,8 +1,9 @@
 """Errors → status codes callers can act on, with no exception text in a response.
 
-422 for bad input, 404 for an unknown index, 503 with Retry-After when the store is unreachable or overloaded,
-500 for anything else. Server-side detail (store messages, tracebacks) goes to the log under a request id,
-which the response carries (`request_id`, `X-Request-ID`) so an operator can find it.
+422 for bad input (a body too deeply nested to parse included), 404 for an unknown index, 503 with Retry-After
+when the store is unreachable or overloaded, 500 for anything else. Server-side detail (store messages,
+tracebacks) goes to the log under a request id, which the response carries (`request_id`, `X-Request-ID`) so an
+operator can find it.
 
 A 422 body never echoes the input (pydantic's `input` is dropped: a lone surrogate cannot be UTF-8 encoded, a
 500-deep list overflowed the encoder's recursion) and is bounded (at most `MAX_ERRORS` errors of short text), and
@@ -22,9 +23,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from search.service import RequestError
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
@@ -38,6 +42,12 @@ MAX_TEXT_CHARS = 300  # one message
 MAX_TRACE_CHARS = 16_000  # one logged fault
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 _FALLBACK = {"loc": ["body"], "msg": "the request is not valid", "type": "value_error"}
+_BODY_PARSE_FAILED = "There was an error parsing the body"  # FastAPI's 400 for a body its parser gave up on
+_UNPARSEABLE = {
+    "loc": ["body"],
+    "msg": "the request body could not be parsed: JSON nested too deeply, or not a valid body",
+    "type": "json_invalid",
+}
 
 
 OVERLOADED = "the server is overloaded; retry later"
@@ -166,6 +176,15 @@ async def _invalid(_: Request, exc: Exception) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": [_FALLBACK]})
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's answer, except for a body its parser gave up on (JSON deeper than the parser's recursion
+    limit, an undecodable form): 422 with a clear message, like any other bad input."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED:
+        return JSONResponse(status_code=422, content={"detail": [_UNPARSEABLE]})
+    return await http_exception_handler(request, exc)
+
+
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestError)
     loc = [_clean(p, 60) for p in ["body", *exc.field.split(".")][:MAX_LOC]]
@@ -191,6 +210,7 @@ async def _internal(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(RequestValidationError, _invalid)
+    api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_exception_handler(RequestError, _request_error)
     api.add_exception_handler(StoreUnavailable, _unavailable)
     api.add_exception_handler(IndexNotFound, _not_found)
