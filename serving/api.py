@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar, cast
 
 from fastapi import FastAPI
@@ -21,7 +22,7 @@ from serving.executor import WorkerPoolMiddleware
 from serving.gate import BodyCapMiddleware, KeyGateMiddleware
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
 from serving.routers import events, health, search, suggest, summarize
-from serving.security import SecurityConfig
+from serving.security import SecurityConfig, identity_secret
 
 T = TypeVar("T")
 
@@ -31,6 +32,18 @@ def _app_setting(backend: Backend, name: str, kind: type | tuple[type, ...], def
     other backends (tests, a bare service) have no app config."""
     found = getattr(getattr(backend, "config", None), name, None)
     return cast(T, found) if isinstance(found, kind) else default
+
+
+def _identity_key(backend: Backend, security: SecurityConfig) -> bytes | None:
+    """The secret client identities are keyed with: configured, or kept in the app's data dir (`AppConfig.data_dir`,
+    else `SIFT_DATA_DIR`); None for a backend with no app config (a per-process key then)."""
+    config = getattr(backend, "config", None)
+    data_dir: Path | None = None
+    if config is not None and hasattr(config, "data_dir"):
+        from search.settings import Settings
+
+        data_dir = config.data_dir if isinstance(config.data_dir, Path) else Settings().data_dir
+    return identity_secret(security, data_dir)
 
 
 def create_api(
@@ -52,7 +65,7 @@ def create_api(
     api.state.backend = backend
     api.state.metrics = metrics
     api.state.summary_metrics = SummaryMetrics(metrics.registry)
-    api.state.guard = Guard(security)
+    api.state.guard = Guard(security, _identity_key(backend, security))
     deadline = _app_setting(backend, "search_deadline_s", (int, float), None)
     api.state.search_deadline_s = float(deadline) if deadline is not None else None
     admission = _app_setting(backend, "search_admission", AdmissionConfig, AdmissionConfig())

@@ -13,13 +13,15 @@ one limit refuses counts against none, and requests without a (known) key count 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import math
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -40,6 +42,14 @@ _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="The API
 
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,127}$")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+# the key of identities where the deployment has no secret (a bare app, a Principal built directly): stable within
+# the process, unguessable outside it
+_PROCESS_KEY = secrets.token_bytes(32)
+# where `KeyGateMiddleware` leaves the principal it admitted (scope["state"]), for the route's `require` to reuse
+PRINCIPAL_STATE = "sift_principal"
+PRINCIPAL_SCOPE_STATE = "sift_principal_scope"
+Budgets = list[tuple[list[RateLimitItem], tuple[str, ...]]]
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,15 @@ class Principal:
     indices: frozenset[str] | None
     served: frozenset[str] | None = None
     client: str = "unknown"  # the client address the quotas count (`client_address`), never client-chosen
+    identity_key: bytes = field(default=_PROCESS_KEY, repr=False, compare=False)  # the deployment's secret
 
     @property
     def identity(self) -> str:
         """Who sent the request as the server knows it (key name and client address), for counts a client
-        must not be able to inflate by inventing session ids: a digest, so logs hold no address."""
-        raw = f"{self.name or '-'}|{self.client}"
-        return "c-" + hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+        must not be able to inflate by inventing session ids: an HMAC under the deployment's secret
+        (`serving.security.identity_secret`), so a log holds no address, nor one found by trying them all."""
+        raw = f"{self.name or '-'}|{self.client}".encode("utf-8", "surrogatepass")
+        return "c-" + hmac.new(self.identity_key, raw, hashlib.sha256).hexdigest()[:16]
 
     def check_index(self, index: str, loc: tuple[str, ...] = ("body", "index")) -> None:
         """422 for a name that is no single index (`.`, `..`, paths, wildcards, lists); 404 for one the server
@@ -86,8 +98,9 @@ class Principal:
 class Guard:
     """The key ring and the rate limiter of one app (`app.state.guard`)."""
 
-    def __init__(self, config: SecurityConfig) -> None:
+    def __init__(self, config: SecurityConfig, identity_key: bytes | None = None) -> None:
         self.config = config
+        self.identity_key = identity_key or _PROCESS_KEY
         self.keys = KeyRing(config)
         self.served = frozenset(config.indices) if config.indices is not None else None
         self.limiter = MovingWindowRateLimiter(MemoryStorage())
@@ -95,7 +108,9 @@ class Guard:
         self.per_key = parse_many(limits.per_key) if limits else []
         self.per_client = parse_many(limits.per_client) if limits else []
         self.summarize = parse_many(limits.summarize) if limits else []
+        self.per_client_summarize = parse_many(limits.per_client_summarize) if limits else []
         self.suggest_lm = parse_many(limits.suggest_lm) if limits else []
+        self.per_client_suggest_lm = parse_many(limits.per_client_suggest_lm) if limits else []
         self.unauthenticated = parse_many(limits.unauthenticated) if limits else []
         self.trusted: list[Network] = [ipaddress.ip_network(c, strict=False) for c in config.trusted_proxies]
         self._charging = threading.Lock()  # test-then-hit of several limits is one step
@@ -104,7 +119,7 @@ class Guard:
         """The caller's principal; 401 for a missing or unknown key (429 once its address has sent more such
         requests than `rate_limits.unauthenticated`), 403 for a key without `scope`."""
         if not self.keys.enabled:
-            return Principal(None, frozenset(), None, self.served, client)
+            return Principal(None, frozenset(), None, self.served, client, self.identity_key)
         entry = self.keys.lookup(key) if key else None
         if entry is None:
             self.charge([(self.unauthenticated, ("unauthenticated", client))])
@@ -114,7 +129,28 @@ class Guard:
         if scope not in scopes and "admin" not in scopes:
             raise HTTPException(403, f"this API key lacks the {scope!r} scope")
         indices = frozenset(entry.indices) if entry.indices is not None else None
-        return Principal(entry.name, scopes, indices, self.served, client)
+        return Principal(entry.name, scopes, indices, self.served, client, self.identity_key)
+
+    def admit(self, key: str | None, scope: KeyScope, client: str, lm_suggest: bool = False) -> Principal:
+        """`authenticate`, then charge the request to every quota it counts against (`budgets`): what the key
+        gate does from the headers, before any body is read. `lm_suggest`: an LM completes suggestions here."""
+        principal = self.authenticate(key, scope, client)
+        if principal.name is not None:  # open: loopback only, where quotas would only distort benchmarks
+            self.charge(self.budgets(principal, scope, lm_suggest))
+        return principal
+
+    def budgets(self, principal: Principal, scope: KeyScope, lm_suggest: bool) -> Budgets:
+        """The quotas one request counts against, in order: the client address's, the key's, then the
+        scope's (the address's share before the key's, so one address cannot spend a shared key's)."""
+        client, name = principal.client, principal.name or "-"
+        budgets: Budgets = [(self.per_client, ("client", client)), (self.per_key, ("key", name))]
+        if scope == "summarize":
+            budgets.append((self.per_client_summarize, ("summarize-client", client)))
+            budgets.append((self.summarize, ("summarize", name)))
+        elif scope == "suggest" and lm_suggest:
+            budgets.append((self.per_client_suggest_lm, ("suggest_lm-client", client)))
+            budgets.append((self.suggest_lm, ("suggest_lm", name)))
+        return budgets
 
     def charge(self, budgets: Sequence[tuple[list[RateLimitItem], tuple[str, ...]]]) -> None:
         """Count one request against every limit of every budget (limits, identifiers), in order, or against
@@ -138,45 +174,58 @@ def get_guard(request: Request) -> Guard:
     return request.app.state.guard  # type: ignore[no-any-return]
 
 
-def _suggests_with_lm(request: Request) -> bool:
-    runtime = getattr(request.app.state.backend, "suggest", None)
+def suggests_with_lm(app: Any) -> bool:
+    """Whether `app`'s suggester completes with an LM (suggest calls then count against `suggest_lm` too)."""
+    runtime = getattr(getattr(getattr(app, "state", None), "backend", None), "suggest", None)
     suggester = getattr(runtime, "suggester", None)
     return suggester is not None and suggester.config.lm.enabled
 
 
-def _ip(hop: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """An address from one X-Forwarded-For hop ("1.2.3.4", "1.2.3.4:80", "[::1]:80", "::1"); None if malformed."""
+def _ip(hop: str) -> Address | None:
+    """An address from one X-Forwarded-For hop ("1.2.3.4", "1.2.3.4:80", "[::1]:80", "::1"); None if malformed.
+    An IPv4-mapped IPv6 address ("::ffff:1.2.3.4", what a dual-stack socket reports) is the IPv4 one."""
     hop = hop.strip()
     if hop.startswith("[") and "]" in hop:
         hop = hop[1 : hop.index("]")]
     elif hop.count(":") == 1:
         hop = hop.split(":", 1)[0]
     try:
-        return ipaddress.ip_address(hop)
+        ip = ipaddress.ip_address(hop)
     except ValueError:
         return None
+    return (ip.ipv4_mapped or ip) if isinstance(ip, ipaddress.IPv6Address) else ip
+
+
+def _counted(ip: Address) -> str:
+    """An address as quotas and identities count it: IPv4 whole, IPv6 by its /64 prefix (one host or home is
+    given a /64 and may use any address in it, so counting each would let it choose its identity at will)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ip)
+    return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
 
 
 def client_address(peer: str | None, forwarded_for: list[str], trusted: list[Network]) -> str:
     """The address a per-client quota counts: the socket peer, unless the peer is a trusted proxy; then the
     X-Forwarded-For hops from the right (each proxy appends who connected to it), skipping trusted proxies, up to
     the first address that is not one. A malformed hop stops the walk at the last trusted one: everything left of
-    it may have been written by the client."""
+    it may have been written by the client. An IPv6 client counts as its /64 prefix (`_counted`)."""
     if peer is None:
         return "unknown"
     ip = _ip(peer)
-    if ip is None or not any(ip in net for net in trusted):
-        return peer
-    client = str(ip)
+    if ip is None:
+        return peer  # not an address (an in-process test client): as it is
+    if not any(ip in net for net in trusted):
+        return _counted(ip)
+    client = ip
     hops = [h for value in forwarded_for for h in value.split(",") if h.strip()]
     for hop in reversed(hops):
         hop_ip = _ip(hop)
         if hop_ip is None:
             break
-        client = str(hop_ip)
+        client = hop_ip
         if not any(hop_ip in net for net in trusted):
             break
-    return client
+    return _counted(client)
 
 
 def _client(request: Request, trusted: list[Network]) -> str:
@@ -199,25 +248,23 @@ def route_scope(route: object) -> KeyScope | None:
 
 
 def require(scope: KeyScope) -> object:
-    """The dependency of a route that needs `scope`: authenticates, checks the scope, charges the quotas."""
+    """The dependency of a route that needs `scope`: the principal `serving.gate.KeyGateMiddleware` admitted
+    (authenticated and charged from the headers, before the body was read), or, where no gate ran (no keys, or
+    an app without the middleware), one admitted here."""
 
     async def dependency(
         request: Request,
         bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         api_key: Annotated[str | None, Depends(_api_key)],
     ) -> Principal:
+        state = request.scope.get("state") or {}
+        admitted = state.get(PRINCIPAL_STATE)
+        if isinstance(admitted, Principal) and state.get(PRINCIPAL_SCOPE_STATE) == scope:
+            return admitted
         guard = get_guard(request)
         client = _client(request, guard.trusted)
-        principal = guard.authenticate(api_key or (bearer.credentials if bearer else None), scope, client)
-        if principal.name is None:  # open: loopback only, where quotas would only distort benchmarks
-            return principal
-        budgets = [(guard.per_client, ("client", client)), (guard.per_key, ("key", principal.name))]
-        if scope == "summarize":
-            budgets.append((guard.summarize, ("summarize", principal.name)))
-        elif scope == "suggest" and _suggests_with_lm(request):
-            budgets.append((guard.suggest_lm, ("suggest_lm", principal.name)))
-        guard.charge(budgets)
-        return principal
+        key = api_key or (bearer.credentials if bearer else None)
+        return guard.admit(key, scope, client, scope == "suggest" and suggests_with_lm(request.app))
 
     _SCOPE_OF[dependency] = scope
     return Depends(dependency)

@@ -4,7 +4,8 @@ and the time it takes to arrive.
 FastAPI reads and parses a body before it solves a route's dependencies, so `serving.auth.require` alone would
 parse (and wait for) the body of a caller with no key: malformed JSON got 422 instead of 401, and a slow sender
 held a connection open as long as it liked. `KeyGateMiddleware` answers 401/403 (429 past the unauthenticated
-quota) from the headers; the route's `require` dependency still runs for the scope's per-key quotas.
+quota) and charges every quota (429) from the headers, so a malformed body still counts; the route's `require`
+dependency reuses the principal it admitted (`scope["state"]`) instead of authenticating and charging again.
 `BodyCapMiddleware` refuses a body over the cap (413) or one that does not arrive in time (408). A refusal sent
 while the client still has a body to send says `Connection: close`, so the server drops the connection instead of
 waiting for the rest.
@@ -24,7 +25,7 @@ from starlette.datastructures import Headers
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.auth import Guard, client_address, route_scope
+from serving.auth import PRINCIPAL_SCOPE_STATE, PRINCIPAL_STATE, Guard, client_address, route_scope, suggests_with_lm
 from serving.security import Scope as KeyScope
 
 
@@ -46,7 +47,7 @@ class BodyTimeout(HTTPException):
 def _body_pending(headers: Headers) -> bool:
     """Whether the client declared a body (it may still be sending it)."""
     length = headers.get("content-length", "")
-    return (length.isdigit() and int(length) > 0) or "transfer-encoding" in headers
+    return (length.isascii() and length.isdigit() and int(length) > 0) or "transfer-encoding" in headers
 
 
 async def _reject(send: Send, exc: HTTPException, close: bool) -> None:
@@ -87,8 +88,8 @@ def request_key(headers: Headers) -> str | None:
 
 class KeyGateMiddleware:
     """401 / 403 / 429 for a route that needs a key, decided from the request line and headers before the route
-    runs (and so before its body is read or parsed). Open routes (health, docs, the widget) and a server with no
-    keys pass straight through."""
+    runs (and so before its body is read or parsed): the key, its scope and every quota (`Guard.admit`). Open
+    routes (health, docs, the widget) and a server with no keys pass straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -117,11 +118,13 @@ class KeyGateMiddleware:
         peer = scope["client"][0] if scope.get("client") else None
         client = client_address(peer, headers.getlist("x-forwarded-for"), guard.trusted)
         try:
-            guard.authenticate(request_key(headers), needed, client)
+            principal = guard.admit(request_key(headers), needed, client, needed == "suggest" and suggests_with_lm(app))
         except HTTPException as exc:
             scope["route"] = route  # metrics count the refusal under its route, not as unmatched
             await _reject(send, exc, close=_body_pending(headers))
             return
+        state = scope.setdefault("state", {})
+        state[PRINCIPAL_STATE], state[PRINCIPAL_SCOPE_STATE] = principal, needed  # the route's `require` reuses it
         await self.app(scope, receive, send)
 
 

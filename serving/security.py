@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ log = logging.getLogger("sift.security")
 Scope = Literal["search", "suggest", "summarize", "events", "admin"]
 SCOPES: tuple[Scope, ...] = ("search", "suggest", "summarize", "events", "admin")
 KEY_PREFIX = "sk_"
+IDENTITY_SECRET_ENV = "SIFT_IDENTITY_SECRET"
+IDENTITY_SECRET_NAME = ".identity-secret"
+MIN_SECRET_BYTES = 16
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
@@ -75,11 +79,20 @@ class RateLimits(BaseModel):
     summarize: str = Field(
         default="20/minute", description="Summaries (an LM generation each) per key, on top of per_key."
     )
-
+    per_client_summarize: str = Field(
+        default="10/minute",
+        description="Summaries per client address, on top of per_client, checked before the key's `summarize`: "
+        "one address cannot spend a shared key's summaries.",
+    )
     suggest_lm: str = Field(
         default="300/minute",
         description="Suggest and related calls per key where an LM completes them (each may start a generation), "
         "on top of per_key.",
+    )
+    per_client_suggest_lm: str = Field(
+        default="100/minute",
+        description="Suggest and related calls per client address where an LM completes them, checked before the "
+        "key's `suggest_lm`: one address cannot spend a shared key's generations.",
     )
 
     unauthenticated: str = Field(
@@ -88,7 +101,15 @@ class RateLimits(BaseModel):
         "one: they get 401 below this and 429 (with Retry-After) beyond it, so key guessing is bounded.",
     )
 
-    @field_validator("per_key", "per_client", "summarize", "suggest_lm", "unauthenticated")
+    @field_validator(
+        "per_key",
+        "per_client",
+        "summarize",
+        "per_client_summarize",
+        "suggest_lm",
+        "per_client_suggest_lm",
+        "unauthenticated",
+    )
     @classmethod
     def _parses(cls, v: str) -> str:
         parse(v)  # raises ValueError on a malformed limit
@@ -128,6 +149,13 @@ class SecurityConfig(BaseModel):
         "socket peer is one of them is the client address (per-client quotas) read from X-Forwarded-For, right to "
         "left past the trusted hops; anyone else's X-Forwarded-For is ignored (a client could name any address).",
     )
+    identity_secret_file: Path | None = Field(
+        default=None,
+        description="File holding the secret (16+ bytes) that keys the client identities logged with searches and "
+        "events (an HMAC of key name and address, so a log cannot be reversed to an address). Unset: the "
+        f"`{IDENTITY_SECRET_ENV}` variable, else `<data_dir>/{IDENTITY_SECRET_NAME}`, made once (mode 0600) and "
+        "shared by the replicas of one machine; replicas on several machines must share one (a mounted Secret).",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -154,6 +182,46 @@ class KeyRing:
 
     def lookup(self, key: str) -> ApiKey | None:
         return self.by_digest.get(hash_key(key))
+
+
+def _read_secret(path: Path) -> bytes:
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"the identity secret in {path} is shorter than {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+def _made_secret(path: Path) -> bytes:
+    """`path`'s secret, written first if there is none: a temporary file (0600) linked into place, so two
+    replicas starting at once both end up with the one that got there first, never a half-written one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_bytes(32).hex() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another replica made it first: use that one
+        finally:
+            tmp.unlink(missing_ok=True)
+    return _read_secret(path)
+
+
+def identity_secret(config: SecurityConfig, data_dir: Path | None) -> bytes | None:
+    """The key of `Principal.identity`: `security.identity_secret_file`, else `$SIFT_IDENTITY_SECRET`, else
+    `<data_dir>/.identity-secret` (made once). None without any of them (a bare app: a per-process key)."""
+    if config.identity_secret_file is not None:
+        return _read_secret(config.identity_secret_file)
+    if env := os.environ.get(IDENTITY_SECRET_ENV, "").strip():
+        if len(env.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"{IDENTITY_SECRET_ENV} is shorter than {MIN_SECRET_BYTES} bytes")
+        return env.encode()
+    return _made_secret(data_dir / IDENTITY_SECRET_NAME) if data_dir is not None else None
 
 
 def is_loopback(host: str) -> bool:

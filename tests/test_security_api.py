@@ -214,3 +214,20 @@ def test_key_file(data_dir: Path, tmp_path: Path) -> None:
         assert client.post("/v1/search", json={"query": "sleep"}, headers=bearer("web")).status_code == 200
     backend.suggest.close()
     backend.store.close()
+
+
+def test_one_address_cannot_spend_a_shared_keys_lm_suggestions(data_dir: Path) -> None:
+    limits = {"suggest_lm": "3/minute", "per_client_suggest_lm": "2/minute"}
+    backend, client = _client(data_dir, {"keys": [_key("web", ["search", "suggest"])], "rate_limits": limits}, lm=True)
+    app = client.app
+    with client:
+        a, b = TestClient(app, client=("10.9.0.1", 1)), TestClient(app, client=("10.9.0.2", 1))
+        assert [a.get("/v1/related", params={"q": ""}, headers=bearer("web")).status_code for _ in range(3)] == [
+            200, 200, 429,
+        ]  # fmt: skip
+        # the address's refusal spent nothing of the key's 3/minute: one left for another address
+        assert [b.get("/v1/suggest", params={"q": ""}, headers=bearer("web")).status_code for _ in range(2)] == [
+            200, 429,
+        ]  # fmt: skip
+    backend.suggest.close()
+    backend.store.close()

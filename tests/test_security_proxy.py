@@ -30,7 +30,7 @@ def test_client_address_walks_forwarded_for_only_from_trusted_proxies() -> None:
     assert client_address(PROXY, ["198.51.100.7"], TRUSTED) == "198.51.100.7"
     assert client_address(PROXY, ["6.6.6.6, 198.51.100.7, 10.1.9.9"], TRUSTED) == "198.51.100.7"
     assert client_address(PROXY, ["6.6.6.6", "198.51.100.7:5555"], TRUSTED) == "198.51.100.7"
-    assert client_address("::1", ["[2001:db8::5]:443"], TRUSTED) == "2001:db8::5"
+    assert client_address("::1", ["[2001:db8::5]:443"], TRUSTED) == "2001:db8::/64"  # its /64 (test_identity)
     # a malformed hop: stop at the last trusted address, never believe what lies left of it
     assert client_address(PROXY, ["6.6.6.6, garbage"], TRUSTED) == PROXY
     assert client_address(PROXY, [], TRUSTED) == PROXY

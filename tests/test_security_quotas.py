@@ -15,11 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
 from search.stores.embedded import EmbeddedStore
-from serving.security import hash_key
+from serving.auth import Guard, SearchAuth
+from serving.errors import install_error_handlers
+from serving.security import SecurityConfig, hash_key
 from tests.widget_server import serve_in_thread
 
 INDEX = "quota-docs"
@@ -264,3 +267,87 @@ def test_summarize_by_query_id_hides_impressions_the_key_may_not_read(make_app: 
     assert narrow.get("/v1/summarize", params={"query_id": "x1", "ids": "d1"}, headers=bearer("summ")).json() == (
         unknown.json()
     )
+
+
+def test_malformed_bodies_count_against_the_quotas(make_app: Any) -> None:
+    """Quotas are charged from the headers, before FastAPI parses (and refuses) a body."""
+    app = make_app({"rate_limits": {"per_key": "100/minute", "per_client": "3/minute"}})
+    a = _from(app, "10.0.4.1")
+    headers = {"content-type": "application/json", **bearer("web")}
+    codes = [a.post("/v1/search", content=b'{"query": ', headers=headers).status_code for _ in range(3)]
+    assert codes == [422, 422, 422]
+    assert a.post("/v1/search", json={"query": "sleep"}, headers=bearer("web")).status_code == 429
+    r = a.post("/v1/events", content=b"[[[", headers=headers)  # every keyed route, before its body is parsed
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    # the per-key budget too: another address, a tight key budget
+    app = make_app({"rate_limits": {"per_key": "2/minute", "per_client": "100/minute"}})
+    codes = [_from(app, f"10.0.5.{i}").post("/v1/search", content=b"{", headers=headers).status_code for i in (1, 2, 3)]
+    assert codes == [422, 422, 429]
+
+
+def test_one_address_cannot_spend_a_shared_keys_summaries(make_app: Any) -> None:
+    app = make_app({"rate_limits": {"summarize": "5/minute", "per_client_summarize": "2/minute"}})
+    params = {"query": "sleep", "ids": "d1"}  # 503: no LM on this server, but past every quota
+
+    def codes(address: str, n: int) -> list[int]:
+        client = _from(app, address)
+        return [client.get("/v1/summarize", params=params, headers=bearer("summ")).status_code for _ in range(n)]
+
+    assert codes("10.0.6.1", 3) == [503, 503, 429]  # the address's own 2/minute
+    assert codes("10.0.6.2", 3) == [503, 503, 429]  # the first address's refusal spent nothing of the key's 5
+    assert codes("10.0.6.3", 2) == [503, 429]  # now the key's 5/minute
+    r = _from(app, "10.0.6.4").get("/v1/summarize", params=params, headers=bearer("summ"))
+    assert r.status_code == 429 and "5 per 1 minute" in r.json()["detail"]
+
+
+def test_require_admits_where_no_gate_ran() -> None:
+    """The route dependency alone (an app without `KeyGateMiddleware`) still authenticates and charges, once."""
+    keys = [{"name": "web", "sha256": hash_key(KEYS["web"]), "scopes": ["search"]}]
+    security = SecurityConfig.model_validate({"keys": keys, "rate_limits": {"per_client": "2/minute"}})
+    bare = FastAPI()
+    bare.state.guard = Guard(security)
+    install_error_handlers(bare)
+
+    @bare.get("/who")
+    def who(principal: SearchAuth) -> dict[str, str]:
+        return {"name": principal.name or "", "client": principal.client}
+
+    client = _from(bare, "2001:db8:7:7::1")
+    assert client.get("/who").status_code == 401
+    assert client.get("/who", headers=bearer("web")).json() == {"name": "web", "client": "2001:db8:7:7::/64"}
+    assert client.get("/who", headers=bearer("web")).status_code == 200
+    assert _from(bare, "2001:db8:7:7::2").get("/who", headers=bearer("web")).status_code == 429  # the same /64
+
+
+def test_a_non_ascii_digit_content_length_is_no_500(make_app: Any) -> None:
+    """`"²".isdigit()` is True and `int("²")` raises: a refusal for such a header must still be a plain 401."""
+    from starlette.datastructures import Headers
+
+    from serving.gate import _body_pending
+
+    assert not _body_pending(Headers(raw=[(b"content-length", "²".encode("latin-1"))]))
+    assert _body_pending(Headers(raw=[(b"content-length", b"12")]))
+    app = make_app({})
+
+    async def nothing() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def run() -> tuple[int, dict[str, str], bytes]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+            "path": "/v1/search", "raw_path": b"/v1/search", "query_string": b"", "root_path": "",
+            "headers": [(b"content-length", "²".encode("latin-1"))], "client": ("10.0.7.1", 1),
+            "server": ("testserver", 80),
+        }  # fmt: skip
+        await asyncio.wait_for(app(scope, nothing, send), timeout=10)
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+        return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body
+
+    status, _, body = asyncio.run(run())
+    assert status == 401 and json.loads(body)["detail"] == "an API key is required"
