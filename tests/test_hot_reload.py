@@ -155,6 +155,8 @@ def reload_app(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_path: Pat
             "reranker_resources": small,
             "suggest": {"enabled": False},
             "summarizer": None,
+            # every search must rerank (the versions are read from it): no lighter searches on a loaded machine
+            "search_admission": {"lighter_from": None, "max_wait_s": 30},
         }
     )
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
