@@ -23,7 +23,7 @@ from search.text import normalize_query
 
 CAPPED_TYPES = ("click", "conversion")
 REFUSE_FACTOR = 10  # a batch that would take a count past this many times its cap is refused whole
-MAX_REMEMBERED = 1_000_000  # entries per table (about 150 MB at most for the three); the oldest days go first
+MAX_REMEMBERED = 200_000  # entries per table (about 100 MB at most for the three); the oldest days go first
 
 
 class FloodRefused(Exception):
