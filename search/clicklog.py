@@ -52,7 +52,7 @@ class ClickRecord(BaseModel):
     session_id: str | None = None
     client: str | None = Field(
         default=None,
-        description="Who sent the event as the server knows it (`serving.auth.Principal.identity`: a digest of "
+        description="Who sent the event as the server knows it (`serving.auth.Principal.identity`: an HMAC of "
         "API key name and client address), not client-chosen; None for events written in-process.",
     )
     index: str | None = Field(default=None, description="Index the impression searched.")

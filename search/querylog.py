@@ -52,9 +52,9 @@ class QueryEvent(BaseModel):
     user_token: str | None = Field(default=None, description="Opaque user token, if the client sent one.")
     client: str | None = Field(
         default=None,
-        description="Who sent the request as the server knows it (a digest of API key name and client address, "
-        "`serving.auth.Principal.identity`); unlike session_id/user_token a client cannot choose it. None for "
-        "impressions logged in-process (simulations, imports).",
+        description="Who sent the request as the server knows it (an HMAC of API key name and client address "
+        "under the deployment's secret, `serving.auth.Principal.identity`; an import's UBI client_id); unlike "
+        "session_id/user_token an API client cannot choose it. None for impressions logged in-process.",
     )
     versions: dict[str, str] | None = Field(default=None, description="Ranker/model versions that produced it.")
     explored: bool | None = Field(default=None, description="The top results were randomised (exploration).")
