@@ -403,18 +403,22 @@ class ElasticsearchStore(EsFeedback):
             return {"source_excludes": _SOURCE_EXCLUDES}
         return {"source": False, "stored_fields": "_none_", "docvalue_fields": ["id"]}
 
-    def bm25_search(
-        self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
-    ) -> list[Hit]:
-        if not query.strip() or k <= 0:
-            return []
+    def bm25_clauses(self, target: str, query: str) -> dict[str, Any]:
+        """BM25's scoring bool clauses, no filters (faceting counts over what they match: `es_facets`)."""
         # A version has one of the two fields (the other matches nothing); `match` counts each repeat of a term.
         should: list[dict[str, Any]] = [{"match": {"content": {"query": query}}}]
         terms = bm25_terms(query)
         if terms:
             should.append({"match": {"content_stems": {"query": " ".join(terms)}}})
+        return {"should": should, "minimum_should_match": 1}
+
+    def bm25_search(
+        self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
+    ) -> list[Hit]:
+        if not query.strip() or k <= 0:
+            return []
         body_query: dict[str, Any] = {
-            "bool": {"should": should, "minimum_should_match": 1, "filter": self._filter_clauses(target, filters)}
+            "bool": {**self.bm25_clauses(target, query), "filter": self._filter_clauses(target, filters)}
         }
         resp = _es_guard(
             lambda: self.client.search(

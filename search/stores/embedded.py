@@ -284,15 +284,19 @@ class EmbeddedStore(EmbeddedFeedback):
                 out[d.id] = d
         return out
 
+    def fts_query(self, target: str, query: str) -> str | None:
+        """BM25's FTS5 MATCH, None without a term (faceting counts over what it matches: `embedded_facets`)."""
+        # Every occurrence of a term is its own phrase: a repeated word weighs more, as in bm25s and ES's `match`.
+        terms = bm25_terms(query) if self._open(target).stems() else query_tokens(query)
+        return fts_match(terms) if terms else None
+
     def bm25_search(
         self, target: str, query: str, k: int, filters: Sequence[Filter] = (), *, with_docs: bool = True
     ) -> list[Hit]:
         v = self._open(target)
-        # Every occurrence of a term is its own phrase: a repeated word weighs more, as in bm25s and ES's `match`.
-        terms = bm25_terms(query) if v.stems() else query_tokens(query)
-        if not terms or k <= 0:
+        match = self.fts_query(target, query)
+        if match is None or k <= 0:
             return []
-        match = fts_match(terms)
         where, params = filter_sql(filters, self.schema(target))
         c = v.conn()
         if not with_docs and not where:
