@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FieldType = Literal["keyword", "long", "double", "boolean", "date"]
 
@@ -21,8 +21,24 @@ DATE_MAX_MS = int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timesta
 BUILTIN_FIELDS: dict[str, FieldType] = {"published_at": "date", "updated_at": "date", "url": "keyword"}
 
 
+MAX_FACET_RANGES = 50  # ranges per facet (a request's or a schema's)
+
+
 class SchemaError(ValueError):
     """A value does not fit the declared type of its field."""
+
+
+class FacetRange(BaseModel):
+    """One bucket of a numeric or date facet: `gte` <= value < `lt` (either side may be open)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=100, description="The bucket's name in the response's `facets`.")
+    gte: int | float | str | None = Field(default=None, description="Lower bound, inclusive: a number, or a date.")
+    lt: int | float | str | None = Field(default=None, description="Upper bound, exclusive: a number, or a date.")
+
+
+FacetRanges = Annotated[list[FacetRange], Field(min_length=1, max_length=MAX_FACET_RANGES)]
 
 
 class IndexSchema(BaseModel):
@@ -33,6 +49,23 @@ class IndexSchema(BaseModel):
     fields: dict[str, FieldType] = Field(
         default_factory=dict, description="Filterable extra fields: name -> keyword|long|double|boolean|date."
     )
+    facet_ranges: dict[str, FacetRanges] = Field(
+        default_factory=dict,
+        description="Buckets of numeric/date facets (field -> ranges), used when a search asks for the facet "
+        "without ranges of its own.",
+    )
+
+    @model_validator(mode="after")
+    def _ranges_fit(self) -> IndexSchema:
+        for name, ranges in self.facet_ranges.items():
+            ftype = BUILTIN_FIELDS.get(name) or self.fields.get(name)
+            if ftype not in ("long", "double", "date"):
+                raise ValueError(f"facet_ranges: {name!r} is not a declared long, double or date field")
+            if len({r.key for r in ranges}) < len(ranges):
+                raise ValueError(f"facet_ranges: {name!r} names a range key twice")
+            for bound in (b for r in ranges for b in (r.gte, r.lt)):
+                facet_bound(bound, ftype, name)
+        return self
 
     def field_type(self, name: str) -> FieldType:
         """Type of a filterable field; raises KeyError naming the known fields for an unknown one."""
@@ -42,6 +75,14 @@ class IndexSchema(BaseModel):
             return self.fields[name]
         known = sorted({*BUILTIN_FIELDS, *self.fields})
         raise KeyError(f"unknown filter field {name!r}; filterable fields: {', '.join(known)}")
+
+
+def facet_bound(value: Any, ftype: FieldType, field: str) -> float | None:
+    """A range bound as both stores compare it: a double for numeric fields (so `gte: 2.5` on a long means 3 and
+    up, not 2), epoch milliseconds for dates. Raises SchemaError."""
+    if value is None:
+        return None
+    return float(coerce(value, "date" if ftype == "date" else "double", field))
 
 
 def to_epoch_millis(value: Any) -> int:

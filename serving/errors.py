@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from search.facets import FacetError
 from search.service import RequestError
 from search.stores.base import IndexNotFound, StoreError, StoreUnavailable
 
@@ -186,7 +187,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _request_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestError)
+    assert isinstance(exc, (RequestError, FacetError))  # a facet the index cannot count: search/facets.py
     loc = [_clean(p, 60) for p in ["body", *exc.field.split(".")][:MAX_LOC]]
     detail = [{"loc": loc, "msg": _clean(exc.message), "type": "value_error"}]
     return JSONResponse(status_code=422, content={"detail": detail})
@@ -212,6 +213,7 @@ def install_error_handlers(api: FastAPI) -> None:
     api.add_exception_handler(RequestValidationError, _invalid)
     api.add_exception_handler(StarletteHTTPException, _http_error)
     api.add_exception_handler(RequestError, _request_error)
+    api.add_exception_handler(FacetError, _request_error)
     api.add_exception_handler(StoreUnavailable, _unavailable)
     api.add_exception_handler(IndexNotFound, _not_found)
     api.add_exception_handler(StoreError, _unavailable)

@@ -1,0 +1,104 @@
+"""Elasticsearch's facet counts (`search.facets`): aggregations riding on the BM25 request, one round trip.
+
+The query is BM25's own scoring clauses (`ElasticsearchStore.bm25_clauses`) with no filter, so the aggregations
+see the whole match set; the request's filters go to `post_filter`, which narrows the hits (and so the top `k`,
+identical to `bm25_search`'s: filters never score) after the aggregations ran. Each facet is a `filter`
+aggregation holding every other field's filters, around a `terms` (keyword, boolean), `range` (long, double) or
+`date_range` (date) aggregation; `total` is a `filter` aggregation of all of them (the result set's size).
+Ranges: `from` is inclusive and `to` exclusive, as `search.facets.Bucket` means them; a multi-valued document
+counts once per bucket. `terms` is exact on one shard; on several, `shard_size` (10x the size, at least 100)
+bounds its error as Elasticsearch documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from search.documents import Hit
+from search.facets import Bucket, FacetCounts, FacetQuery, FacetSpec, empty, ordered, store_path, value_key
+from search.filters import Filter
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+
+class EsFacets:
+    """Mixed into `ElasticsearchStore` (which provides the client, BM25's clauses, filters and hit parsing)."""
+
+    _filter_clauses: Callable[[str, Sequence[Filter]], list[dict[str, Any]]]
+    bm25_clauses: Callable[[str, str], dict[str, Any]]
+    _hits: Callable[[Any, bool], list[Hit]]
+    _source_opts: Callable[[bool], dict[str, Any]]
+
+    @property
+    def client(self) -> Elasticsearch:  # overridden by ElasticsearchStore
+        raise NotImplementedError
+
+    def bm25_facet_search(
+        self,
+        target: str,
+        query: str,
+        k: int,
+        filters: Sequence[Filter],
+        facets: FacetQuery,
+        *,
+        also: Sequence[Sequence[str]] = (),
+    ) -> tuple[list[Hit], FacetCounts]:
+        from search.stores.elasticsearch import _es_guard
+
+        if not query.strip() and not also:
+            return [], empty(facets)
+        scoring: dict[str, Any] = {"bool": self.bm25_clauses(target, query)} if query.strip() else {}
+        if also:  # synonyms: matched (adjacent stems), not scored here
+            should = [{"match_phrase": {"content_stems": " ".join(stems)}} for stems in also]
+            scoring = {"bool": {"should": [*should, *([scoring] if scoring else [])], "minimum_should_match": 1}}
+        by_filter = [(f.field, self._filter_clauses(target, [f])) for f in filters]
+        every = [c for _, cs in by_filter for c in cs]
+        aggs: dict[str, Any] = {"total": {"filter": {"bool": {"filter": every}}}}
+        for i, spec in enumerate(facets.specs):
+            rest = [c for field, cs in by_filter if field != spec.field for c in cs]
+            aggs[f"f{i}"] = {"filter": {"bool": {"filter": rest}}, "aggs": {"v": _agg(spec, facets.size)}}
+        opts: dict[str, Any] = {"post_filter": {"bool": {"filter": every}}} if every else {}
+        resp = _es_guard(
+            lambda: self.client.search(
+                index=target,
+                query=scoring,
+                aggs=aggs,
+                size=max(k, 0),
+                track_total_hits=False,
+                **opts,
+                **self._source_opts(False),
+            )
+        )
+        found = resp["aggregations"]
+        out: dict[str, dict[str, int]] = {}
+        for i, spec in enumerate(facets.specs):
+            buckets = found[f"f{i}"]["v"]["buckets"]
+            if spec.ranges is None:
+                counts = {value_key(b.get("key_as_string", b["key"]), spec.ftype): b["doc_count"] for b in buckets}
+                out[spec.field] = ordered(counts, facets.size)
+            else:
+                out[spec.field] = ordered({b["key"]: int(b["doc_count"]) for b in buckets})
+        hits = self._hits(resp, False) if k > 0 else []
+        return hits, FacetCounts(facets=out, total_hits=int(found["total"]["doc_count"]))
+
+
+def _agg(spec: FacetSpec, size: int) -> dict[str, Any]:
+    path = store_path(spec.field)
+    if spec.ranges is None:
+        order = [{"_count": "desc"}, {"_key": "asc"}]  # ties by value, as `search.facets.ordered`
+        return {"terms": {"field": path, "size": size, "shard_size": max(10 * size, 100), "order": order}}
+    if spec.ftype == "date":
+        ranges = [_bounds(b, lambda x: str(int(x))) for b in spec.ranges]
+        return {"date_range": {"field": path, "format": "epoch_millis", "ranges": ranges}}
+    return {"range": {"field": path, "ranges": [_bounds(b, float) for b in spec.ranges]}}
+
+
+def _bounds(b: Bucket, conv: Callable[[float], Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": b.key}
+    if b.gte is not None:
+        out["from"] = conv(b.gte)
+    if b.lt is not None:
+        out["to"] = conv(b.lt)
+    return out
