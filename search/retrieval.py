@@ -10,7 +10,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ranking.fusion import linear, ranked, rrf
-from search.documents import Document, Hit
+from search.documents import Document, Hit, bm25_text
+from search.facets import FacetCollector, dense_facets, lexical_with_facets
 from search.feedback import (
     DenseFeedbackStore,
     DensePRFConfig,
@@ -22,7 +23,10 @@ from search.feedback import (
 )
 from search.filters import Filter
 from search.stores.base import IndexStore
+from search.stores.synonym_stores import bm25_with_synonyms, synonyms_for
+from search.synonyms import SynonymQuery, matched_synonyms
 from search.text import bm25_terms
+from search.typo import TypoConfig
 
 
 class QueryEncoder(Protocol):
@@ -55,6 +59,9 @@ class RetrievalConfig(BaseModel):
     dense_prf: DensePRFConfig = Field(
         default_factory=DensePRFConfig, description="Rocchio pseudo-relevance feedback on the query vector."
     )
+    typo: TypoConfig = Field(
+        default_factory=TypoConfig, description="Typo tolerance: query words corrected first (search/typo.py)."
+    )
 
 
 class Retrieved(BaseModel):
@@ -69,6 +76,7 @@ class Retrieved(BaseModel):
     dense_score: float | None = None
     feedback: list[str] = Field(default_factory=list, description="Feedback stages that ran: rm3, dense-prf.")
     expansion: list[str] | None = Field(default=None, description="The terms RM3 added to the query.")
+    synonyms: list[str] | None = Field(default=None, description="Synonyms the query gained that this document holds.")
 
 
 class HybridRetriever:
@@ -84,6 +92,7 @@ class HybridRetriever:
         self.store = store
         self.encoder = encoder
         self.config = config or RetrievalConfig()
+        self.synonyms = synonyms_for(store)  # the index's synonym sets (search/synonyms.py); None: store has none
         # BM25 runs here while the caller's thread runs kNN. Each concurrent search holds one of these threads
         # for its BM25 request, so the pool must be as wide as the callers (the ingress's pool): with two, every
         # search of a replica queued its BM25 call behind a slow node's.
@@ -99,11 +108,13 @@ class HybridRetriever:
         config: RetrievalConfig | None = None,
         vector: Sequence[float] | np.ndarray | None = None,
         with_docs: bool = True,
+        facets: FacetCollector | None = None,
     ) -> list[Retrieved]:
         """Top `k` after `offset`; `vector` is the query embedding when the caller encoded it already.
 
         The retrievers return ids and scores only; the documents of the `k` results are then read in one call
-        (`with_docs=False` skips that, for callers that need ranks alone, like offline evaluation)."""
+        (`with_docs=False` skips that, for callers that need ranks alone, like offline evaluation). `facets`: counts of
+        the result set go there (search/facets.py)."""
         cfg = config or self.config
         depth = max(cfg.depth, offset + k)
         mode = cfg.mode
@@ -113,13 +124,22 @@ class HybridRetriever:
             assert self.encoder is not None
             vector = self.encoder.embed([query])[0]
         qvec = np.asarray(vector, dtype=np.float32) if vector is not None else None
+        syn = self.synonyms.expand(index, query) if self.synonyms is not None and mode != "dense" else None
         if mode == "hybrid" and cfg.feedback_from == "fused" and (cfg.rm3.enabled or cfg.dense_prf.enabled):
-            lexical, dense, expansion, moved = self._fused_feedback(index, query, qvec, depth, filters, cfg)
+            lexical, dense, expansion, moved = self._fused_feedback(
+                index, query, qvec, depth, filters, cfg, syn, facets
+            )
         else:
             rm3 = cfg.rm3 if mode != "dense" else None
-            lex_f = self._pool.submit(self._lexical, index, query, depth, filters, rm3) if mode != "dense" else None
+            lex_f = (
+                self._pool.submit(self._lexical, index, query, depth, filters, rm3, None, syn, facets)
+                if mode != "dense"
+                else None
+            )
             dense, moved = self._dense(index, qvec, depth, filters, cfg.dense_prf) if qvec is not None else ([], False)
             lexical, expansion = lex_f.result() if lex_f is not None else ([], None)
+        if facets is not None and mode == "dense":
+            dense_facets(self.store, index, dense, filters, facets)
         feedback = (["rm3"] if expansion is not None else []) + (["dense-prf"] if moved else [])
         scores = self._fuse(lexical, dense, cfg)
         lex_by = {h.id: (r, h) for r, h in enumerate(lexical, start=1)}
@@ -141,6 +161,7 @@ class HybridRetriever:
                     dense_score=dh.score if dh else None,
                     feedback=feedback,
                     expansion=expansion,
+                    synonyms=_synonyms_in(docs.get(doc_id), syn),
                 )
             )
         return out
@@ -163,10 +184,15 @@ class HybridRetriever:
         filters: Sequence[Filter],
         rm3: RM3Config | None,
         feedback: Sequence[Hit] | None = None,
+        syn: SynonymQuery | None = None,
+        facets: FacetCollector | None = None,
     ) -> tuple[list[Hit], list[str] | None]:
         """BM25, then (RM3 on, a store that can) the expanded query's BM25 instead; the added terms, or None when
         RM3 did not run. `feedback`: the documents to expand from (else BM25's own top)."""
-        first = self.store.bm25_search(index, query, depth, filters, with_docs=False) if feedback is None else []
+        if feedback is None and facets is not None:  # the same BM25, and the counts of what it matches
+            first = lexical_with_facets(self.store, index, query, depth, filters, syn, facets)
+        else:
+            first = bm25_with_synonyms(self.store, index, query, depth, filters, syn) if feedback is None else []
         top = list(feedback if feedback is not None else first)
         if rm3 is None or not rm3.enabled or not top or not isinstance(self.store, LexicalFeedbackStore):
             return (first if feedback is None else []), None
@@ -213,11 +239,13 @@ class HybridRetriever:
         depth: int,
         filters: Sequence[Filter],
         cfg: RetrievalConfig,
+        syn: SynonymQuery | None = None,
+        facets: FacetCollector | None = None,
     ) -> tuple[list[Hit], list[Hit], list[str] | None, bool]:
         """Feedback from the fused first pass (`feedback_from: fused`): both lists, fused; its top documents
         expand both queries; both run again. A side whose feedback is off (or cannot run) keeps its first list."""
         assert vector is not None
-        lex_f = self._pool.submit(self._lexical, index, query, depth, filters, None)
+        lex_f = self._pool.submit(self._lexical, index, query, depth, filters, None, None, syn, facets)
         dense0, _ = self._dense(index, vector, depth, filters, cfg.dense_prf.model_copy(update={"enabled": False}))
         lexical0, _ = lex_f.result()
         top = [Hit(id=d, score=s) for d, s in ranked(self._fuse(lexical0, dense0, cfg))]
@@ -230,3 +258,10 @@ class HybridRetriever:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+
+
+def _synonyms_in(doc: Document | None, syn: SynonymQuery | None) -> list[str] | None:
+    """The synonyms the query gained that `doc` holds (its BM25 terms), for its explanation."""
+    if doc is None or syn is None:
+        return None
+    return matched_synonyms(bm25_terms(bm25_text(doc)), syn)

@@ -23,11 +23,13 @@ from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.breaker import StoreBreaker
+from search.facets import FacetCollector, FacetParams, FacetResults, facet_collector, facet_fields
 from search.filters import MAX_FILTER_VALUES, MAX_FILTERS, FilterList
 from search.highlight import highlight_page
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore, StoreUnavailable
 from search.text import query_terms
+from search.typo import TypoTolerance
 
 log = logging.getLogger("sift.search")
 
@@ -47,7 +49,7 @@ class RequestError(ValueError):
         self.message = message
 
 
-class SearchRequest(BaseModel):
+class SearchRequest(FacetParams):  # facets, facet_ranges, max_facet_values, count: search/facets.py
     model_config = ConfigDict(extra="forbid")
 
     query: str = Field(description="Free-text query, 1 to 1,000 characters.", max_length=MAX_QUERY_CHARS)
@@ -67,6 +69,9 @@ class SearchRequest(BaseModel):
     summarize: bool = Field(
         default=False,
         description="Also return `summary_url`: a Server-Sent Events stream of a cited summary of the top results.",
+    )
+    typo_tolerance: bool | None = Field(
+        default=None, description="Correct misspelt query words (None: the server's default, on); false: only suggest."
     )
 
     @field_validator("query")
@@ -93,6 +98,9 @@ class Explanation(BaseModel):
     contributions: list[tuple[str, float]] | None = Field(
         default=None, description="The learnt ranker's largest per-feature contributions to ltr_score (TreeSHAP)."
     )
+    synonyms: list[str] | None = Field(
+        default=None, description="The synonyms (as the index's sets spell them) this result matched through."
+    )
     stages: list[str]
 
 
@@ -106,7 +114,7 @@ class SearchResult(BaseModel):
     explanation: Explanation
 
 
-class SearchResponse(BaseModel):
+class SearchResponse(FacetResults):  # facets, total_hits
     request_id: str
     query_id: str = Field(
         default_factory=lambda: uuid.uuid4().hex,
@@ -144,6 +152,8 @@ class SearchResponse(BaseModel):
         description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
         "the server has a summarizer.",
     )
+    corrected_query: str | None = Field(default=None, description="The query searched, when typos were corrected.")
+    did_you_mean: str | None = Field(default=None, description="A corrected query offered to the user, not applied.")
 
 
 class SearchConfig(BaseModel):
@@ -187,6 +197,7 @@ class SearchService:
         self.encoder_version = encoder_version
         self.config = config or SearchConfig()
         self.retriever = HybridRetriever(store, None, self.config.retrieval)
+        self.typos = TypoTolerance(store, self.config.retrieval.typo)
         self.breaker = StoreBreaker(self.config.fail_fast_s) if self.config.fail_fast_s > 0 else None
         self._timer = timer
 
@@ -222,11 +233,13 @@ class SearchService:
         return cfg, vector, None
 
     async def _retrieve(
-        self, index: str, req: SearchRequest, window: int, cfg: RetrievalConfig, vector: np.ndarray | None
-    ) -> list[Retrieved]:
+        self, index: str, req: SearchRequest, window: int, cfg: RetrievalConfig, vector: np.ndarray | None,
+        facets: FacetCollector | None = None,
+    ) -> list[Retrieved]:  # fmt: skip
         """The fused window, in a worker thread; the breaker (when on) learns whether the store answered."""
         try:
-            fused = await asyncio.to_thread(self.retriever.run, index, req.query, window, req.filters, 0, cfg, vector)
+            run = self.retriever.run
+            fused = await asyncio.to_thread(run, index, req.query, window, req.filters, 0, cfg, vector, True, facets)
         except StoreUnavailable:
             if self.breaker is not None:
                 self.breaker.failure()
@@ -249,6 +262,9 @@ class SearchService:
             cfg = cfg.model_copy(update={"mode": "bm25"})
         if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
             await asyncio.to_thread(self._validate, req, index)
+        facets = await asyncio.to_thread(facet_collector, self.store, index, req)  # FacetError: a 422
+        fix = await asyncio.to_thread(self.typos.correct, index, req.query, req.typo_tolerance, cfg.typo)
+        asked, req = req, req.model_copy(update={"query": fix.searched})  # encoder, BM25, rerank: the corrected
         stages: list[str] = []
         light_note = None
         if lighter and cfg.mode == "hybrid":
@@ -265,7 +281,7 @@ class SearchService:
         want_rerank = req.rerank and self.rerank is not None and not lighter
         window = max(req.offset + req.limit, self.rerank.top_n if self.rerank is not None and want_rerank else 0)
         window = max(window, ltr.config.top_n if ltr is not None else 0)
-        fused = await self._retrieve(index, req, window, cfg, vector)
+        fused = await self._retrieve(index, req, window, cfg, vector, facets)
         self._time("retrieve", t)
         stages.extend(_retrieval_stages(cfg, fused))
 
@@ -293,7 +309,7 @@ class SearchService:
             features = self._page_features(ltr, req, fused_rank, page, rerank_scores, learnt)
         return SearchResponse(
             request_id=uuid.uuid4().hex,
-            query=req.query,
+            query=asked.query,
             index=index,
             offset=req.offset,
             limit=req.limit,
@@ -308,6 +324,9 @@ class SearchService:
             features=features,
             teams=teams,
             model_versions=versions,
+            corrected_query=fix.corrected_query,
+            did_you_mean=fix.did_you_mean,
+            **facet_fields(facets, req),
         )
 
     async def _rerank(
@@ -413,6 +432,7 @@ class SearchService:
                 dense_score=r.dense_score,
                 fused_score=r.score,
                 expansion_terms=r.expansion,
+                synonyms=r.synonyms,
                 rerank_score=rerank,
                 ltr_score=ltr,
                 contributions=learnt.contributions.get(r.id) if learnt is not None else None,

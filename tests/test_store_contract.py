@@ -12,7 +12,12 @@ import pytest
 
 from search.stores.base import IndexStore
 
-pytest.register_assert_rewrite("search.stores.contract")  # keep pytest's assertion messages for the suite
+pytest.register_assert_rewrite(
+    "search.stores.contract",
+    "search.stores.synonym_contract",
+    "search.stores.typo_contract",
+    "search.stores.facet_contract",
+)  # keep pytest's assertion messages for the suite
 
 from search.stores.contract import StoreContract  # noqa: E402
 

@@ -17,6 +17,9 @@ from search.documents import Document, StoredRecord
 from search.filters import Filter, RangeFilter, TermFilter, TermsFilter
 from search.schema import IndexSchema
 from search.stores.base import AliasConflict, IndexNotFound, IndexStore, LockHeld, LockLost, StoreError
+from search.stores.facet_contract import FacetContract
+from search.stores.synonym_contract import SynonymContract
+from search.stores.typo_contract import TypoContract
 
 DIMS = 4
 SCHEMA = IndexSchema(fields={"lang": "keyword", "year": "long", "score": "double", "draft": "boolean"})
@@ -74,7 +77,7 @@ CORPUS = [
 ]
 
 
-class StoreContract:
+class StoreContract(SynonymContract, TypoContract, FacetContract):
     """Behaviour every IndexStore must show. Subclasses provide `store`."""
 
     @pytest.fixture

@@ -22,8 +22,10 @@ from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import BUILTIN_FIELDS, IndexSchema, coerce
 from search.stores.base import BuildLock, IndexNotFound, StoreError, StoreUnavailable, VersionInfo, WriteResult
 from search.stores.es_bulk import bulk_delete, bulk_failures
+from search.stores.es_facets import EsFacets
 from search.stores.es_feedback import EsFeedback
 from search.stores.es_locks import acquire_es_lock, es_swap_alias
+from search.stores.es_synonyms import EsSynonymSearch
 from search.text import bm25_terms
 
 T = TypeVar("T")
@@ -83,7 +85,7 @@ def _es_guard(fn: Callable[[], T]) -> T:
         raise
 
 
-class ElasticsearchStore(EsFeedback):
+class ElasticsearchStore(EsFeedback, EsSynonymSearch, EsFacets):
     """IndexStore over an Elasticsearch 8.x cluster (RM3's term statistics and weighted BM25: `EsFeedback`)."""
 
     def __init__(

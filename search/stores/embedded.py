@@ -22,15 +22,17 @@ from search.filters import Filter
 from search.naming import new_version_name, validate_index_name, version_alias
 from search.schema import IndexSchema, SchemaError
 from search.stores.base import AliasConflict, BuildLock, DocFailure, IndexNotFound, StoreError, VersionInfo, WriteResult
+from search.stores.embedded_facets import EmbeddedFacets
 from search.stores.embedded_feedback import EmbeddedFeedback
 from search.stores.embedded_locks import acquire_file_lock, guard
 from search.stores.embedded_sql import BM25_META, SCHEMA_SQL, filter_sql, filter_values, fts_content, fts_match
+from search.stores.embedded_synonyms import EmbeddedSynonymSearch
 from search.stores.embedded_versions import OpenVersions
 from search.stores.embedded_versions import VersionFile as _Version
 from search.text import bm25_terms, query_tokens
 
 
-class EmbeddedStore(EmbeddedFeedback):
+class EmbeddedStore(EmbeddedFeedback, EmbeddedSynonymSearch, EmbeddedFacets):
     """IndexStore over local files; safe for one writer and many readers (threads or processes). Pseudo-relevance
     feedback's reads (term statistics, weighted BM25, document vectors) come from `EmbeddedFeedback`."""
 
