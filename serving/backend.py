@@ -15,9 +15,9 @@ from typing import Protocol
 from models.live import LiveModel
 from ranking.ltr import LTRRanker, load_ranker
 from ranking.rerank import RerankFn
-from search.clicklog import make_click_log
-from search.events import EventRecorder, impression_for
-from search.querylog import NullQueryLog
+from search.logs.clicklog import make_click_log
+from search.logs.events import EventRecorder, impression_for
+from search.logs.querylog import NullQueryLog
 from search.service import EncodeFn, SearchRequest, SearchResponse, SearchService
 from search.settings import Settings
 from search.stores.factory import make_store

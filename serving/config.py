@@ -11,9 +11,9 @@ from models.embedder import EmbedderConfig
 from models.registry import REF_PREFIX, Registry
 from ranking.ltr import LTRConfig
 from ranking.rerank import RerankerConfig
-from search.clicklog import ClickLogConfig
 from search.configfile import load_config
-from search.querylog import QueryLogConfig
+from search.logs.clicklog import ClickLogConfig
+from search.logs.querylog import QueryLogConfig
 from search.service import SearchConfig
 from search.suggest.schemas import SuggestConfig
 from search.summarize.config import SummarizerConfig

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from search.querylog import QueryEvent, QueryLog, make_query_log
+from search.logs.querylog import QueryEvent, QueryLog, make_query_log
 from search.stores.base import IndexStore
 from search.suggest.result_check import store_has_results
 from search.suggest.schemas import CompleteFn

@@ -194,9 +194,9 @@ def _backend_search(backend: Any) -> Any:
 def read_logs(config: Path | None, index: str | None = None) -> tuple[list[Any], list[Any]]:
     """Search impressions (of `index`, if given) and click records, from the logs the config names (JSONL
     files or ES indices)."""
-    from search.clicklog import make_click_log
-    from search.querylog import make_query_log
-    from search.querylog_es import EsQueryLog
+    from search.logs.clicklog import make_click_log
+    from search.logs.querylog import make_query_log
+    from search.logs.querylog_es import EsQueryLog
     from search.settings import Settings
     from search.stores.factory import make_store
 

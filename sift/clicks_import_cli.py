@@ -35,8 +35,8 @@ def import_cmd(
     click records to the logs. Refused lines (bad fields, unshown objects, events with no impression) are
     counted and written with their line numbers to the dead-letter file; importing a file twice stores nothing
     new. Prints a JSON report; exits 1 when lines were refused (the rest is stored)."""
+    from search.logs.ubi_import import Importer, run_import
     from search.settings import Settings
-    from search.ubi_import import Importer, run_import
     from sift.logs_cli import open_logs
 
     if fmt not in ("ubi", "jsonl"):

@@ -22,8 +22,8 @@ logs_app = typer.Typer(no_args_is_help=True, help="The query and click logs: exp
 @contextmanager
 def open_logs(config: Path | None) -> Iterator[tuple[Any, Any, Any]]:
     """The app config, its query log and its click log (JSONL files or Elasticsearch indices, as configured)."""
-    from search.clicklog import make_click_log
-    from search.querylog import make_query_log
+    from search.logs.clicklog import make_click_log
+    from search.logs.querylog import make_query_log
     from search.settings import Settings
     from search.stores.factory import make_store
 
@@ -78,7 +78,7 @@ def export_cmd(
     """Write the search and suggest impressions as UBI `queries` and the click, conversion and view records as
     UBI `events` (one JSON document per line); Sift's extras (index, features, exploration, teams, ids) go in
     the attributes, so `sift clicks import --format ubi` reads them back unchanged."""
-    from search.ubi import event_documents, query_document
+    from search.logs.ubi import event_documents, query_document
 
     if fmt != "ubi":
         raise _fail(f"--format must be ubi, not {fmt!r}")

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from search.click_caps import ClickCaps
-from search.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog
-from search.events import Caller, EventRecorder, EventsBatch, EventsRejected
-from search.querylog import QueryEvent
+from search.logs.click_caps import ClickCaps
+from search.logs.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog
+from search.logs.events import Caller, EventRecorder, EventsBatch, EventsRejected
+from search.logs.querylog import QueryEvent
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
 PAGE = [f"d{i}" for i in range(1, 11)]

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from ranking.features import FEATURES
-from search.querylog import QueryEvent
+from search.logs.querylog import QueryEvent
 from sift.cli import app
 from tests.ubi_native import INDEX, app_dict, native_logs, same_rows, training_rows
 

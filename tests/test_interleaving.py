@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import numpy as np
 
 from ranking.interleaving import TEAM_A, TEAM_B, credit, team_draft
-from search.clicklog import ClickRecord
-from search.querylog import QueryEvent
+from search.logs.clicklog import ClickRecord
+from search.logs.querylog import QueryEvent
 from training.click_users import SimulatedUser, UserConfig
 from training.interleaving import interleaving_result
 

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from models.registry import LIVE, Registry
 from ranking.features import FEATURES
-from search.clicklog import ClickRecord, JsonlClickLog
-from search.querylog import JsonlQueryLog, QueryEvent
+from search.logs.clicklog import ClickRecord, JsonlClickLog
+from search.logs.querylog import JsonlQueryLog, QueryEvent
 from sift.cli import app
 from tests.test_neural_training import synthetic_clicks
 

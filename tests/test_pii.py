@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.clicklog import ClickRecord
+from search.logs.clicklog import ClickRecord
+from search.logs.querylog import QueryEvent
+from search.logs.querylog import scrub_pii as querylog_scrub_pii
 from search.pii import canonical, contains_pii, scrub_pii, was_scrubbed
-from search.querylog import QueryEvent
-from search.querylog import scrub_pii as querylog_scrub_pii
 from search.suggest.safety import SafetyFilter
 from search.suggest.schemas import SuggestConfig
 from search.suggest.suggester import Suggester

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from models.causal_lm import LMConfig
-from search.querylog import QueryEvent
+from search.logs.querylog import QueryEvent
 from search.suggest.indices import PrefixIndex
 from search.suggest.lm_completer import (
     Completion,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ranking.features import feature_matrix
 from search.documents import Document
-from search.querylog import QueryEvent
+from search.logs.querylog import QueryEvent
 from search.retrieval import RetrievalConfig, Retrieved
 from search.service import SearchService
 from search.text import query_terms

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 from scipy.stats import binomtest
 
 from ranking.interleaving import TEAM_A, TEAM_B, credit
-from search.clicklog import ClickRecord
-from search.querylog import QueryEvent
+from search.logs.clicklog import ClickRecord
+from search.logs.querylog import QueryEvent
 from training.click_logs import clicked_positions, one_per_client
 
 

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ranking.features import FEATURES
 from ranking.ltr import RankerMeta, base_scores, hash_rows
-from search.querylog import QueryEvent
+from search.logs.querylog import QueryEvent
 from search.text import normalize_query
 from training.click_data import Session
 from training.click_models import ClickModel, DBNModel, PBMModel

@@ -27,7 +27,7 @@ from models.cross_encoder import CrossEncoderConfig
 from models.registry import REF_PREFIX
 from ranking.features import FEATURES
 from ranking.ltr import MODEL_FILE, base_scores, load_meta
-from search.querylog import QueryEvent
+from search.logs.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from training.click_data import Session
 from training.ltr import FUSED_RANK, RankerTrainConfig, mean_ndcg, ranker_data

@@ -27,8 +27,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
+from search.logs.querylog import QueryEvent
 from search.pii import was_scrubbed
-from search.querylog import QueryEvent
 from search.suggest.cache import TTLCache
 from search.suggest.indices import IssuerCounter, PrefixIndex, SessionIndex
 from search.suggest.lm_completer import Task

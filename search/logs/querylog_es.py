@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from search.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
+from search.logs.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
 
 log = logging.getLogger("sift.querylog")
 
