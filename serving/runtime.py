@@ -8,6 +8,7 @@ from pathlib import Path
 
 from search.logs.querylog import QueryEvent, QueryLog, make_query_log
 from search.stores.base import IndexStore
+from search.suggest.artifacts import VersionArtifacts
 from search.suggest.result_check import store_has_results
 from search.suggest.schemas import CompleteFn
 from search.suggest.suggester import Suggester
@@ -25,6 +26,7 @@ class SuggestRuntime:
         es_client = getattr(store, "client", None) if config.store == "es" else None
         self.query_log: QueryLog = make_query_log(config.query_log, config.store, data_dir, es_client)
         self.suggester: Suggester | None = None
+        self.artifacts: VersionArtifacts | None = None
         if not config.suggest.enabled:
             return
         index = config.suggest.check_index or config.search.default_index
@@ -45,6 +47,9 @@ class SuggestRuntime:
             log.info("suggester learnt %d searches from the query log", n)
         except Exception as exc:  # a log that cannot be read now must not keep the API down
             log.warning("query log replay failed, suggestions start empty: %s", exc)
+        # the served version's corpus phrases and precomputed LM completions, loaded before the API answers
+        self.artifacts = VersionArtifacts(self.suggester, store, config.search.default_index, data_dir)
+        self.artifacts.start()
         self.suggester.start_prefetch()
 
     def record(self, event: QueryEvent) -> None:
@@ -57,6 +62,8 @@ class SuggestRuntime:
             self.suggester.record(event)
 
     def close(self, wait_s: float = 30.0) -> None:
+        if self.artifacts is not None:
+            self.artifacts.close()
         if self.suggester is not None:
             self.suggester.close(wait_s)
         self.query_log.close()

@@ -9,6 +9,7 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from search.suggest.corpus import CorpusSuggestConfig
 from search.suggest.lm_completer import Completion, LMCompleterConfig, Task
 from search.suggest.safety import DEFAULT_BLOCKLIST
 
@@ -18,6 +19,7 @@ DAY_S = 86_400.0
 
 CompleteFn = Callable[[str, Task], list[Completion]]
 CoverageOf = Literal["candidate", "added"]
+Source = Literal["log", "lm", "log+lm", "corpus", "log+corpus", "lm+corpus", "log+lm+corpus"]
 
 
 class HasResultsFn(Protocol):
@@ -29,7 +31,10 @@ class HasResultsFn(Protocol):
 
 class Suggestion(BaseModel):
     text: str = Field(description="The suggested query (normalised: lower case, single spaces).")
-    source: Literal["log", "lm", "log+lm"] = Field(description="Past queries, the language model, or both.")
+    source: Source = Field(
+        description="Where it came from: past queries (log), the language model (lm), the indexed documents' titles "
+        "and frequent phrases (corpus), or several of them."
+    )
     score: float = Field(description="Blended score; suggestions are ordered by it.")
 
 
@@ -59,6 +64,14 @@ class SuggestConfig(BaseModel):
 
     enabled: bool = Field(default=True, description="Serve /v1/suggest and /v1/related from the query log.")
     lm: LMCompleterConfig = Field(default_factory=LMCompleterConfig, description="LM completions and rewrites.")
+    corpus: CorpusSuggestConfig = Field(
+        default_factory=CorpusSuggestConfig, description="Titles and frequent phrases of the served index (cold start)."
+    )
+    precomputed_lm: bool = Field(
+        default=True,
+        description="Serve LM completions computed ahead of time for the index version (`sift suggest precompute`) "
+        "before asking the online LM.",
+    )
     deadline_ms: float = Field(default=30.0, gt=0, le=10_000, description="Longest a request waits for the LM.")
     half_life_days: float = Field(default=7.0, gt=0, description="A past search counts half after this long.")
     min_result_count: int = Field(default=1, ge=0, description="Only searches with this many results are learnt.")

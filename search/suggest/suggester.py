@@ -30,8 +30,10 @@ from typing import Any, Literal
 from search.logs.querylog import QueryEvent
 from search.pii import was_scrubbed
 from search.suggest.cache import TTLCache
+from search.suggest.corpus import CorpusIndex
 from search.suggest.indices import IssuerCounter, PrefixIndex, SessionIndex
 from search.suggest.lm_completer import Task
+from search.suggest.precomputed import PrecomputedCompletions
 from search.suggest.safety import SafetyFilter
 from search.suggest.schemas import (
     DAY_S,
@@ -40,6 +42,7 @@ from search.suggest.schemas import (
     HasResultsFn,
     RelatedQuery,
     RelatedResponse,
+    Source,
     SuggestConfig,
     Suggestion,
     SuggestResponse,
@@ -89,6 +92,10 @@ class Suggester:
         self.stats = {"lm_jobs": 0, "lm_errors": 0, "dropped_jobs": 0, "rejected": 0}
         self._durations: deque[float] = deque(maxlen=32)  # recent LM call times, to know when waiting is futile
         self._job_start: dict[tuple[str, str], float] = {}
+        # Of the served index version, swapped whole when it changes (readers take no lock): titles and frequent
+        # phrases (`search.suggest.corpus`), LM completions computed ahead of time (`search.suggest.precomputed`).
+        self.corpus: CorpusIndex | None = None
+        self.precomputed: PrecomputedCompletions | None = None
         _LIVE.add(self)
 
     # -- learning from the log ----------------------------------------------------------------------------
@@ -132,14 +139,16 @@ class Suggester:
             self.results_cache.put(key, ok)
         return ok
 
-    def lm_candidates(self, text: str, task: Task) -> list[tuple[str, float]]:
-        """Generate, normalise, dedupe and filter LM candidates for one prefix/query (blocking), then cache."""
-        assert self._complete is not None
+    def lm_candidates(self, text: str, task: Task, complete: CompleteFn | None = None) -> list[tuple[str, float]]:
+        """Generate, normalise, dedupe and filter LM candidates for one prefix/query (blocking), then cache.
+        `complete`: another source of raw lines (the precompute job's batch output) instead of the online LM."""
+        complete = complete or self._complete
+        assert complete is not None
         self.stats["lm_jobs"] += 1
         started = time.perf_counter()
         self._job_start[(task, text)] = started
         try:
-            raw = self._complete(text, task)
+            raw = complete(text, task)
         finally:
             self._job_start.pop((task, text), None)
         self._durations.append(time.perf_counter() - started)
@@ -258,17 +267,28 @@ class Suggester:
             return [], True
 
     # -- serving -------------------------------------------------------------------------------------------------
-    def _blend(self, log_c: Sequence[tuple[str, float]], lm_c: Sequence[tuple[str, float]], k: int) -> list[Suggestion]:
+    def _blend(
+        self,
+        log_c: Sequence[tuple[str, float]],
+        lm_c: Sequence[tuple[str, float]],
+        k: int,
+        corpus_c: Sequence[tuple[str, float]] = (),
+    ) -> list[Suggestion]:
+        """One list: past searches first (1 search ~ 0.5, many → 1), then LM confidence and corpus phrase scores
+        at their weights; a text from several sources adds them up."""
         cfg = self.config
         merged: dict[str, list[float]] = {}
         for t, count in log_c:
-            merged.setdefault(t, [0.0, 0.0])[0] = count / (count + 1.0)  # 1 search ~ 0.5, many → 1
+            merged.setdefault(t, [0.0, 0.0, 0.0])[0] = count / (count + 1.0)
         for t, conf in lm_c:
-            merged.setdefault(t, [0.0, 0.0])[1] = conf
+            merged.setdefault(t, [0.0, 0.0, 0.0])[1] = conf
+        for t, w in corpus_c:
+            merged.setdefault(t, [0.0, 0.0, 0.0])[2] = w
         out = []
-        for t, (lg, lm) in merged.items():
-            source: Literal["log", "lm", "log+lm"] = "log+lm" if lg and lm else ("log" if lg else "lm")
-            out.append(Suggestion(text=t, source=source, score=round(cfg.log_weight * lg + cfg.lm_weight * lm, 6)))
+        for t, (lg, lm, co) in merged.items():
+            source: Source = "+".join(n for n, v in (("log", lg), ("lm", lm), ("corpus", co)) if v) or "log"  # type: ignore[assignment]
+            score = cfg.log_weight * lg + cfg.lm_weight * lm + cfg.corpus.weight * co
+            out.append(Suggestion(text=t, source=source, score=round(score, 6)))
         out.sort(key=lambda s: (-s.score, s.text))
         return out[:k]
 
@@ -279,9 +299,13 @@ class Suggester:
         if not prefix:
             return SuggestResponse(query=q, suggestions=[], partial=False, took_ms=_ms(t0))
         log_c = self._shown(self.prefixes.top(prefix, self._wider(k), self.clock()), k)
+        corpus_c = self.corpus_top(prefix, k)
         lm_c: list[tuple[str, float]] = []
         partial = False
-        if self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
+        ahead = self.precomputed_for(prefix)
+        if ahead is not None:
+            lm_c = ahead
+        elif self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
             exact = self.lm_cache.get(("complete", prefix))
             if exact is not None:
                 lm_c = exact
@@ -289,7 +313,25 @@ class Suggester:
                 lm_c, partial = await self._await_lm(prefix, "complete", deadline)
                 if partial:
                     lm_c = self._extended(prefix)  # a shorter prefix's candidates that still match
-        return SuggestResponse(query=q, suggestions=self._blend(log_c, lm_c, k), partial=partial, took_ms=_ms(t0))
+        blended = self._blend(log_c, lm_c, k, corpus_c)
+        return SuggestResponse(query=q, suggestions=blended, partial=partial, took_ms=_ms(t0))
+
+    def corpus_top(self, prefix: str, k: int) -> list[tuple[str, float]]:
+        """The served index's titles and phrases for `prefix` (none before its corpus index is loaded)."""
+        corpus = self.corpus
+        return corpus.top(prefix, k) if corpus is not None and self.config.corpus.enabled else []
+
+    def precomputed_for(self, prefix: str) -> list[tuple[str, float]] | None:
+        """LM candidates computed ahead of time for `prefix`, or a shorter prefix's that still match; None: ask
+        the online LM (when there is one)."""
+        table = self.precomputed if self.config.precomputed_lm else None
+        if table is None or len(prefix.strip()) < self.config.lm_min_chars:
+            return None
+        exact = table.get(prefix)
+        if exact is not None:
+            return exact
+        ext = table.extended(prefix)
+        return ext if ext or self._complete is None else None
 
     async def related(self, q: str, k: int = 8, deadline_ms: float | None = None) -> RelatedResponse:
         t0 = time.perf_counter()
@@ -326,11 +368,12 @@ class Suggester:
         t0 = time.perf_counter()
         if not prefix:
             return SuggestResponse(query=q, suggestions=[], partial=False, took_ms=0.0)
-        lm_c: list[tuple[str, float]] = []
-        if self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
+        lm_c = self.precomputed_for(prefix) or []
+        if not lm_c and self._complete is not None and len(prefix.strip()) >= self.config.lm_min_chars:
             lm_c = self.lm_cache.get(("complete", prefix)) or self.lm_candidates(prefix, "complete")
         log_c = self._shown(self.prefixes.top(prefix, self._wider(k), self.clock()), k)
-        return SuggestResponse(query=q, suggestions=self._blend(log_c, lm_c, k), partial=False, took_ms=_ms(t0))
+        blended = self._blend(log_c, lm_c, k, self.corpus_top(prefix, k))
+        return SuggestResponse(query=q, suggestions=blended, partial=False, took_ms=_ms(t0))
 
     # -- prefetch ---------------------------------------------------------------------------------------------
     def prefetch(self, prefixes: Iterable[str]) -> int:
