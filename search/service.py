@@ -263,7 +263,7 @@ class SearchService:
         if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
             await asyncio.to_thread(self._validate, req, index)
         facets = await asyncio.to_thread(facet_collector, self.store, index, req)  # FacetError: a 422
-        fix = await asyncio.to_thread(self.typos.correct, index, req.query, req.typo_tolerance, cfg.typo)
+        fix = await self.typos.acorrect(index, req.query, req.typo_tolerance, cfg.typo)
         asked, req = req, req.model_copy(update={"query": fix.searched})  # encoder, BM25, rerank: the corrected
         stages: list[str] = []
         light_note = None

@@ -21,6 +21,7 @@ millisecond for 40,000 words) and remembered, so a repeated query costs a few di
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import re
@@ -307,6 +308,15 @@ class TypoTolerance:
         if corrector is None:
             return Correction(query=query, searched=query)
         return corrector.correct(query, apply=on)
+
+    async def acorrect(
+        self, index: str, query: str, enabled: bool | None = None, config: TypoConfig | None = None
+    ) -> Correction:
+        """`correct` off the event loop (a version's first search reads its vocabulary); nothing to do without a
+        vocabulary."""
+        if self.vocabularies is None:
+            return Correction(query=query, searched=query)
+        return await asyncio.to_thread(self.correct, index, query, enabled, config)
 
     def correct_prefix(self, index: str, prefix: str, limit: int = 3) -> list[str]:
         """`Corrector.correct_prefix` on the index's vocabulary ([] when it cannot be read): for suggestions."""
