@@ -33,6 +33,8 @@ from models.embedder import Embedder, EmbedderConfig
 from search.documents import Document, StoredRecord
 from search.schema import IndexSchema
 from search.stores.base import IndexNotFound, IndexStore, StoreError
+from search.stores.synonym_stores import apply_config_synonyms
+from search.synonyms import SynonymSets
 
 log = logging.getLogger("sift.indexing")
 
@@ -64,6 +66,11 @@ class IndexingConfig(BaseModel):
         default=None, description="Expansion: queries the tuned LM writes per document, BM25 only; None: off."
     )
     retry_backoff_s: float = Field(default=1.0, ge=0, description="First retry's wait; doubles, capped at 30 s.")
+    synonyms: SynonymSets | None = Field(
+        default=None,
+        description="The index's synonym sets (`sets: [{type: synonym, synonyms: [..]}, {type: oneway, input: .., "
+        "synonyms: [..]}]`), written for the alias after a build or update; None: the stored sets are left alone.",
+    )
 
 
 class IndexReport(BaseModel):
@@ -151,6 +158,7 @@ class IndexingPipeline:
             finally:
                 dead.close()
             self._prune(index, expected)
+            apply_config_synonyms(self.store, index, self.config.synonyms)  # search/synonyms.py
         return self._finish(report, dead, started)
 
     def update(self, source: Path | None, index: str, delete_ids: Sequence[str] = ()) -> IndexReport:
@@ -165,6 +173,7 @@ class IndexingPipeline:
         dead = DeadLetter(self._dead_letter_path(index, version))
         with build_lock(self.store, index, self.config.lock_lease_s):
             self._update(source, version, delete_ids, report, dead)
+            apply_config_synonyms(self.store, index, self.config.synonyms)
         return self._finish(report, dead, started)
 
     def _update(

@@ -110,6 +110,12 @@ class SynonymSets(BaseModel):
         default_factory=list, max_length=MAX_SETS, description=f"At most {MAX_SETS} sets per index."
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, data: object) -> object:
+        """A bare list of sets (the indexing YAML's `synonyms: [...]`) is the same as `{"sets": [...]}`."""
+        return {"sets": data} if isinstance(data, list) else data
+
     @model_validator(mode="after")
     def _unique_ids(self) -> SynonymSets:
         ids = [s.id for s in self.sets if s.id is not None]
@@ -118,12 +124,11 @@ class SynonymSets(BaseModel):
         return self
 
 
-class StoredSynonyms(BaseModel):
+class StoredSynonyms(SynonymSets):
     """An index's sets as stored, with a counter that grows on every change (what caches compare)."""
 
-    index: str
+    index: str = Field(description="The index (alias) the sets belong to.")
     version: int = Field(ge=0, description="Grows by one on every change; 0: never set.")
-    sets: SynonymSets = Field(default_factory=SynonymSets)
     updated: str | None = Field(default=None, description="When they last changed (ISO 8601, UTC).")
 
 
@@ -267,7 +272,7 @@ class CachedSynonyms:
         if hit is not None and hit[1] == stored.version:
             compiled = hit[2]
         else:
-            compiled = CompiledSynonyms(stored.sets) if stored.sets.sets else None
+            compiled = CompiledSynonyms(stored) if stored.sets else None
         with self._lock:
             self._cache[index] = (now, stored.version, compiled)
         return compiled

@@ -21,7 +21,7 @@ from serving.errors import install_error_handlers
 from serving.executor import WorkerPoolMiddleware
 from serving.gate import BodyCapMiddleware, KeyGateMiddleware
 from serving.metrics import Metrics, ObserveMiddleware, SummaryMetrics
-from serving.routers import events, health, search, suggest, summarize
+from serving.routers import events, health, search, suggest, summarize, synonyms
 from serving.security import SecurityConfig, identity_secret
 
 T = TypeVar("T")
@@ -90,6 +90,7 @@ def create_api(
     api.include_router(events.router)
     api.include_router(health.router)
     api.include_router(summarize.router)
+    api.include_router(synonyms.router)
 
     try:  # the autocomplete widget and demo page, where that module is installed
         from serving.widget import mount_widget

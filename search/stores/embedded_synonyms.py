@@ -128,7 +128,7 @@ class EmbeddedSynonymStore:
         with guard(self.dir, f".{key}"):  # read-increment-write is atomic between processes
             before = self.get(key)
             stored = StoredSynonyms(
-                index=key, version=before.version + 1, sets=sets, updated=datetime.now(UTC).isoformat()
+                index=key, version=before.version + 1, sets=sets.sets, updated=datetime.now(UTC).isoformat()
             )
             self._write(key, stored)
         return stored
@@ -136,7 +136,7 @@ class EmbeddedSynonymStore:
     def delete(self, index: str) -> bool:
         """Clears the sets, keeping the file and its counter (a later put must not reuse a version a cache
         has seen with other sets)."""
-        existed = bool(self.get(index).sets.sets)
+        existed = bool(self.get(index).sets)
         if existed:
             self.put(index, SynonymSets())
         return existed

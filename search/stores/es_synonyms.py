@@ -100,7 +100,7 @@ class EsSynonymStore:
         stored = StoredSynonyms(
             index=key,
             version=int(src.get("version", 0)),
-            sets=SynonymSets.model_validate(src.get("sets") or {}),
+            sets=SynonymSets.model_validate(src.get("sets") or []).sets,
             updated=src.get("updated"),
         )
         return stored, (int(resp["_seq_no"]), int(resp["_primary_term"]))
@@ -128,7 +128,7 @@ class EsSynonymStore:
         for _ in range(10):  # compare-and-set: a concurrent writer makes us re-read and retry
             before, seq = self._read(key)
             stored = StoredSynonyms(
-                index=key, version=before.version + 1, sets=sets, updated=datetime.now(UTC).isoformat()
+                index=key, version=before.version + 1, sets=sets.sets, updated=datetime.now(UTC).isoformat()
             )
             doc = {"index": key, "version": stored.version, "updated": stored.updated, "sets": sets.model_dump()}
             cas: dict[str, Any] = {"if_seq_no": seq[0], "if_primary_term": seq[1]} if seq else {"op_type": "create"}
@@ -141,7 +141,7 @@ class EsSynonymStore:
 
     def delete(self, index: str) -> bool:
         """Clears the sets, keeping the document and its counter (a later put must not reuse a version)."""
-        existed = bool(self.get(index).sets.sets)
+        existed = bool(self.get(index).sets)
         if existed:
             self.put(index, SynonymSets())
         return existed

@@ -56,11 +56,11 @@ class SynonymContract:
     def test_synonym_sets_are_stored_per_alias(self, store: IndexStore, syn_built: str) -> None:
         syn = synonym_store(store)
         assert syn is not None and isinstance(store, SynonymSearchStore)
-        assert syn.get(syn_built).version == 0 and syn.get(syn_built).sets.sets == []
+        assert syn.get(syn_built).version == 0 and syn.get(syn_built).sets == []
         first = syn.put(syn_built, SETS)
-        assert first.version == 1 and syn.get(syn_built).sets == SETS
+        assert first.version == 1 and syn.get(syn_built).sets == SETS.sets
         version = store.current_version(syn_built)
-        assert version is not None and syn.get(version).sets == SETS  # a version name reads its alias's sets
+        assert version is not None and syn.get(version).sets == SETS.sets  # a version name reads its alias's sets
         # a reindex (a new version behind the alias) keeps them
         from search.schema import IndexSchema
         from search.stores.contract import DIMS, rec
@@ -69,8 +69,8 @@ class SynonymContract:
         store.upsert(v2, [rec("s1", "New York hotels", "Rooms in New York.", lang="en")])
         store.refresh(v2)
         store.switch_alias(syn_built, v2)
-        assert syn.get(syn_built).sets == SETS
-        assert syn.delete(syn_built) is True and syn.get(syn_built).sets.sets == []
+        assert syn.get(syn_built).sets == SETS.sets
+        assert syn.delete(syn_built) is True and syn.get(syn_built).sets == []
         assert syn.delete(syn_built) is False
         again = syn.put(syn_built, SETS)
         assert again.version > first.version + 1  # the counter never goes back: caches can compare it

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from search.documents import Hit
 from search.filters import Filter
 from search.stores.base import IndexStore
-from search.synonyms import CachedSynonyms, SynonymQuery, SynonymSearchStore, SynonymStore
+from search.synonyms import CachedSynonyms, SynonymQuery, SynonymSearchStore, SynonymSets, SynonymStore
 
 ES_TTL_S = 2.0
 
@@ -50,3 +50,16 @@ def bm25_with_synonyms(
     if syn is not None and syn.clauses and isinstance(store, SynonymSearchStore):
         return store.bm25_synonym_search(index, syn, k, filters)
     return store.bm25_search(index, query, k, filters, with_docs=False)
+
+
+def apply_config_synonyms(store: IndexStore, index: str, sets: SynonymSets | None) -> bool:
+    """The indexing config's `synonyms:` written for `index` (None: the stored sets are left alone); whether it
+    wrote them. Sets the API or the CLI wrote since are replaced: the config, once given, is what the index has."""
+    if sets is None:
+        return False
+    syn = synonym_store(store)
+    if syn is None:
+        raise ValueError(f"{type(store).__name__} keeps no synonym sets; remove `synonyms:` from the config")
+    if syn.get(index).sets != sets.sets:
+        syn.put(index, sets)
+    return True
