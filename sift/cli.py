@@ -213,6 +213,9 @@ def search_cmd(
     k: Annotated[int, typer.Option("-k", min=1, max=100, help="Results to show.")] = 5,
     model: Annotated[str | None, typer.Option("--model", help="Query encoder (must match the index).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    backend: Annotated[
+        str, typer.Option("--backend", help="Query encoder backend: torch, onnx (int8) or auto (as the index's).")
+    ] = "torch",
 ) -> None:
     """Answer one query from the command line."""
     from models.embedder import EmbedderConfig, SentenceTransformerEmbedder
@@ -224,7 +227,14 @@ def search_cmd(
         raise _fail("--mode must be hybrid, bm25 or dense")
     encoder = None
     if mode != "bm25":
-        encoder = SentenceTransformerEmbedder(EmbedderConfig(model=model) if model else EmbedderConfig())
+        if backend not in ("torch", "onnx", "auto"):
+            raise _fail("--backend must be torch, onnx or auto")
+        ecfg = {
+            "backend": backend,
+            **({"quantize": "int8"} if backend == "onnx" else {}),
+            **({"model": model} if model else {}),
+        }
+        encoder = SentenceTransformerEmbedder(EmbedderConfig.model_validate(ecfg))
     retriever = HybridRetriever(make_store(_store_kind(store)), encoder, RetrievalConfig(mode=mode))  # type: ignore[arg-type]
     try:
         results = retriever.run(index, query, k=k)
@@ -336,8 +346,10 @@ def _register_commands() -> None:
     from sift.logs_cli import logs_app
     from sift.models_cli import models_app
     from sift.reindex_cli import reindex_cmd
+    from sift.suggest_build_cli import suggest_app
     from sift.suggest_cli import eval_suggest_cmd
     from sift.summaries_cli import summarize_cmd
+    from sift.synonyms_cli import synonyms_app
     from sift.train_cli import train_app
     from sift.versions_cli import versions_app
 
@@ -351,6 +363,8 @@ def _register_commands() -> None:
     app.add_typer(train_app, name="train")
     app.add_typer(models_app, name="models")
     app.add_typer(versions_app, name="versions")
+    app.add_typer(synonyms_app, name="synonyms")
+    app.add_typer(suggest_app, name="suggest")
 
 
 _register_commands()

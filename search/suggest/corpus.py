@@ -21,7 +21,8 @@ import heapq
 import json
 import math
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -30,7 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from search.text import ENGLISH_STOPWORDS
 
 FORMAT = 1
-_TOKEN = re.compile(r"[^\W_][\w]*(?:\.[^\W_]\w*)*", re.UNICODE)  # words; dotted names (os.path.join) stay one
+# words; dotted and snake names (os.path.join, snake_case) stay one; edge underscores go ("__hash__" → "hash":
+# the stores' analyzers drop them, so the bare form is what finds the document)
+_TOKEN = re.compile(r"[^\W_]+(?:[_.][^\W_]+)*", re.UNICODE)
 _SEGMENT = re.compile(r"[\n\r,;:!?()\[\]{}<>\"“”=*#|`]+|\.(?:\s|$)")  # phrases never cross these
 _SEARCHABLE = re.compile(r"\w\w+", re.UNICODE)
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_."
@@ -126,41 +129,33 @@ class CorpusIndex:
         self._infix_keys = [s for s, _ in infix]
         self._infix_ids = [i for _, i in infix]
         self._words = sorted({w for k in self._keys for w in k.split(" ")})
-        self._top: dict[str, list[int]] = {}
-        if cfg.precompute_chars:
-            self._precompute(cfg.precompute_chars)
+        infix_scores = [self._scores[i] for i in self._infix_ids]
+        self._top = _top_lists(self._keys, self._scores, cfg.precompute_chars)
+        self._infix_top = _top_lists(self._infix_keys, infix_scores, cfg.precompute_chars)
+        self._infix_scores = infix_scores
+        self._memo: OrderedDict[tuple[str, int], list[tuple[str, float]]] = OrderedDict()  # keystrokes repeat
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _precompute(self, chars: int, k: int = 20) -> None:
-        """Exact top lists of the short prefixes, whose ranges span thousands of phrases."""
-        heaps: dict[str, list[tuple[float, int]]] = {}
-        for i, key in enumerate(self._keys):
-            s = self._scores[i]
-            for n in range(1, min(chars, len(key)) + 1):
-                h = heaps.setdefault(key[:n], [])
-                if len(h) < k:
-                    heapq.heappush(h, (s, -i))
-                elif (s, -i) > h[0]:
-                    heapq.heapreplace(h, (s, -i))
-        self._top = {p: [-i for _, i in sorted(h, reverse=True)] for p, h in heaps.items()}
-
-    def _range_top(self, keys: list[str], prefix: str, k: int, score: Callable[[int], float]) -> list[int]:
-        lo = bisect.bisect_left(keys, prefix)
-        hi = bisect.bisect_left(keys, prefix + "\U0010ffff", lo)
-        return heapq.nlargest(k, range(lo, min(hi, lo + 4000)), key=score)
-
-    def _prefix_ids(self, prefix: str, k: int) -> list[int]:
-        top = self._top.get(prefix) if len(prefix) <= self.config.precompute_chars else None
+    @staticmethod
+    def _range_top(keys: list[str], tops: dict[str, list[int]], scores: list[float], prefix: str, k: int) -> list[int]:
+        """The k best rows of keys starting with `prefix`: a kept top list, else the (small) range scanned."""
+        top = tops.get(prefix)
         if top is not None:
             return top[:k]
-        return self._range_top(self._keys, prefix, k, self._scores.__getitem__)
+        lo = bisect.bisect_left(keys, prefix)
+        hi = bisect.bisect_left(keys, prefix + "\U0010ffff", lo)
+        return heapq.nlargest(k, range(lo, min(hi, lo + 4000)), key=scores.__getitem__)
+
+    def _prefix_ids(self, prefix: str, k: int) -> list[int]:
+        return self._range_top(self._keys, self._top, self._scores, prefix, k)
 
     def _lookup(self, prefix: str, k: int) -> list[tuple[str, float]]:
         out = {self._keys[i]: self._scores[i] for i in self._prefix_ids(prefix, k)}
         if self.config.infix and len(out) < k and len(prefix) >= 3:
-            rows = self._range_top(self._infix_keys, prefix, 4 * k, lambda r: self._scores[self._infix_ids[r]])
+            rows = self._range_top(self._infix_keys, self._infix_top, self._infix_scores, prefix, 4 * k)
             for r in rows:
                 key = self._keys[self._infix_ids[r]]
                 if key not in out and len(out) < k:
@@ -168,46 +163,65 @@ class CorpusIndex:
         return sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
 
     def top(self, prefix: str, k: int = 8, correct: CorrectFn | None = None) -> list[tuple[str, float]]:
-        """Up to k (phrase, score) for a normalised prefix (a trailing space: the last word is complete)."""
+        """Up to k (phrase, score) for a normalised prefix (a trailing space: the last word is complete): the
+        prefix itself, else after the user's leading words, else (one edit in the last word) both again."""
         if not prefix.strip() or not self._keys or k <= 0:
             return []
-        hits = self._fuzzy(prefix, k, correct)
+        key = (prefix, k)
+        if correct is None:
+            with self._lock:
+                hit = self._memo.get(key)
+            if hit is not None:
+                return hit
+        hits = self._with_tails(prefix, k, 1.0)
+        if not hits and self.config.typo:
+            fixed = (correct or self.correct)(prefix)
+            if fixed and fixed != prefix:
+                hits = self._with_tails(fixed, k, 0.8)
+        if correct is None:
+            with self._lock:
+                self._memo[key] = hits
+                if len(self._memo) > 20_000:
+                    self._memo.popitem(last=False)
+        return hits
+
+    def _with_tails(self, prefix: str, k: int, factor: float) -> list[tuple[str, float]]:
+        hits = self._lookup(prefix, k)
         if hits:
-            return hits
+            return [(t, round(factor * s, 6)) for t, s in hits]
         words = prefix.split(" ")  # "how do i parse comm": the phrase may start after the user's own words
         for cut in range(1, min(4, len(words) - 1) + 1):
             head, rest = " ".join(words[:cut]), " ".join(words[cut:])
             if len(rest.strip()) < 2:
                 break
-            tail = self._fuzzy(rest, k, correct)
+            tail = self._lookup(rest, k)
             if tail:  # BM25 ORs the words, so the phrase's words still find its documents
-                return [(f"{head} {t}", round(0.6 * s, 6)) for t, s in tail]
+                return [(f"{head} {t}", round(0.6 * factor * s, 6)) for t, s in tail]
         return []
 
-    def _fuzzy(self, prefix: str, k: int, correct: CorrectFn | None) -> list[tuple[str, float]]:
-        """Exact lookup, else the lookup of the prefix with its last word corrected (one edit)."""
-        hits = self._lookup(prefix, k)
-        if hits or not self.config.typo:
-            return hits
-        fixed = (correct or self.correct)(prefix)
-        return [(t, round(0.8 * s, 6)) for t, s in self._lookup(fixed, k)] if fixed and fixed != prefix else []
-
     def correct(self, prefix: str) -> str | None:
-        """`prefix` with one edit in its last word (4+ characters) so that the result starts a known phrase; the
-        variant whose best phrase scores highest wins. None when no single edit helps."""
+        """`prefix` with one edit in its last word (4+ characters) so that the word starts a known one: the variant
+        that continues the typed phrase best, else the one starting the best phrase. None when no edit helps."""
         head, _, last = prefix.rpartition(" ")
         if len(last) < 4:
             return None
-        best: tuple[float, str] | None = None
+        best: tuple[bool, float, str] | None = None
         for v in _edits1(last):
             i = bisect.bisect_left(self._words, v)
             if i == len(self._words) or not self._words[i].startswith(v):
                 continue
             cand = f"{head} {v}" if head else v
-            ids = self._prefix_ids(cand, 1)
-            if ids and (best is None or self._scores[ids[0]] > best[0]):
-                best = (self._scores[ids[0]], cand)
-        return best[1] if best else None
+            ids = self._prefix_ids(cand, 1) if head else []
+            whole = bool(ids)
+            ids = ids or self._prefix_ids(v, 1) or self._infix_rows(v)
+            score = self._scores[ids[0]] if ids else 0.0
+            if best is None or (whole, score, cand) > best:
+                best = (whole, score, cand)
+        return best[2] if best else None
+
+    def _infix_rows(self, word: str) -> list[int]:
+        rows = self._range_top(self._infix_keys, self._infix_top, self._infix_scores, word, 1)
+        return [self._infix_ids[r] for r in rows]
 
     # -- persistence: one small JSON file per index version ------------------------------------------------
     def save(self, path: Path) -> None:
@@ -226,6 +240,32 @@ class CorpusIndex:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT or not isinstance(raw.get("phrases"), dict):
             return None
         return cls({str(k): float(v) for k, v in raw["phrases"].items()}, cfg, str(raw.get("version", "")))
+
+
+def _top_lists(keys: list[str], scores: list[float], chars: int, big: int = 48, k: int = 32) -> dict[str, list[int]]:
+    """Exact top-k rows (best score first, then key order) of every prefix up to `chars` long, and of every longer
+    prefix whose range holds more than `big` keys: a lookup then never scans more than `big` rows. Only ranges
+    that were big one level up are split again, so the build is near-linear."""
+    out: dict[str, list[int]] = {}
+    segments = [(0, len(keys))]
+    for length in range(1, 64):
+        nxt = []
+        for lo, hi in segments:
+            i = lo
+            while i < hi:
+                p = keys[i][:length]
+                if len(p) < length:  # this key is shorter: its prefixes were done at lower levels
+                    i += 1
+                    continue
+                j = bisect.bisect_left(keys, p + "\U0010ffff", i, hi)
+                if length <= chars or j - i > big:
+                    out[p] = heapq.nlargest(k, range(i, j), key=lambda r: (scores[r], -r))
+                    nxt.append((i, j))
+                i = j
+        if not nxt:
+            break
+        segments = nxt
+    return out
 
 
 def _edits1(word: str) -> set[str]:
