@@ -11,7 +11,7 @@ DEMO_QUERY ?= how do I parse command line arguments
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop docs
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop docs vegeta bench-search-load
 
 setup: system-packages $(VENV)/.installed
 
@@ -31,8 +31,8 @@ $(VENV)/.installed: pyproject.toml
 demo: SYSTEM = demo
 demo: setup
 	$(SIFT) demo-corpus --out .data/demo/pydocs.jsonl
-	$(SIFT) index --source .data/demo/pydocs.jsonl --index $(DEMO_INDEX) --store embedded --quiet
-	$(SIFT) search "$(DEMO_QUERY)" --index $(DEMO_INDEX) --store embedded
+	$(SIFT) index --source .data/demo/pydocs.jsonl --index $(DEMO_INDEX) --store embedded --quiet --config configs/demo-indexing.yaml
+	$(SIFT) search "$(DEMO_QUERY)" --index $(DEMO_INDEX) --store embedded --backend auto
 	$(SIFT) serve --config configs/demo.yaml
 
 # pytest exits 5 when it collected nothing: that is a failure here, never a green run.
@@ -66,6 +66,20 @@ bench-suggest: setup
 # a reindex SIGKILLed (bench/results/chaos.json). CHAOS_ARGS="--seconds 15 --rate 20" for a short run.
 bench-chaos: setup
 	$(PY) bench/chaos.py $(CHAOS_ARGS)
+
+# vegeta (an outside open-loop load generator, Go module proxy), pinned; built into .bin/, never committed.
+VEGETA_VERSION ?= v12.13.0
+VEGETA := .bin/vegeta
+vegeta: $(VEGETA)
+$(VEGETA):
+	GOBIN=$(abspath .bin) go install github.com/tsenart/vegeta/v12@$(VEGETA_VERSION)
+
+# POST /v1/search under vegeta at 10/20/30/50 req/s, 30 s each, demo and cpu configs beside today's path
+# (SEARCH_LOAD_BASELINE, a git ref): p50/p99/success/CPU per request of the whole machine. Run it on an idle
+# machine; the cpu config needs its ES index (README). SEARCH_LOAD_ARGS="--duration 10 --rates 10,30" is short.
+SEARCH_LOAD_BASELINE ?= 221611f
+bench-search-load: setup $(VEGETA)
+	$(PY) bench/search_load.py --baseline $(SEARCH_LOAD_BASELINE) $(SEARCH_LOAD_ARGS)
 
 bench-summarize: setup
 	$(PY) bench/summarize.py
