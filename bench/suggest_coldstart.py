@@ -63,7 +63,7 @@ def measure(store: Any, index: str, data_dir: Path, queries: list[str], k: int =
     from search.suggest.suggester import Suggester
 
     t0 = time.perf_counter()
-    s = Suggester(SuggestConfig(lm={"enabled": False}, prefetch_top=0), index=index)
+    s = Suggester(SuggestConfig.model_validate({"lm": {"enabled": False}, "prefetch_top": 0}), index=index)
     VersionArtifacts(s, store, index, data_dir, interval_s=0).start()
     ready_s = time.perf_counter() - t0
     ps = prefixes(queries)

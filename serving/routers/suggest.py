@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from search.logs.events import suggest_impression
 from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
@@ -19,19 +20,33 @@ log = logging.getLogger("sift.api")
 router = APIRouter()
 
 
-@router.get("/v1/suggest", response_model=SuggestResponse)
+# Browsers keep a prefix's answer this long (private: the body names this response's query_id); a partial answer
+# (the LM still working) is never kept. Revalidation with If-None-Match costs a 304 and no body.
+MAX_AGE_S = 30
+
+
+def etag_of(resp: SuggestResponse, version: object) -> str:
+    """The suggestions' identity, query_id aside: equal lists under the same served version match."""
+    texts = "\x1f".join(f"{s.text}\x1e{s.source}\x1e{s.score}" for s in resp.suggestions)
+    raw = f"{version}\x1d{resp.query}\x1d{texts}".encode()
+    return '"' + hashlib.blake2b(raw, digest_size=12).hexdigest() + '"'
+
+
+@router.get("/v1/suggest", response_model=SuggestResponse, responses={304: {"description": "Not modified."}})
 async def suggest(
     request: Request,
+    response: Response,
     backend: BackendDep,
     principal: SuggestAuth,
     q: Annotated[str, Query(max_length=MAX_PREFIX_CHARS, description="What the user typed so far.")] = "",
     k: Annotated[int, Query(ge=1, le=MAX_K, description="Suggestions wanted.")] = 8,
     session_id: Annotated[str | None, Query(max_length=200, description="Opaque session id.")] = None,
     user_token: Annotated[str | None, Query(max_length=200, description="Opaque user id.")] = None,
-) -> SuggestResponse:
+) -> SuggestResponse | Response:
     """Query completions from past searches and the language model; blank `q` gives none. Served within
     the LM deadline: `partial` says LM candidates were still being generated. The response's `query_id`
-    names it in the impression log, for click events on a suggestion."""
+    names it in the impression log, for click events on a suggestion. Answers carry an ETag and
+    `Cache-Control: private, max-age=30` (none when partial); a matching If-None-Match gets a 304."""
     note_query(request, q)
     index = backend.service.config.default_index
     principal.check_index(index)  # suggestions come from its searches
@@ -41,8 +56,13 @@ async def suggest(
         resp = SuggestResponse(query=q, query_id=query_id, suggestions=[], partial=False, took_ms=0.0)
     else:
         resp = (await runtime.suggester.suggest(q, k)).model_copy(update={"query_id": query_id})
+    tag = etag_of(resp, getattr(getattr(runtime, "artifacts", None), "version", None))
+    response.headers["ETag"] = tag
+    response.headers["Cache-Control"] = "no-store" if resp.partial else f"private, max-age={MAX_AGE_S}"
     if runtime is None or not q.strip():
         return resp
+    if not resp.partial and request.headers.get("if-none-match") in (tag, f"W/{tag}"):
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": response.headers["Cache-Control"]})
     try:
         texts = [s.text for s in resp.suggestions]
         impression = suggest_impression(
