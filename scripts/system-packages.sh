@@ -3,7 +3,8 @@
 #
 #   scripts/system-packages.sh demo   # what `make demo` uses: a Python that can make a venv
 #   scripts/system-packages.sh test   # + JDK 17, Maven (the ES node), hunspell-en-us (ES stemming),
-#                                     #   chromium + chromium-driver (the widget's browser test)
+#                                     #   chromium + chromium-driver (the widget's browser test),
+#                                     #   nodejs + npm (the InstantSearch page's libraries)
 #
 # As root it runs apt-get; otherwise through `sudo -n` when that needs no password. If neither is possible it
 # stops at once with one line naming the packages, so nothing half-installs and no test silently skips.
@@ -32,6 +33,7 @@ case "$profile" in
     [ -f /usr/share/hunspell/en_US.dic ] && [ -f /usr/share/hunspell/en_US.aff ] || need+=(hunspell-en-us)
     [ -x "${SIFT_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
     [ -x "${SIFT_CHROMEDRIVER:-/usr/bin/chromedriver}" ] || need+=(chromium-driver)
+    command -v npm >/dev/null 2>&1 || need+=(nodejs npm)  # the InstantSearch page's libraries (vendor-js.sh)
     ;;
   *)
     echo "usage: $0 demo|test" >&2

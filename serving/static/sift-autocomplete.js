@@ -14,6 +14,8 @@
  *     searchParams: {},    // extra /v1/search body fields (filters, mode, rerank, session_id, ...)
  *     resultsEl: el,       // where results are rendered; omit it to render them yourself in onSearch
  *     onSearch: (query, response) => {}, // after each search: the parsed /v1/search body
+ *     onSubmit: null,      // (query) => {}: called instead of the built-in search on Enter / a pick, for a
+ *                          // page that runs its own (sift-instantsearch.js's refine); suggestions stay
  *     onError: (error, phase) => {},     // phase is "suggest" or "search"; aborted requests never count
  *     styles: true,        // link sift-autocomplete.css (next to this file) once per page
  *     events: true,        // send click events (POST /v1/events via navigator.sendBeacon) for picked
@@ -56,6 +58,7 @@ const DEFAULTS = {
   searchParams: {},
   resultsEl: null,
   onSearch: null,
+  onSubmit: null,
   onError: null,
   styles: true,
   events: true,
@@ -431,6 +434,10 @@ export function attachAutocomplete(input, options = {}) {
     suggestions = [];
     listbox.replaceChildren();
     live.textContent = "";
+    if (typeof opts.onSubmit === "function") {
+      opts.onSubmit(q);
+      return null;
+    }
     if (!q) return null;
     const seq = ++searchSeq;
     if (searchCtl) searchCtl.abort();
