@@ -80,6 +80,7 @@ class RankerData:
     queries: list[str]  # per row
     docs: list[str]  # per row
     priors: dict[str, float]  # full (serving) prior per doc
+    oof: np.ndarray | None = None  # out-of-fold score per row, set by train_ranker (training.gate reads it)
 
     def groups(self, rows: np.ndarray) -> list[int]:
         """Group sizes of consecutive rows (rows are sorted by query)."""
@@ -257,6 +258,7 @@ def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerM
         )  # fmt: skip
         rounds.append(max(1, booster.best_iteration))
         oof[held] = np.asarray(booster.predict(data.x[held], num_iteration=booster.best_iteration)) + base[held]
+    data.oof = oof
     final_rounds = max(1, round(float(np.mean(rounds))))
     booster = lgb.train(params, dataset(np.arange(len(data.y))), num_boost_round=final_rounds)
     seconds = time.perf_counter() - t0
