@@ -12,7 +12,7 @@ VENDOR ?= serving/static/vendor
 SYSTEM ?= test
 export RAY_USAGE_STATS_ENABLED ?= 0
 
-.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query clean-data es-start es-stop docs vegeta bench-search-load
+.PHONY: setup system-packages demo test test-fast lint bench bench-latency bench-suggest bench-summarize bench-clicks bench-ltr bench-bm25 bench-indexing bench-neural bench-chaos bench-lm bench-doc2query bench-keystroke clean-data es-start es-stop docs vegeta bench-search-load
 
 setup: system-packages $(VENV)/.installed $(VENDOR)/.installed
 
@@ -67,6 +67,12 @@ bench-latency: setup
 
 bench-suggest: setup
 	$(PY) bench/suggest_latency.py
+
+# Autocomplete under vegeta (open loop, 50/200/500 req/s, 30 s each): today's Serve path beside the keystroke
+# server (serving/keystroke.py), warm and never-seen prefixes, on the demo config (run `make demo` once first).
+# vegeta: the `vegeta` target below (pinned, built into .bin/).
+bench-keystroke: setup vegeta
+	$(PY) bench/suggest_load.py --start configs/demo.yaml --vegeta .bin/vegeta $(KEYSTROKE_ARGS)
 
 # Faults under 50 req/s of search/suggest on the Serve app over its own ES node: a replica killed, ES down 10 s,
 # a reindex SIGKILLed (bench/results/chaos.json). CHAOS_ARGS="--seconds 15 --rate 20" for a short run.

@@ -8,6 +8,9 @@
  *                                             // API's `cors_origins` to list this page's origin.
  *     k: 8,                // suggestions requested from GET /v1/suggest
  *     debounceMs: 120,     // quiet time after the last keystroke before asking for suggestions
+ *     suggestEndpoint: undefined, // base URL for GET /v1/suggest alone (the keystroke server beside the API,
+ *                          // serving/keystroke.py); `endpoint` when omitted
+ *     suggestCache: 200,   // answers kept per page (a backspace or a retyped prefix asks nothing); 0: none
  *     minChars: 1,         // shorter input closes the list instead of asking
  *     limit: 10,           // results requested from POST /v1/search
  *     index: undefined,    // index to search; the server's default when omitted
@@ -52,6 +55,8 @@ const DEFAULTS = {
   endpoint: "",
   k: 8,
   debounceMs: 120,
+  suggestEndpoint: undefined,
+  suggestCache: 200,
   minChars: 1,
   limit: 10,
   index: undefined,
@@ -235,6 +240,8 @@ export function attachAutocomplete(input, options = {}) {
   if (!(input instanceof HTMLInputElement)) throw new TypeError("attachAutocomplete needs an <input> element");
   const opts = { ...DEFAULTS, ...options };
   const base = String(opts.endpoint || "").replace(/\/+$/, "");
+  const suggestBase = opts.suggestEndpoint == null ? base : String(opts.suggestEndpoint).replace(/\/+$/, "");
+  const answers = new Map(); // url → parsed body, oldest first (an LRU of at most opts.suggestCache)
   const auth = opts.apiKey ? { "X-API-Key": String(opts.apiKey) } : {};
   if (opts.styles) linkStyles();
 
@@ -360,12 +367,21 @@ export function attachAutocomplete(input, options = {}) {
     if (suggestCtl) suggestCtl.abort();
     const ctl = new AbortController();
     suggestCtl = ctl;
-    const params = new URLSearchParams({ q: typed, k: String(opts.k), ...identity() });
-    const url = `${base}/v1/suggest?${params}`;
+    const url = suggestUrl(typed);
     try {
-      const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "application/json", ...auth } });
-      if (!resp.ok) throw new Error(await errorMessage(resp));
-      const body = await resp.json();
+      let body = answers.get(url);
+      if (body === undefined) {
+        const resp = await fetch(url, { signal: ctl.signal, headers: { Accept: "application/json", ...auth } });
+        if (!resp.ok) throw new Error(await errorMessage(resp));
+        body = await resp.json();
+        if (opts.suggestCache > 0 && !body?.partial) {
+          answers.set(url, body);
+          if (answers.size > opts.suggestCache) answers.delete(answers.keys().next().value);
+        }
+      } else {
+        answers.delete(url); // most recently used last
+        answers.set(url, body);
+      }
       // A newer keystroke (or a search) superseded this request: drop it.
       if (seq !== suggestSeq || input.value !== typed) return;
       suggestions = Array.isArray(body?.suggestions) ? body.suggestions : [];
@@ -391,7 +407,13 @@ export function attachAutocomplete(input, options = {}) {
       close();
       return;
     }
-    timer = setTimeout(() => fetchSuggestions(typed), opts.debounceMs);
+    // an answer already here needs no quiet time: show it at once
+    timer = setTimeout(() => fetchSuggestions(typed), answers.has(suggestUrl(typed)) ? 0 : opts.debounceMs);
+  }
+
+  function suggestUrl(typed) {
+    const params = new URLSearchParams({ q: typed, k: String(opts.k), ...identity() });
+    return `${suggestBase}/v1/suggest?${params}`;
   }
 
   function identity() {
