@@ -197,11 +197,16 @@ def build(config_path: Path) -> tuple[KeystrokeApp, Any]:
     query_log = make_query_log(config.query_log, config.store, data_dir, es_client)
     cfg = config.suggest.model_copy(update={"prefetch_top": 0})
 
+    holder = Suggester(cfg, complete=None, index=index)  # holds the version's structures between reloads
+    arts = VersionArtifacts(holder, store, index, data_dir, interval_s=0)
+    arts.start()
+
     def fresh() -> tuple[Suggester, str]:
+        """The log replayed into a new suggester sharing the version's structures (reloaded if they changed)."""
+        arts.refresh()
         s = Suggester(cfg, complete=None, index=index)
         n = s.load(query_log.read(datetime.now(UTC) - timedelta(days=config.query_log.replay_days)))
-        arts = VersionArtifacts(s, store, index, data_dir, interval_s=0)
-        arts.start()
+        s.corpus, s.precomputed = holder.corpus, holder.precomputed
         return s, f"{arts.version}:{n}:{time.time()}"
 
     suggester, gen = fresh()

@@ -184,4 +184,5 @@ def test_artifacts_follow_the_alias_and_pick_up_a_precomputed_table(tmp_path: Pa
     IndexingPipeline(store, None, cfg).build(_docs(tmp_path, extra), INDEX)
     assert arts.refresh() and arts.version != v1
     assert s.corpus.top("zebrafish", 3) and s.precomputed is None  # the new version has no table yet
+    arts.close()
     store.close()

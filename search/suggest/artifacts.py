@@ -14,7 +14,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class VersionArtifacts:
         self._lm_mtime: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._helpers: list[threading.Thread] = []
 
     def refresh(self) -> bool:
         """Load the live version's structures if it changed; True when something new was swapped in."""
@@ -99,7 +100,16 @@ class VersionArtifacts:
         cfg = self.suggester.config
         changed = version != self.version
         if changed and cfg.corpus.enabled:
-            self.suggester.corpus = corpus_for(self.store, version, self.data_dir, cfg.corpus)
+            corpus = corpus_for(self.store, version, self.data_dir, cfg.corpus)
+            self.suggester.corpus = corpus
+            if cfg.corpus.typo:  # reading the vocabulary takes seconds: the index serves without it meanwhile
+                t = threading.Thread(
+                    target=lambda: corpus.set_corrector(self._vocabulary_corrector()),
+                    name="sift-suggest-vocabulary",
+                    daemon=True,
+                )
+                t.start()
+                self._helpers = [h for h in self._helpers if h.is_alive()] + [t]
         path = lm_path(self.data_dir, version)
         mtime = path.stat().st_mtime if path.exists() else None
         if cfg.precomputed_lm and (changed or mtime != self._lm_mtime):  # a precompute job finished since
@@ -107,6 +117,25 @@ class VersionArtifacts:
             changed = True
         self.version, self._lm_mtime = version, mtime
         return changed
+
+    def _vocabulary_corrector(self) -> Callable[[str], str | None] | None:
+        """The index vocabulary's prefix corrector (`search.typo`), read here, off the request path; None when
+        the store has no vocabulary (the corpus index's own one-edit fix still applies)."""
+        try:
+            from search.typo import TypoTolerance
+
+            corrector = TypoTolerance(self.store).corrector(self.index)
+        except Exception as exc:
+            log.warning("suggest: no vocabulary corrector (%s)", type(exc).__name__)
+            return None
+        if corrector is None:
+            return None
+
+        def fix(prefix: str) -> str | None:
+            found = corrector.correct_prefix(prefix, 1)
+            return found[0] if found else None
+
+        return fix
 
     def start(self) -> None:
         """Load now (before the API answers), then follow the alias in the background."""
@@ -127,5 +156,9 @@ class VersionArtifacts:
         self._thread = threading.Thread(target=run, name="sift-suggest-artifacts", daemon=True)
         self._thread.start()
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop following the alias; wait for a vocabulary read in progress (a thread killed at interpreter exit
+        inside a C extension can crash it)."""
         self._stop.set()
+        for t in self._helpers:
+            t.join(wait_s)

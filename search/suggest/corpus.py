@@ -135,6 +135,8 @@ class CorpusIndex:
         self._infix_scores = infix_scores
         self._memo: OrderedDict[tuple[str, int], list[tuple[str, float]]] = OrderedDict()  # keystrokes repeat
         self._lock = threading.Lock()
+        # the index vocabulary's prefix corrector (search/typo.py), tried before this index's own one-edit fix
+        self.corrector: CorrectFn | None = None
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -173,17 +175,34 @@ class CorpusIndex:
                 hit = self._memo.get(key)
             if hit is not None:
                 return hit
-        hits = self._with_tails(prefix, k, 1.0)
-        if not hits and self.config.typo:
-            fixed = (correct or self.correct)(prefix)
+        hits = self._lookup(prefix, k)
+        fixes: list[str] = []
+        fixers = (correct,) if correct is not None else (self.corrector, self.correct)
+        for fix in fixers if not hits and self.config.typo else ():
+            fixed = fix(prefix) if fix is not None else None
             if fixed and fixed != prefix:
+                fixes.append(fixed)
+                hits = [(t, round(0.8 * s, 6)) for t, s in self._lookup(fixed, k)]
+                if hits:
+                    break
+        if not hits:  # the user's own leading words, then a phrase: as typed, else as corrected
+            hits = self._with_tails(prefix, k, 1.0)
+            for fixed in fixes if not hits else ():
                 hits = self._with_tails(fixed, k, 0.8)
+                if hits:
+                    break
         if correct is None:
             with self._lock:
                 self._memo[key] = hits
                 if len(self._memo) > 20_000:
                     self._memo.popitem(last=False)
         return hits
+
+    def set_corrector(self, corrector: CorrectFn | None) -> None:
+        """Attach the vocabulary's corrector (it arrives after the index serves): answers kept without it go."""
+        with self._lock:
+            self.corrector = corrector
+            self._memo.clear()
 
     def _with_tails(self, prefix: str, k: int, factor: float) -> list[tuple[str, float]]:
         hits = self._lookup(prefix, k)
