@@ -211,8 +211,8 @@ class CorpusIndex:
         words = prefix.split(" ")  # "how do i parse comm": the phrase may start after the user's own words
         for cut in range(1, min(4, len(words) - 1) + 1):
             head, rest = " ".join(words[:cut]), " ".join(words[cut:])
-            if len(rest.strip()) < 2:
-                break
+            if not rest.strip():
+                break  # (a lone last letter may still start a word: "datetime f" → "datetime format")
             tail = self._lookup(rest, k)
             if tail:  # BM25 ORs the words, so the phrase's words still find its documents
                 return [(f"{head} {t}", round(0.6 * factor * s, 6)) for t, s in tail]
