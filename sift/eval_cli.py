@@ -66,6 +66,30 @@ def eval_cmd(
     reuse_index: Annotated[
         bool, typer.Option("--reuse-index", help="Search the existing index instead of building a new version.")
     ] = False,
+    baseline: Annotated[
+        str | None,
+        typer.Option(
+            "--baseline",
+            help="System the twin / no-twin report counts per-query wins, ties and losses against (default: "
+            "hybrid-linear when run, else the first system).",
+        ),
+    ] = None,
+    twins_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--twins-config",
+            help="App config whose query log is the training log: a test query is a twin when its word-set Jaccard "
+            "with one of the log's searched queries is >= 0.5.",
+        ),
+    ] = None,
+    twins_split: Annotated[
+        str | None,
+        typer.Option(
+            "--twins-split",
+            help="Without --twins-config: the dataset split whose queries stand for the training log (default: "
+            "train when qrels/train.tsv exists and --split is not train; else no twin report).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log progress.")] = True,
 ) -> None:
     """Evaluate bm25 / dense / hybrid systems on a BEIR folder; writes results.json, results.md and PNGs."""
@@ -105,6 +129,9 @@ def eval_cmd(
         raise _fail(str(exc), 1) from exc
     paths = write_outputs(result, out or default_out_dir(dataset, store))
     _print_summary(result, paths)
+    from sift.eval_twins import twin_section
+
+    twin_section(result, dataset, split, qrels, baseline, twins_config, twins_split, paths["json"].parent)
 
 
 def _model_ref(ref: str | None) -> str | None:

@@ -165,7 +165,25 @@ def promote_cmd(
     dataset: Annotated[
         Path | None, typer.Option("--dataset", help="Evaluate on a BEIR folder's judgments instead of clicks.")
     ] = None,
-    split: Annotated[str, typer.Option("--split", help="With --dataset: the qrels split.")] = "test",
+    split: Annotated[
+        str,
+        typer.Option(
+            "--split",
+            help="With --dataset: the qrels split; `validation` is qrels/validation.tsv or qrels/dev.tsv; `test` "
+            "needs --allow-test.",
+        ),
+    ] = "validation",
+    allow_test: Annotated[
+        bool, typer.Option("--allow-test", help="Let --split test decide a promotion (choose nothing on test).")
+    ] = False,
+    ips_gate: Annotated[
+        bool,
+        typer.Option(
+            "--ips-gate/--no-ips-gate",
+            help="Rankers: promote only a version whose card records a pass of the counterfactual gate "
+            "(explored pages, inverse propensity weights; `sift train ranker`).",
+        ),
+    ] = True,
     depth: Annotated[int, typer.Option("--depth", min=2, max=1000, help="With --dataset: BM25 candidates.")] = 20,
     config: ConfigOpt = None,
     index: IndexOpt = None,
@@ -179,12 +197,25 @@ def promote_cmd(
     _kind(kind)
     if dataset is not None and kind in ("ranker", "lm"):
         raise _fail("--dataset is for encoders and rerankers: rankers and LMs are judged on the click log")
+    if dataset is not None:
+        from training.gate_report import promotion_split
+
+        try:
+            split = promotion_split(dataset, split, allow_test)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
     try:
         card = reg.card(kind, version)
         _check_split(reg, kind, card)
     except RegistryError as exc:
         raise _fail(str(exc)) from exc
     metric = "ndcg@10"
+    if kind == "ranker" and ips_gate and card.metrics.get("ips_passed") != 1.0:
+        raise _fail(
+            f"not promoted: ranker {version} has no pass of the counterfactual gate on record (trained with "
+            "--no-ips-gate, or before the gate existed; retrain, or --no-ips-gate to decide on held-out clicks only)",
+            1,
+        )
     if kind == "ranker":
         evaluate, described = _ranker_evaluation(card, config, index)
     elif kind == "lm":
