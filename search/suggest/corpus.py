@@ -212,7 +212,7 @@ class CorpusIndex:
         for cut in range(1, min(4, len(words) - 1) + 1):
             head, rest = " ".join(words[:cut]), " ".join(words[cut:])
             if not rest.strip():
-                break  # (a lone last letter may still start a word: "datetime f" → "datetime format")
+                break  # (a lone last letter may still start a word: "hash m" → "hash method", "hash module")
             tail = self._lookup(rest, k)
             if tail:  # BM25 ORs the words, so the phrase's words still find its documents
                 return [(f"{head} {t}", round(0.6 * factor * s, 6)) for t, s in tail]
