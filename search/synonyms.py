@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from search.documents import Hit
 from search.filters import Filter
@@ -40,19 +40,36 @@ MAX_CLAUSES = 64  # synonym clauses one query may gain (a query that says many i
 SYNONYM_WEIGHT = 1.0  # a synonym clause's weight against the query's own terms
 
 
+def _check_text(text: str) -> str:
+    """Printable UTF-8 only: a lone surrogate or a control character could be stored but never read back."""
+    if not text.isprintable():
+        raise ValueError("synonym sets hold printable text only (no control characters)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("synonym sets hold valid UTF-8 text only") from None
+    return text
+
+
 def _check_term(term: str) -> str:
     """A term, stripped, that BM25 can search for; a ValueError (a 422 through pydantic) says why not."""
     t = term.strip()
     if not t:
         raise ValueError("a synonym term must not be empty")
     if len(t) > MAX_TERM_CHARS:
-        raise ValueError(f"synonym term {t[:20]!r}... is longer than {MAX_TERM_CHARS} characters")
+        raise ValueError(f"a synonym term is longer than {MAX_TERM_CHARS} characters")
+    _check_text(t)
     words = bm25_terms(t)
     if not words:
-        raise ValueError(f"synonym term {t!r} has no searchable word (only stop words or single characters)")
+        raise ValueError("a synonym term has no searchable word (only stop words or single characters)")
     if len(words) > MAX_TERM_WORDS:
-        raise ValueError(f"synonym term {t!r} has {len(words)} words; at most {MAX_TERM_WORDS}")
+        raise ValueError(f"a synonym term has {len(words)} words; at most {MAX_TERM_WORDS}")
     return t
+
+
+# Each term checked on its own, so a refusal's `loc` names the term (`sets.0.synonym.synonyms.2`); messages never
+# quote the text (errors echo no input, serving/errors.py).
+Term = Annotated[str, AfterValidator(_check_term)]
 
 
 class MultiWaySynonym(BaseModel):
@@ -62,17 +79,21 @@ class MultiWaySynonym(BaseModel):
 
     type: Literal["synonym"] = Field(description="`synonym`: multi-way.")
     id: str | None = Field(default=None, max_length=100, description="Optional name of the set, for its owner.")
-    synonyms: list[str] = Field(
+    synonyms: list[Term] = Field(
         min_length=2, max_length=MAX_TERMS, description=f"2 to {MAX_TERMS} terms (words or phrases)."
     )
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str | None) -> str | None:
+        return _check_text(v) if v is not None else None
 
     @field_validator("synonyms")
     @classmethod
     def _terms(cls, v: list[str]) -> list[str]:
-        terms = [_check_term(t) for t in v]
-        if len({tuple(bm25_terms(t)) for t in terms}) < 2:
+        if len({tuple(bm25_terms(t)) for t in v}) < 2:
             raise ValueError("a multi-way set needs at least two terms that differ after stemming")
-        return terms
+        return v
 
 
 class OneWaySynonym(BaseModel):
@@ -82,20 +103,15 @@ class OneWaySynonym(BaseModel):
 
     type: Literal["oneway"] = Field(description="`oneway`: input → synonyms only.")
     id: str | None = Field(default=None, max_length=100, description="Optional name of the set, for its owner.")
-    input: str = Field(description="The word or phrase that triggers the set.")
-    synonyms: list[str] = Field(
+    input: Term = Field(description="The word or phrase that triggers the set.")
+    synonyms: list[Term] = Field(
         min_length=1, max_length=MAX_TERMS - 1, description=f"1 to {MAX_TERMS - 1} terms added to the query."
     )
 
-    @field_validator("input")
+    @field_validator("id")
     @classmethod
-    def _input(cls, v: str) -> str:
-        return _check_term(v)
-
-    @field_validator("synonyms")
-    @classmethod
-    def _terms(cls, v: list[str]) -> list[str]:
-        return [_check_term(t) for t in v]
+    def _id(cls, v: str | None) -> str | None:
+        return _check_text(v) if v is not None else None
 
 
 SynonymRule = Annotated[MultiWaySynonym | OneWaySynonym, Field(discriminator="type")]

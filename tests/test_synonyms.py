@@ -92,6 +92,8 @@ def test_matched_synonyms_are_those_the_result_holds() -> None:
         ([{"type": "twoway", "synonyms": ["ab", "cd"]}], "does not match any of the expected tags"),
         ([{"type": "oneway", "synonyms": ["ab"]}], "input"),
         ([{"type": "synonym", "id": "a", "synonyms": ["ab", "cd"]}] * 2, "unique"),
+        ([{"type": "synonym", "synonyms": ["ab\ud800", "cd"]}], "printable"),  # could be stored, never read back
+        ([{"type": "synonym", "id": "a\x00", "synonyms": ["ab", "cd"]}], "printable"),
     ],
 )
 def test_bad_sets_are_refused_with_a_message(body: list[dict[str, object]], message: str) -> None:
