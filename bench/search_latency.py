@@ -12,6 +12,9 @@ store queries, the SearchService's own Python work). Per-stage means under load 
 CPU milliseconds per request of each process (Serve proxy, each replica, Elasticsearch, this load generator)
 from /proc: unlike latency, that does not depend on how busy the shared machine is, and bounds the rate 2
 idle CPUs could sustain. Suggestions are off unless --suggest; --depth overrides the retrieval depth.
+--facets indexes three synthetic facet fields (a keyword, a multi-valued keyword, a long in declared ranges;
+SciFact has none), adds a `hybrid+facets` load configuration and an in-process row of SearchService.search
+with and without facets on them (`--facets-only`: that row alone, for both stores, no Ray; goal: +20% p50 at most).
 
 The reranker is an untrained cross-encoder with the architecture and size of ms-marco-MiniLM-L-6-v2 (none
 ships offline): its scores are meaningless, only its latency is measured.
@@ -58,6 +61,21 @@ from bench._latency import (  # noqa: E402
 INDEX = "scifact-latency"
 GOAL_P99_MS = 100.0
 CONFIGS = {"hybrid": False, "hybrid+rerank": True}  # name -> request body's `rerank`
+# --facets: three synthetic fields (SciFact has none), seeded by document id, counted on every search of
+# `hybrid+facets` and of the profile's facet row: a keyword, a multi-valued keyword, and a long in ranges.
+FACETS = ["category", "tags", "year"]
+FACET_SCHEMA = {
+    "fields": {"category": "keyword", "tags": "keyword", "year": "long"},
+    "facet_ranges": {"year": [{"key": f"{y}s", "gte": y, "lt": y + 10} for y in (1970, 1980, 1990, 2000, 2010)]},
+}
+
+
+def facet_values(doc_id: str) -> dict[str, Any]:
+    """The synthetic facet fields of one document (deterministic: a hash of its id)."""
+    import hashlib
+
+    h = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big")
+    return {"category": f"c{h % 12}", "tags": sorted({f"t{h % 40}", f"t{(h >> 8) % 40}"}), "year": 1970 + h % 50}
 
 
 def load_avg() -> str:
@@ -106,9 +124,10 @@ def ensure_cross_encoder() -> Path:
     return out
 
 
-def source_for(dataset: Path, limit: int | None, tmp: Path) -> Path:
-    """The dataset itself, or its first `limit` documents as JSONL."""
-    if limit is None:
+def source_for(dataset: Path, limit: int | None, tmp: Path, facets: bool = False) -> Path:
+    """The dataset itself, or its first `limit` documents as JSONL (with `facets`, always JSONL, with the
+    synthetic facet fields)."""
+    if limit is None and not facets:
         return dataset
     from indexing.readers import read_source
 
@@ -118,20 +137,26 @@ def source_for(dataset: Path, limit: int | None, tmp: Path) -> Path:
         for item in read_source(dataset):
             if item.doc is None:
                 continue
-            f.write(item.doc.model_dump_json() + "\n")
+            d = item.doc
+            row = {"id": d.id, "title": d.title, "text": d.body, **(facet_values(d.id) if facets else {})}
+            f.write(json.dumps(row) + "\n")
             n += 1
-            if n >= limit:
+            if limit is not None and n >= limit:
                 break
     return src
 
 
-def build_index(kind: str, source: Path, tmp: Path, es_url: str | None, embedder: Any) -> dict[str, Any]:
+def build_index(
+    kind: str, source: Path, tmp: Path, es_url: str | None, embedder: Any, facets: bool = False
+) -> dict[str, Any]:
     from indexing.pipeline import IndexingConfig, IndexingPipeline
+    from search.schema import IndexSchema
     from search.stores.elasticsearch import ElasticsearchStore
     from search.stores.embedded import EmbeddedStore
 
     store: Any = EmbeddedStore(tmp / "indices") if kind == "embedded" else ElasticsearchStore(es_url or "")
-    cfg = IndexingConfig(dead_letter_dir=tmp / "dead", progress=False)
+    schema = IndexSchema.model_validate(FACET_SCHEMA if facets else {})
+    cfg = IndexingConfig(dead_letter_dir=tmp / "dead", progress=False, schema=schema)
     t = time.perf_counter()
     report = IndexingPipeline(store, embedder, cfg).build(source, INDEX)
     store.close()
@@ -335,6 +360,42 @@ def profile_ltr(store: Any, queries: list[str], vectors: dict[str, list[float]],
     return out
 
 
+def profile_facets(store: Any, queries: list[str], vectors: dict[str, list[float]]) -> dict[str, Any]:
+    """What facets on three fields add to SearchService.search (hybrid, cached query vector, no rerank): the same
+    queries without and with `facets`, alternating which goes first, so load on the shared machine hits both."""
+    from search.service import SearchConfig, SearchRequest, SearchService
+
+    set_threads(1)
+
+    async def encode(q: str) -> list[float]:
+        return vectors[q]
+
+    svc = SearchService(store, encode, None, SearchConfig(default_index=INDEX))
+    times: dict[str, list[float]] = {"plain": [], "facets": []}
+    hits: list[int] = []
+    # Facets alone: a corrected query would also miss the cached vectors (typo tolerance has its own bench).
+    no_typos = {"typo_tolerance": False} if "typo_tolerance" in SearchRequest.model_fields else {}
+
+    async def run() -> None:
+        for i, q in enumerate(queries[:300] * 2):
+            for name in ("plain", "facets") if i % 2 else ("facets", "plain"):
+                body = {"query": q, "rerank": False, "facets": FACETS if name == "facets" else [], **no_typos}
+                req = SearchRequest.model_validate(body)
+                t = time.perf_counter()
+                resp = await svc.search(req)
+                times[name].append((time.perf_counter() - t) * 1000)
+                if resp.total_hits is not None:
+                    hits.append(resp.total_hits)
+
+    asyncio.run(run())
+    svc.retriever.close()
+    out: dict[str, Any] = {k: dist(v) for k, v in times.items()}
+    base = out["plain"]["p50_ms"]
+    out["added_p50_pct"] = round(100 * (out["facets"]["p50_ms"] - base) / base, 1)
+    out["result_set_median"] = sorted(hits)[len(hits) // 2] if hits else 0
+    return out
+
+
 # ---- the Serve app under load -------------------------------------------------------------------------------
 
 
@@ -468,8 +529,10 @@ def metrics_snapshot(url: str) -> tuple[dict[str, tuple[float, float]], dict[str
     )
 
 
-def run_load(url: str, queries: list[str], rerank: bool, args: Any, procs: dict[str, list[int]]) -> dict[str, Any]:
-    bodies = [{"query": q, "limit": 10, "rerank": rerank} for q in queries]
+def run_load(
+    url: str, queries: list[str], rerank: bool, args: Any, procs: dict[str, list[int]], facets: list[str]
+) -> dict[str, Any]:
+    bodies = [{"query": q, "limit": 10, "rerank": rerank, **({"facets": facets} if facets else {})} for q in queries]
 
     def tag(j: Any) -> tuple[bool, str | None]:
         return bool(j.get("reranked")), j.get("rerank_note")
@@ -527,20 +590,38 @@ def main() -> None:
     ap.add_argument("--hop-calls", type=int, default=300, help="sequential calls for the hop measurements")
     ap.add_argument("--suggest", action="store_true", help="keep suggestions (and their LM deployment) on")
     ap.add_argument(
+        "--facets",
+        action="store_true",
+        help=f"index synthetic facet fields ({', '.join(FACETS)}); profile SearchService with and without facets "
+        "on them, and add the `hybrid+facets` load configuration",
+    )
+    ap.add_argument(
+        "--typos",
+        action="store_true",
+        help="typo tolerance's cost alone (clean and one-typo queries, with and without; with --facets also "
+        "both together), in-process, then stop: bench/results/search_latency_typos.json",
+    )
+    ap.add_argument(
         "--es-warm-s", type=float, default=120.0, help="seconds of direct searches that warm the ES JVM (JIT) first"
     )
     ap.add_argument("--no-profile", action="store_true", help="skip the in-process profile")
+    ap.add_argument(
+        "--facets-only",
+        action="store_true",
+        help="with --facets: only the in-process facet rows (SearchService with and without facets), no Ray",
+    )
     ap.add_argument("--profile-only", action="store_true", help="stop after the in-process profile (no Ray)")
     ap.add_argument("--ltr-model", type=Path, default=None, help="ranker folder for the LTR row (default: synthetic)")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_latency.json")
     args = ap.parse_args()
+    args.facets = args.facets or args.facets_only
     stores = [s for s in args.stores.split(",") if s]
     threads = [int(t) for t in args.threads.split(",") if t]
     placements = [p for p in args.placements.split(",") if p]
     if unknown_p := set(placements) - {"deployment", "ingress"}:
         ap.error(f"unknown --placements {sorted(unknown_p)}; choose from deployment, ingress")
-    configs = [c for c in args.configs.split(",") if c]
-    if unknown := set(configs) - set(CONFIGS):
+    configs = [c for c in args.configs.split(",") if c] + (["hybrid+facets"] if args.facets else [])
+    if unknown := set(configs) - set(CONFIGS) - {"hybrid+facets"}:
         ap.error(f"unknown --configs {sorted(unknown)}; choose from {list(CONFIGS)}")
 
     from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
@@ -551,7 +632,7 @@ def main() -> None:
     reranker = ensure_cross_encoder()
     print(f"reranker: untrained cross-encoder at {reranker}: scores are meaningless, only latency is measured")
     tmp = Path(tempfile.mkdtemp(prefix="sift-latency-"))
-    source = source_for(args.dataset, args.limit, tmp)
+    source = source_for(args.dataset, args.limit, tmp, args.facets)
     base = SentenceTransformerEmbedder(EmbedderConfig(device="cpu"))
     embedder = CachedEmbedder(base, EmbeddingCache(Settings().cache_dir / "embeddings.sqlite"))
 
@@ -581,7 +662,7 @@ def main() -> None:
     }
     try:
         for kind in stores:
-            results["index"][kind] = build_index(kind, source, tmp, es_url, embedder)
+            results["index"][kind] = build_index(kind, source, tmp, es_url, embedder, args.facets)
         if "es" in stores and args.es_warm_s > 0:
             t = time.perf_counter()
             store = open_store("es", tmp, es_url)
@@ -589,6 +670,38 @@ def main() -> None:
             store.close()
             print(f"warmed Elasticsearch's JVM with {n} searches in {time.perf_counter() - t:.0f} s")
 
+        if args.typos:  # typo tolerance's rows alone (bench/typos.py: profile_typos), in-process, then stop
+            from bench.typos import profile_typos
+
+            base.warm_up()
+            vectors = {q: v.tolist() for q, v in zip(queries, base.embed(queries), strict=True)}
+            for kind in stores:
+                store = open_store(kind, tmp, es_url)
+                typo_row = profile_typos(store, INDEX, queries, vectors, FACETS if args.facets else None)
+                results["profile"][kind] = {"typos": typo_row}
+                store.close()
+                print(kind, json.dumps(results["profile"][kind]["typos"], default=str), f"(load {load_avg()})")
+            out = args.out.with_name("search_latency_typos.json")
+            out.write_text(json.dumps(results, indent=2, default=str))
+            print(f"wrote {out}")
+            return
+        if args.facets_only:  # the facet rows alone: both stores, in-process, then stop
+            base.warm_up()
+            vectors = {q: v.tolist() for q, v in zip(queries, base.embed(queries), strict=True)}
+            for kind in stores:
+                store = open_store(kind, tmp, es_url)
+                results["profile"][kind] = {"facets": (fp := profile_facets(store, queries, vectors))}
+                store.close()
+                print(
+                    f"  {kind}: facets on {', '.join(FACETS)}: SearchService.search p50 {fp['plain']['p50_ms']:.2f} "
+                    f"ms without, {fp['facets']['p50_ms']:.2f} with ({fp['added_p50_pct']:+.1f}%; goal <= +20%), "
+                    f"median result set {fp['result_set_median']} documents (load {load_avg()})"
+                )
+            out = args.out.with_name("search_latency_facets.json")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2, default=str))
+            print(f"wrote {out}")
+            return
         if not args.no_profile:
             print(f"\nprofile (in-process, no Ray; load average {load_avg()})")
             base.warm_up()
@@ -623,6 +736,16 @@ def main() -> None:
                     f"with highlights, {nohl['outside_retrieve']['p50_ms']:.1f} ms without; "
                     f"response JSON {hl['response_json']['p50_ms']:.2f} ms"
                 )
+                if args.facets:
+                    store = open_store(kind, tmp, es_url)
+                    prof["facets"] = fp = profile_facets(store, queries, vectors)
+                    store.close()
+                    print(
+                        f"  {kind}: facets on {', '.join(FACETS)}: SearchService.search p50 "
+                        f"{fp['plain']['p50_ms']:.2f} ms without, {fp['facets']['p50_ms']:.2f} with "
+                        f"({fp['added_p50_pct']:+.1f}%; goal <= +20%), median result set "
+                        f"{fp['result_set_median']} documents"
+                    )
                 ranker = args.ltr_model or synthetic_ranker(tmp / "ranker")
                 store = open_store(kind, tmp, es_url)
                 prof["ltr"] = lt = profile_ltr(store, queries, vectors, ranker)
@@ -726,10 +849,10 @@ def bench_app(
     else:
         print(f"  {health}")
     procs = process_groups(cfg.app_name, es_pid)
-    for config, rerank in CONFIGS.items():
+    for config, rerank in {**CONFIGS, "hybrid+facets": False}.items():
         if config not in configs:
             continue
-        s = run_load(url, queries, rerank, args, procs)
+        s = run_load(url, queries, rerank, args, procs, FACETS if config == "hybrid+facets" else [])
         s.update({"store": kind, "config": config, "torch_threads": n, "encoder_placement": placement})
         results["runs"].append(s)
         print_run(s)
