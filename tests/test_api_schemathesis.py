@@ -75,8 +75,14 @@ def api_schema(
             "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
             "security": {
                 "keys": [{"name": "admin", "sha256": hash_key(ADMIN_KEY), "scopes": ["admin"]}],
-                # every request from one address and key: summary budgets (a few a minute) would answer 429
-                "rate_limits": {"summarize": "1000/minute", "per_client_summarize": "1000/minute"},
+                # every request from one address and key: summary budgets (a few a minute) would answer 429, and
+                # 60 examples of every route are more than the default 600 a minute of one address
+                "rate_limits": {
+                    "summarize": "1000/minute",
+                    "per_client_summarize": "1000/minute",
+                    "per_client": "100000/minute",
+                    "per_key": "100000/minute",
+                },
             },
             "summarizer": {
                 "lm": {"model": str(tiny_chat_lm_path), "device": "cpu"},
