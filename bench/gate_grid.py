@@ -73,7 +73,7 @@ def memoise_query_encoder() -> None:
 
         async def cached(q: str) -> list[float]:
             if q not in memo:
-                memo[q] = await encode(q)
+                memo[q] = list(await encode(q))
             return memo[q]
 
         return cached
