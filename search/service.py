@@ -262,7 +262,8 @@ class SearchService:
             cfg = cfg.model_copy(update={"mode": "bm25"})
         if req.filters:  # reads the index's schema (I/O for some stores); most searches have no filters
             await asyncio.to_thread(self._validate, req, index)
-        facets = await asyncio.to_thread(facet_collector, self.store, index, req)  # FacetError: a 422
+        asks = req.facets or req.count  # the schema's checks (FacetError: a 422) cost a thread hop: only when asked
+        facets = await asyncio.to_thread(facet_collector, self.store, index, req) if asks else None
         fix = await self.typos.acorrect(index, req.query, req.typo_tolerance, cfg.typo)
         asked, req = req, req.model_copy(update={"query": fix.searched})  # encoder, BM25, rerank: the corrected
         stages: list[str] = []
