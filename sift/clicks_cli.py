@@ -11,25 +11,13 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from sift.cli_common import ConfigOpt, _app_config, _fail, load_sessions, read_logs
+
+__all__ = ["ConfigOpt", "_app_config", "_fail", "clicks_app", "read_logs"]  # the shared names other modules import
+
 clicks_app = typer.Typer(no_args_is_help=True, help="Click logs: simulate users, fit click models, judgments.")
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", help="AppConfig YAML (where the logs are).")]
 ModelName = Literal["ctr", "pbm", "dbn"]
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
-def _app_config(path: Path | None) -> Any:
-    from search.configfile import ConfigError
-    from serving.config import AppConfig
-
-    try:
-        return AppConfig.load(path) if path else AppConfig()
-    except ConfigError as exc:
-        raise _fail(str(exc)) from exc
 
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
@@ -191,51 +179,6 @@ def _backend_search(backend: Any) -> Any:
     return search
 
 
-def read_logs(config: Path | None, index: str | None = None) -> tuple[list[Any], list[Any]]:
-    """Search impressions (of `index`, if given) and click records, from the logs the config names (JSONL
-    files or ES indices)."""
-    from search.logs.clicklog import make_click_log
-    from search.logs.querylog import make_query_log
-    from search.logs.querylog_es import EsQueryLog
-    from search.settings import Settings
-    from search.stores.factory import make_store
-
-    cfg = _app_config(config)
-    settings = Settings()
-    if cfg.elasticsearch_url:
-        settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
-    data_dir = cfg.data_dir or settings.data_dir
-    store = make_store(cfg.store, settings, data_dir=cfg.data_dir) if cfg.store == "es" else None
-    client = getattr(store, "client", None)
-    try:
-        qlog = make_query_log(cfg.query_log, cfg.store, data_dir, client)
-        clog = make_click_log(cfg.click_log, cfg.store, data_dir, client)
-        if clog is None:
-            raise _fail("click_log backend is none: there are no clicks to read")
-        if isinstance(qlog, EsQueryLog):
-            qlog.refresh()
-        imps = [e for e in qlog.read() if e.type == "search" and (index is None or e.index == index)]
-        return imps, list(clog.read())
-    finally:
-        if store is not None:
-            store.close()
-
-
-def load_sessions(config: Path | None, index: str | None, depth: int) -> list[Any]:
-    """Impressions joined with clicks, from the logs the config names."""
-    from training.click_logs import sessions_from_logs
-
-    imps, clicks = read_logs(config, index)
-    return sessions_from_logs(imps, clicks, depth=depth, index=index)
-
-
-def fit_model(name: ModelName, sessions: list[Any]) -> Any:
-    from training.click_models import CTRModel, DBNModel, PBMModel
-
-    model = {"ctr": CTRModel, "pbm": PBMModel, "dbn": DBNModel}[name]()
-    return model.fit(sessions)
-
-
 @clicks_app.command("fit")
 def fit_cmd(
     model: Annotated[str, typer.Option("--model", help="ctr, pbm or dbn.")] = "pbm",
@@ -248,17 +191,16 @@ def fit_cmd(
     import numpy as np
 
     from training.click_data import train_test_split
+    from training.jobs import fit_click_model
 
     if model not in ("ctr", "pbm", "dbn"):
         raise _fail(f"--model must be ctr, pbm or dbn, not {model!r}")
-    sessions = load_sessions(config, index, depth)
-    if len(sessions) < 10:
-        raise _fail(f"only {len(sessions)} search impression(s) in the logs: nothing to fit", 1)
+    _, sessions = load_sessions(config, index, depth)
     train, test = train_test_split(sessions, 0.2, np.random.default_rng(0))
     t0 = time.perf_counter()
-    fitted = fit_model(model, train)  # type: ignore[arg-type]
+    fitted = fit_click_model(model, train)  # type: ignore[arg-type]
     seconds = time.perf_counter() - t0
-    baseline = fit_model("ctr", train)
+    baseline = fit_click_model("ctr", train)
     props = fitted.propensities
     result = {
         "model": model,
@@ -296,15 +238,14 @@ def judgments_cmd(
     """BEIR-style graded qrels from a click model fitted on the logs (score runs with `sift eval --qrels`)."""
     from training.beir import queries_file, read_queries
     from training.click_logs import JudgmentConfig, judgments, write_judgments
+    from training.jobs import fit_click_model
 
     if model not in ("pbm", "dbn"):
         raise _fail(f"--model must be pbm or dbn, not {model!r}")
-    sessions = load_sessions(config, index, depth)
-    if not sessions:
-        raise _fail("no search impressions in the logs", 1)
+    _, sessions = load_sessions(config, index, depth, minimum=1)
     jcfg = JudgmentConfig(min_impressions=min_impressions, thresholds=_floats(thresholds, "--thresholds"))
     known = read_queries(queries_file(dataset, split)) if dataset else None
-    scores = judgments(fit_model(model, sessions), sessions, jcfg)  # type: ignore[arg-type]
+    scores = judgments(fit_click_model(model, sessions), sessions, jcfg)  # type: ignore[arg-type]
     paths = write_judgments(scores, out, jcfg, known)
     pairs = sum(len(v) for v in scores.values())
     typer.echo(f"{len(scores)} queries, {pairs} judged pairs → {paths['qrels']}")

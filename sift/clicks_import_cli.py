@@ -1,16 +1,16 @@
 """`sift clicks import`: a click log from outside (UBI NDJSON, or the plain JSONL shape) appended to the
-configured query log and click log, so `sift train ranker` and the click models learn from it."""
+configured query log and click log (search.logs.transfer.import_files), so `sift train ranker` and the click
+models learn from it."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from sift.clicks_cli import ConfigOpt, _fail
+from sift.cli_common import ConfigOpt, _app_config, _fail, _logs_config
 
 
 def import_cmd(
@@ -35,9 +35,8 @@ def import_cmd(
     click records to the logs. Refused lines (bad fields, unshown objects, events with no impression) are
     counted and written with their line numbers to the dead-letter file; importing a file twice stores nothing
     new. Prints a JSON report; exits 1 when lines were refused (the rest is stored)."""
-    from search.logs.ubi_import import Importer, run_import
-    from search.settings import Settings
-    from sift.logs_cli import open_logs
+    from search.logs.access import NoClickLog
+    from search.logs.transfer import import_files
 
     if fmt not in ("ubi", "jsonl"):
         raise _fail(f"--format must be ubi or jsonl, not {fmt!r}")
@@ -48,20 +47,16 @@ def import_cmd(
     for path in (queries, events, file):
         if path is not None and not path.is_file():
             raise _fail(f"{path}: no such file")
-    with open_logs(config) as (cfg, qlog, clog):
-        retention = min(cfg.query_log.retention_days, cfg.click_log.retention_days)
-        im = Importer(qlog, clog, index or cfg.search.default_index, progress=progress, retention_days=retention)
-        if fmt == "jsonl":
-            assert file is not None
-            im.add_plain(file)
-        else:
-            for path, expect in ((queries, "query"), (events, "event"), (file, None)):
-                if path is not None:
-                    im.add_ubi(path, expect)  # type: ignore[arg-type]
-        if dead_letter is None:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-            dead_letter = Path(cfg.data_dir or Settings().data_dir) / "import-rejected" / f"{stamp}.jsonl"
-        report = run_import(im, dead_letter)
+    cfg = _logs_config(config)
+    default_index = index or _app_config(config).search.default_index
+    kind: Literal["ubi", "jsonl"] = "ubi" if fmt == "ubi" else "jsonl"
+    try:
+        report = import_files(
+            cfg, kind, queries=queries, events=events, file=file, index=default_index, dead_letter=dead_letter,
+            progress=progress,
+        )  # fmt: skip
+    except NoClickLog as exc:
+        raise _fail(str(exc)) from exc
     typer.echo(json.dumps(report.model_dump()))
     refused = report.rejected + report.orphans
     if refused:

@@ -1,53 +1,20 @@
-"""`sift logs export`: the query log and click log written out as User Behavior Insights (UBI 1.3.0) NDJSON; and
-the logs opened for the import (`sift clicks import`) and for the ranker's feature replay."""
+"""`sift logs export`: the query log and click log written out as User Behavior Insights (UBI 1.3.0) NDJSON
+(search.logs.transfer.export_ubi); and the feature replay of imported impressions before `sift train ranker`."""
 
 from __future__ import annotations
 
 import json
 import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from sift.clicks_cli import ConfigOpt, _app_config, _fail
+from sift.cli_common import ConfigOpt, _app_config, _fail, _logs_config
 
 logs_app = typer.Typer(no_args_is_help=True, help="The query and click logs: export them.")
-
-
-@contextmanager
-def open_logs(config: Path | None) -> Iterator[tuple[Any, Any, Any]]:
-    """The app config, its query log and its click log (JSONL files or Elasticsearch indices, as configured)."""
-    from search.logs.clicklog import make_click_log
-    from search.logs.querylog import make_query_log
-    from search.settings import Settings
-    from search.stores.factory import make_store
-
-    cfg = _app_config(config)
-    settings = Settings()
-    if cfg.elasticsearch_url:
-        settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
-    data_dir = cfg.data_dir or settings.data_dir
-    store = make_store(cfg.store, settings, data_dir=cfg.data_dir) if cfg.store == "es" else None
-    qlog = None
-    try:
-        qlog = make_query_log(cfg.query_log, cfg.store, data_dir, getattr(store, "client", None))
-        clog = make_click_log(cfg.click_log, cfg.store, data_dir, getattr(store, "client", None))
-        if clog is None:
-            raise _fail("click_log backend is none: this config keeps no click log")
-        refresh = getattr(qlog, "refresh", None)
-        if refresh is not None:  # Elasticsearch: see what was acknowledged, not what the refresh has shown
-            refresh()
-        yield cfg, qlog, clog
-    finally:
-        if qlog is not None:
-            qlog.close()
-        if store is not None:
-            store.close()
 
 
 def parse_since(text: str | None) -> datetime | None:
@@ -78,34 +45,18 @@ def export_cmd(
     """Write the search and suggest impressions as UBI `queries` and the click, conversion and view records as
     UBI `events` (one JSON document per line); Sift's extras (index, features, exploration, teams, ids) go in
     the attributes, so `sift clicks import --format ubi` reads them back unchanged."""
-    from search.logs.ubi import event_documents, query_document
+    from search.logs.access import NoClickLog
+    from search.logs.transfer import export_ubi
 
     if fmt != "ubi":
         raise _fail(f"--format must be ubi, not {fmt!r}")
     start = parse_since(since)
-    if out.exists() and not out.is_dir():
-        raise _fail(f"{out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    counts = {"queries": 0, "events": 0, "records": 0}
-    with open_logs(config) as (_, qlog, clog):
-        shown: dict[str, Any] = {}  # query_id → impression, to place conversions sent without positions
-        with open(out / "queries.ndjson", "w", encoding="utf-8") as fq:
-            for imp in qlog.read(start):
-                if imp.type not in ("search", "suggest") or (index is not None and imp.index != index):
-                    continue
-                fq.write(json.dumps(query_document(imp), ensure_ascii=False) + "\n")
-                counts["queries"] += 1
-                if imp.query_id:
-                    shown[imp.query_id] = imp.model_copy(update={"features": None})
-        with open(out / "events.ndjson", "w", encoding="utf-8") as fe:
-            for rec in clog.read(start):
-                if index is not None and rec.index != index:
-                    continue
-                for doc in event_documents(rec, shown.get(rec.query_id)):
-                    fe.write(json.dumps(doc, ensure_ascii=False) + "\n")
-                    counts["events"] += 1
-                counts["records"] += 1
-    typer.echo(json.dumps({"out": str(out), **counts}))
+    cfg = _logs_config(config)
+    try:
+        counts = export_ubi(cfg, out, index, start)
+    except (NoClickLog, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(counts))
 
 
 def with_replayed_features(imps: list[Any], config: Path | None, index: str | None) -> list[Any]:

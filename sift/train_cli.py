@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sift.clicks_cli import ConfigOpt, _app_config, _fail, read_logs
+from sift.cli_common import ConfigOpt, _app_config, _fail, load_sessions, read_logs
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models from the logs.")
 
@@ -45,38 +45,25 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="The
 
 
 def open_registry(root: Path | None) -> Any:
-    from models.registry import Registry
-    from search.settings import Settings
+    """The registry at `root`, else SIFT_REGISTRY_DIR, else <data_dir>/registry (training.jobs.open_registry)."""
+    from training.jobs import open_registry as registry_at
 
-    return Registry(root or Settings().registry_root())
+    return registry_at(root)
 
 
 def click_sessions(config: Path | None, index: str | None) -> tuple[list[Any], list[Any]]:
-    """Impressions and their sessions, or a clear failure when there are too few to learn from."""
-    from training.click_logs import sessions_from_logs
-
-    imps, clicks = read_logs(config, index)
-    sessions = sessions_from_logs(imps, clicks, index=index)
-    if len(sessions) < 10:
-        raise _fail(f"only {len(sessions)} search impression(s) in the logs: nothing to learn from", 1)
-    return imps, sessions
+    """Impressions and their sessions, or exit 1 when there are too few to learn from."""
+    return load_sessions(config, index)
 
 
 @contextmanager
 def open_store(config: Path | None, index: str | None) -> Iterator[tuple[Any, str, Any]]:
     """The store the app config names, the index to read documents from, and the app config."""
-    from search.settings import Settings
-    from search.stores.factory import make_store
+    from training.jobs import open_store as store_of
 
     cfg = _app_config(config)
-    settings = Settings()
-    if cfg.elasticsearch_url:
-        settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
-    store = make_store(cfg.store, settings, data_dir=cfg.data_dir)
-    try:
+    with store_of(cfg.store, cfg.data_dir, cfg.elasticsearch_url) as store:
         yield store, index or cfg.search.default_index, cfg
-    finally:
-        store.close()
 
 
 def resolve_base(base: str, registry: Any) -> str:
@@ -113,8 +100,10 @@ def ranker_cmd(
     """Fit LightGBM lambdarank on served features labelled by a click model, cross-fitted over folds of the train
     queries; print out-of-fold nDCG@10 of the learnt order against the fused order. Registers a `ranker` version
     (model.txt + meta.json) unless --out names a folder."""
+    from models.registry import RegistryError
     from sift.logs_cli import with_replayed_features
-    from training.ltr import RankerTrainConfig, gain, passes_gate, ranker_data, train_ranker
+    from training.jobs import fit_ranker, write_ranker
+    from training.ltr import RankerTrainConfig
 
     if click_model not in ("pbm", "dbn"):
         raise _fail(f"--click-model must be pbm or dbn, not {click_model!r}")
@@ -129,38 +118,20 @@ def ranker_cmd(
     imps, sessions = click_sessions(config, index)
     imps = with_replayed_features(imps, config, index)  # imported impressions carry no features
     try:
-        data, _ = ranker_data(imps, sessions, cfg)
-        booster, meta = train_ranker(data, cfg)
+        fit = fit_ranker(imps, sessions, cfg)
     except ValueError as exc:
         raise _fail(str(exc), 1) from exc
-    from ranking.ltr import save_ranker
-
-    typer.echo(json.dumps({"version": meta.version, **meta.metrics}))
-    if not passes_gate(meta, cfg):
-        lcb = meta.metrics.get("heldout_gain_lcb")
-        raise _fail(
-            f"not written: out of fold the learnt order gains {gain(meta):+.4f} nDCG@10 over the served order "
-            f"({cfg.confidence:.0%} lower bound {lcb:+.4f}); it needs >= {cfg.min_gain} with a bound above 0 "
-            "(more clicks, or --min-gain / --confidence)",
-            1,
-        )
-    if out is not None:
-        save_ranker(booster, meta, out)
-        typer.echo(f"wrote {out}; serve it with `ranker: {{model: {out}}}` in the app YAML", err=True)
-        return
-    from models.registry import ModelCard, RegistryError
-
-    card = ModelCard(
-        kind="ranker", version=meta.version, data_hash=meta.data_hash, metrics=meta.metrics,
-        config={"train": cfg.model_dump(), "params": meta.params},
-        notes="LightGBM LambdaMART on logged features (`sift train ranker`).",
-    )  # fmt: skip
-    reg = open_registry(registry)
+    typer.echo(json.dumps({"version": fit.meta.version, **fit.meta.metrics}))
+    if fit.refusal is not None:
+        raise _fail(f"not written: {fit.refusal} (more clicks, or --min-gain / --confidence)", 1)
     try:
-        path = reg.register(card, lambda d: save_ranker(booster, meta, d))
+        path = write_ranker(fit, registry=None if out is not None else open_registry(registry), out=out)
     except RegistryError as exc:
         raise _fail(str(exc), 1) from exc
-    typer.echo(f"registered {path}; make it live with `sift models promote ranker {meta.version}`", err=True)
+    if out is not None:
+        typer.echo(f"wrote {out}; serve it with `ranker: {{model: {out}}}` in the app YAML", err=True)
+    else:
+        typer.echo(f"registered {path}; make it live with `sift models promote ranker {fit.meta.version}`", err=True)
 
 
 def _neural_cmd(kind: str, options: dict[str, Any]) -> None:
@@ -168,34 +139,21 @@ def _neural_cmd(kind: str, options: dict[str, Any]) -> None:
     from models.references import DEFAULT_EMBEDDER
     from models.registry import RegistryError
     from search.stores.base import IndexNotFound, StoreError
+    from training.jobs import neural_data
     from training.neural import EncoderTrainConfig, RerankerTrainConfig, train_encoder, train_reranker
-    from training.neural_data import (
-        NeuralDataConfig,
-        build_neural_data,
-        data_hash,
-        fused_ranks,
-        shuffled,
-        store_texts,
-    )
 
     reg = open_registry(options.pop("registry"))
     config, index, shuffle = options.pop("config"), options.pop("index"), options.pop("shuffle_labels")
     imps, sessions = click_sessions(config, index)
-    data_cfg = NeuralDataConfig()
     with open_store(config, index) as (store, target, app_cfg):
         default_base = app_cfg.embedder.model if kind == "encoder" else DEFAULT_EMBEDDER
         options["base"] = resolve_base(options["base"] or default_base, reg)
         try:
-            fetch = store_texts(store, target, data_cfg.max_chars)
-            data = build_neural_data(sessions, fetch, data_cfg, fused_ranks(imps))
+            data = neural_data(imps, sessions, store, target, options["seed"] if shuffle else None)
         except IndexNotFound as exc:
             raise _fail(f"index {target!r} does not exist in the {app_cfg.store} store: {exc}") from exc
         except (StoreError, ValueError) as exc:
             raise _fail(str(exc), 1) from exc
-    if shuffle:
-        data.examples = shuffled(data.examples, options["seed"])
-        data.data_hash = data_hash(data.examples, data.texts)
-        data.stats["shuffled_labels"] = 1
     try:
         if kind == "encoder":
             trained = train_encoder(data, EncoderTrainConfig(**options), reg)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from search.logs.querylog import to_utc
-from search.logs.querylog_es import RETENTION_CHECK_S, PeriodicPurge
+from search.logs.querylog_es import RETENTION_CHECK_S, PeriodicPurge, read_sorted
 
 if TYPE_CHECKING:
     from search.logs.clicklog import ClickRecord
@@ -141,27 +141,7 @@ class EsClickLog:
         query: dict[str, Any] = {"match_all": {}}
         if since is not None:
             query = {"range": {"received_at": {"gte": to_utc(since).isoformat()}}}
-        after: list[Any] | None = None
-        while True:
-            try:
-                resp = self.client.search(
-                    index=self.index,
-                    query=query,
-                    sort=_READ_ORDER,
-                    size=1000,
-                    search_after=after,
-                )
-            except NotFoundError:
-                return
-            hits = resp["hits"]["hits"]
-            for h in hits:
-                try:
-                    yield ClickRecord.model_validate(h["_source"])
-                except ValueError:
-                    continue
-            if len(hits) < 1000:
-                return
-            after = hits[-1]["sort"]
+        yield from read_sorted(self.client, self.index, query, _READ_ORDER, ClickRecord)
 
     def close(self) -> None:
         return None

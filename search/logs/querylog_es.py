@@ -13,13 +13,41 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from search.logs.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
 
 log = logging.getLogger("sift.querylog")
 
 RETENTION_CHECK_S = 3600.0
+PAGE_SIZE = 1000
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_sorted(client: Any, index: str, query: dict[str, Any], sort: list[Any], model: type[M]) -> Iterator[M]:
+    """Every document of a log index matching `query`, in `sort` order, one `search_after` page at a time (the
+    query log and the click log read this way); a missing index reads as empty, a document that no longer
+    validates (a field removed since it was written) is skipped."""
+    from elasticsearch import NotFoundError
+
+    after: list[Any] | None = None
+    while True:
+        try:
+            resp = client.search(index=index, query=query, sort=sort, size=PAGE_SIZE, search_after=after)
+        except NotFoundError:
+            return
+        hits = resp["hits"]["hits"]
+        for h in hits:
+            try:
+                yield model.model_validate(h["_source"])
+            except ValueError:
+                continue
+        if len(hits) < PAGE_SIZE:
+            return
+        after = hits[-1]["sort"]
 
 
 class PeriodicPurge:
@@ -228,32 +256,10 @@ class EsQueryLog:
         self.client.indices.refresh(index=self.index)
 
     def read(self, since: datetime | None = None) -> Iterator[QueryEvent]:
-        from elasticsearch import NotFoundError
-
         query: dict[str, Any] = {"match_all": {}}
         if since is not None:
             query = {"range": {"ts": {"gte": to_utc(since).isoformat()}}}
-        after: list[Any] | None = None
-        while True:
-            try:
-                resp = self.client.search(
-                    index=self.index,
-                    query=query,
-                    sort=[{"ts": "asc"}, {"_doc": "asc"}],
-                    size=1000,
-                    search_after=after,
-                )
-            except NotFoundError:
-                return
-            hits = resp["hits"]["hits"]
-            for h in hits:
-                try:
-                    yield QueryEvent.model_validate(h["_source"])
-                except ValueError:
-                    continue
-            if len(hits) < 1000:
-                return
-            after = hits[-1]["sort"]
+        yield from read_sorted(self.client, self.index, query, [{"ts": "asc"}, {"_doc": "asc"}], QueryEvent)
 
     def close(self) -> None:
         self._stop.set()
