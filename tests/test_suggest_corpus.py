@@ -165,3 +165,22 @@ def test_prefixes_that_matter_come_from_the_log_head_and_the_corpus(index: Corpu
     best = max(index.phrases.items(), key=lambda kv: (kv[1], kv[0]))[0]
     assert best[:3] in got and best in got
     assert all(len(p) >= 3 for p in got) and len(set(got)) == len(got)
+
+
+def test_the_cpu_config_keeps_lm_suggestions_on_with_precomputed_completions() -> None:
+    from serving.config import AppConfig
+
+    cfg = AppConfig.load(Path(__file__).resolve().parents[1] / "configs" / "cpu.yaml")
+    assert cfg.suggest.lm.enabled and cfg.suggest.precomputed_lm and cfg.suggest.corpus.enabled
+
+
+@pytest.mark.slow
+def test_the_ray_data_job_completes_every_prefix_with_the_lm(tiny_chat_lm_path: Path) -> None:
+    from models.causal_lm import LMConfig
+    from search.suggest.lm_completer import LMCompleterConfig
+    from search.suggest.precomputed import ray_generate
+
+    cfg = LMCompleterConfig(lm=LMConfig(model=str(tiny_chat_lm_path), device="cpu"), nice=0, max_new_tokens=3)
+    raw = ray_generate(["prot", "insul", "zebra"], cfg, None, batch_size=2)
+    assert set(raw) == {"prot", "insul", "zebra"}
+    assert all(isinstance(c, Completion) and 0 < c.score <= 1 for cs in raw.values() for c in cs)  # lines, scored

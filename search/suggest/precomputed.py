@@ -117,7 +117,7 @@ def ray_generate(
 
     started = not ray.is_initialized()
     if started:
-        ray.init(include_dashboard=False, log_to_driver=False)
+        ray.init(include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
     try:
         ds: Any = ray.data.from_items([{"prefix": p} for p in prefixes])
         ds = ds.map_batches(
