@@ -113,3 +113,23 @@ def test_elasticsearch_counts_in_the_bm25_request(es_url: str, index_name: str) 
     finally:
         store.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
         store.close()
+
+
+def test_synonyms_widen_the_counted_match_set(embedded: IndexStore, index_name: str) -> None:
+    """A query that gained a synonym counts the documents matched through it, as its results include them."""
+    from search.stores.synonym_stores import synonym_store
+    from search.synonyms import SynonymSets
+
+    index = _build(embedded, index_name)
+    syn = synonym_store(embedded)
+    assert syn is not None
+    syn.put(index, SynonymSets.model_validate({"sets": [{"type": "synonym", "synonyms": ["gamma", "beta"]}]}))
+    collector = FacetCollector(resolve(FACET_SCHEMA, FacetParams(facets=["lang"])))
+    retriever = HybridRetriever(embedded, None, RetrievalConfig(mode="bm25"))
+    try:
+        hits = retriever.run(index, "gamma", 10, facets=collector, with_docs=False)
+    finally:
+        retriever.close()
+    assert {h.id for h in hits} == {"f1", "f3", "f6"}  # f3 says gamma, f1 and f6 beta
+    assert collector.counts is not None and collector.counts.total_hits == 3
+    assert collector.counts.facets["lang"] == {"en": 2, "de": 1, "fr": 1}
