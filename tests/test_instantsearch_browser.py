@@ -111,14 +111,46 @@ def data_dir(tiny_embedder: Any, tiny_embedder_path: Path, tmp_path_factory: pyt
     return root
 
 
+def readme_snippet() -> str:
+    """The HTML block of the README's "Put Sift search on your page", as a newcomer would paste it."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Put Sift search on your page") :]
+    match = re.search(r"```html\n(.*?)```", section, re.S)
+    assert match, "the README section has no html block"
+    return match.group(1)
+
+
 @pytest.fixture(scope="module")
-def app_url(data_dir: Path, tiny_embedder_path: Path, tiny_chat_lm_path: Path) -> Iterator[str]:
+def host_page() -> Iterator[tuple[str, dict[str, str]]]:
+    """Another origin serving the README's snippet, pointed at the app (its URL known once the app runs)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    api: dict[str, str] = {}
+
+    async def page(_: Request) -> HTMLResponse:
+        body = readme_snippet().replace("https://search.example.org", api["url"]).replace('"help"', f'"{INDEX}"')
+        return HTMLResponse(f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Elsewhere</title>'
+                            f'<link rel="icon" href="data:,"></head><body>{body}</body></html>')  # fmt: skip
+
+    with serve_in_thread(Starlette(routes=[Route("/", page)])) as url:
+        yield url, api
+
+
+@pytest.fixture(scope="module")
+def app_url(
+    data_dir: Path, tiny_embedder_path: Path, tiny_chat_lm_path: Path, host_page: tuple[str, dict[str, str]]
+) -> Iterator[str]:
     from search.settings import Settings
     from serving.api import create_api
     from serving.local import local_backend
 
     backend = local_backend(app_config(data_dir, tiny_embedder_path, tiny_chat_lm_path), Settings())
-    with serve_in_thread(create_api(backend)) as url:
+    host_url, api = host_page
+    with serve_in_thread(create_api(backend, cors_origins=[host_url])) as url:
+        api["url"] = url
         with httpx.Client(base_url=url, timeout=30) as client:
             for q in LOGGED_QUERIES:  # something for the autocomplete to suggest
                 client.post("/v1/search", json={"query": q, "limit": 3, "session_id": "is-test"}).raise_for_status()
@@ -353,4 +385,48 @@ def test_autocomplete_picks_run_the_instantsearch_query(app_url: str, driver: An
     top = hits(driver)[0]
     assert top["id"] == "d1" and {m.lower() for m in top["marks"]} == {"python", "classes"}, top
     assert not listbox.is_displayed()
+    assert not severe_console_errors(driver)
+
+
+def test_the_readme_snippet_on_another_origin(
+    app_url: str, host_page: tuple[str, dict[str, str]], driver: Any, data_dir: Path, shots: Path
+) -> None:
+    """What a newcomer pastes from the README, served by another site: hits with highlights, a refinement list
+    with counts, pages, and a click that reaches the click log across origins."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    host_url, _ = host_page
+    driver.get(host_url + "/")
+    box = wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#box input.ais-SearchBox-input"))[0]
+    box.send_keys("python")
+    # Enter submits the search box's state, which Preact updates after the keystrokes: wait for its re-render
+    # (the reset button shows once the query is not empty).
+    wait_until(driver, lambda d: d.execute_script("return !document.querySelector('#box .ais-SearchBox-reset').hidden"))
+    box.send_keys(Keys.ENTER)
+    items = "#hits .ais-Hits-item"
+    wait_until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, items)) == 20)  # Algolia's default page
+    marks = driver.execute_script(
+        f"return [...document.querySelectorAll('{items}')].map((h) => h.querySelector('mark')?.textContent)"
+    )
+    assert all(m and m.lower() == "python" for m in marks), marks
+    counts = driver.execute_script(
+        "return [...document.querySelectorAll('#category .ais-RefinementList-item')].map((li) => "
+        "[li.querySelector('.ais-RefinementList-labelText').textContent, "
+        "Number(li.querySelector('.ais-RefinementList-count').textContent)])"
+    )
+    assert dict(counts) == COUNTS
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#pages .ais-Pagination-item--page")) == 2
+    driver.save_screenshot(str(shots / "instantsearch-readme-snippet.png"))
+
+    driver.execute_script(
+        "document.addEventListener('click', (e) => { if (e.target.closest('a')) e.preventDefault(); })"
+    )
+    before = {r["event_id"] for r in click_records(data_dir)}
+    first = driver.find_elements(By.CSS_SELECTOR, f"{items} a")[0]
+    first.click()
+    rows = wait_until(
+        driver, lambda _: [r for r in click_records(data_dir) if r["event_id"] not in before] or None, timeout=20
+    )
+    assert rows[0]["query"] == "python" and rows[0]["positions"] == [1] and rows[0]["event_name"] == "Hit Clicked"
     assert not severe_console_errors(driver)
