@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -15,7 +16,8 @@ class ConfigError(ValueError):
     pass
 
 
-def load_config(path: Path | str, model: type[M]) -> M:
+def read_mapping(path: Path | str) -> dict[str, Any]:
+    """The YAML file's top-level mapping; ConfigError (naming the file) when it is missing or not a mapping."""
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text()) or {}
@@ -25,7 +27,16 @@ def load_config(path: Path | str, model: type[M]) -> M:
         raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def load_config(path: Path | str, model: type[M], keys: Iterable[str] | None = None) -> M:
+    """`model` from a YAML file; with `keys`, from those top-level keys only (the file's others belong to another
+    reader, as the server's keys do to a job that reads only the logs' ones)."""
+    data = read_mapping(path)
+    if keys is not None:
+        data = {k: data[k] for k in keys if k in data}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{p}: {exc}") from exc
+        raise ConfigError(f"{Path(path)}: {exc}") from exc

@@ -8,14 +8,12 @@ A file holding only these keys works as well.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from search.configfile import ConfigError
+from search.configfile import load_config
 from search.logs.clicklog import ClickLogConfig
 from search.logs.querylog import QueryLogConfig
 
@@ -47,24 +45,7 @@ class LogsConfig(BaseModel):
         return min(self.query_log.retention_days, self.click_log.retention_days)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> LogsConfig:
-        """The logs' keys of a config mapping (an app config's other keys belong to the server and are not
-        read); a ValidationError names a bad field of these keys."""
-        return cls.model_validate({k: data[k] for k in cls.model_fields if k in data})
-
-    @classmethod
     def load(cls, path: Path | str) -> LogsConfig:
-        """Read the logs' keys from a YAML file (an app config or a logs-only file); ConfigError names the file."""
-        p = Path(path)
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {p}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-        try:
-            return cls.from_mapping(data)
-        except ValidationError as exc:
-            raise ConfigError(f"{p}: {exc}") from exc
+        """Read the logs' keys from a YAML file (an app config or a logs-only file; the server's other keys are
+        not read); ConfigError names the file and the field."""
+        return load_config(path, cls, keys=cls.model_fields)
