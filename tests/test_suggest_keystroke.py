@@ -186,3 +186,25 @@ def test_artifacts_follow_the_alias_and_pick_up_a_precomputed_table(tmp_path: Pa
     assert s.corpus.top("zebrafish", 3) and s.precomputed is None  # the new version has no table yet
     arts.close()
     store.close()
+
+
+@pytest.mark.es
+def test_corpus_suggestions_read_an_elasticsearch_version(es_url: str, index_name: str, tmp_path: Path) -> None:
+    from search.stores.elasticsearch import ElasticsearchStore
+    from search.suggest.artifacts import corpus_for
+    from search.suggest.corpus import CorpusSuggestConfig
+
+    store = ElasticsearchStore(es_url)
+    store.warm_up()
+    try:
+        cfg = IndexingConfig(embed=False, dead_letter_dir=tmp_path / "dead", progress=False)
+        IndexingPipeline(store, None, cfg).build(_docs(tmp_path), index_name)
+        version = store.current_version(index_name)
+        assert version is not None
+        corpus = corpus_for(store, version, tmp_path, CorpusSuggestConfig())
+        got = [t for t, _ in corpus.top("regular expr", 3)]
+        assert "regular expression" in got and corpus_path(tmp_path, version).exists()
+        assert store.bm25_search(index_name, got[0], 1, with_docs=False)  # it finds something there too
+    finally:
+        store.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
+        store.close()
