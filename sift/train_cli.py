@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from sift.cli_common import ConfigOpt, _app_config, _fail, load_sessions, read_logs
+from sift.gate_cli import IpsGateOpt, IpsMinPagesOpt, ips_gate_or_fail
 
 train_app = typer.Typer(no_args_is_help=True, help="Train models from the logs.")
 
@@ -95,6 +96,8 @@ def ranker_cmd(
             "--confidence", min=0.0, max=0.99, help="...and its bootstrap bound at this level is above 0 (0: off)."
         ),
     ] = 0.9,
+    ips_gate: IpsGateOpt = True,
+    ips_min_pages: IpsMinPagesOpt = 30,
     registry: RegistryOpt = None,
 ) -> None:
     """Fit LightGBM lambdarank on served features labelled by a click model, cross-fitted over folds of the train
@@ -124,6 +127,8 @@ def ranker_cmd(
     typer.echo(json.dumps({"version": fit.meta.version, **fit.meta.metrics}))
     if fit.refusal is not None:
         raise _fail(f"not written: {fit.refusal} (more clicks, or --min-gain / --confidence)", 1)
+    if ips_gate:  # training.gate: explored pages only, inverse propensity weights
+        fit.meta.metrics.update(ips_gate_or_fail(fit.data, imps, config, index, ips_min_pages, seed))
     try:
         path = write_ranker(fit, registry=None if out is not None else open_registry(registry), out=out)
     except RegistryError as exc:

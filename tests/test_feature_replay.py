@@ -141,7 +141,7 @@ def test_imported_logs_without_features_train_on_replayed_rows(native: Path, tmp
     native_rows, _ = training_rows(native)
     assert same_rows(native_rows, data) and not math.isnan(data.x[0, COL["bm25_score"]])
 
-    loose = ["--confidence", "0", "--min-gain", "-1"]
+    loose = ["--confidence", "0", "--min-gain", "-1", "--no-ips-gate"]  # no exploration in this log
     trained = CliRunner().invoke(app, ["train", "ranker", "--config", str(fresh), "--out", str(tmp_path / "r"), *loose])
     assert trained.exit_code == 0, trained.output
     assert "replayed features" in trained.output and (tmp_path / "r" / "model.txt").is_file()

@@ -159,20 +159,23 @@ def test_encoder_and_ranker_register_and_promote(
     (beir / "corpus.jsonl").write_text((workspace / "corpus.jsonl").read_text())
     (beir / "queries.jsonl").write_text(json.dumps({"_id": "t1", "text": "code block keyword"}) + "\n")
     (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nt1\tq0-d0\t1\n")
-    judged = run("models", "promote", "encoder", enc["version"], *config, "--dataset", str(beir))
+    judged = run("models", "promote", "encoder", enc["version"], *config, "--dataset", str(beir), "--split", "test",
+                 "--allow-test")  # fmt: skip
     assert "already live" in judged.output  # evaluated only when it could change something
     bad_split = run("models", "promote", "ranker", "x", *config, "--dataset", str(beir), code=2)
     assert "--dataset is for encoders and rerankers" in bad_split.output
 
-    res = run("train", "ranker", *config)
+    res = run("train", "ranker", *config, "--no-ips-gate")  # the synthetic log explored nothing
     ranker = json.loads(res.stdout.splitlines()[0])
     assert ranker["version"] in {c.version for c in reg.versions("ranker")}
     path = reg.path("ranker", ranker["version"])
     assert (path / "model.txt").is_file() and (path / "meta.json").is_file()
-    report = _json_line(run("models", "promote", "ranker", ranker["version"], *config).stdout)
+    refused = run("models", "promote", "ranker", ranker["version"], *config, code=1)
+    assert "no pass of the counterfactual gate" in refused.output
+    report = _json_line(run("models", "promote", "ranker", ranker["version"], *config, "--no-ips-gate").stdout)
     assert report["promoted"] and report["candidate"] > report["live_score"] and report["evaluation"]["rows"] > 0
     out = workspace / "ranker-folder"
-    run("train", "ranker", *config, "--out", str(out))
+    run("train", "ranker", *config, "--out", str(out), "--no-ips-gate")
     assert (out / "model.txt").is_file() and len(reg.versions("ranker")) == 1  # --out writes no version
     listed = json.loads(run("models", "list", "--json").stdout)
     assert listed["ranker"]["live"] == ranker["version"] and listed["encoder"]["live"] == enc["version"]
