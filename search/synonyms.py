@@ -216,6 +216,12 @@ class CompiledSynonyms:
                 outs = tuple((t, tuple(bm25_terms(t))) for t in s.synonyms)
                 rules.append(_Rule((tuple(bm25_terms(s.input)),), outs))
         self.rules = rules
+        # rules by the first word of each input: a query checks only the rules its own words can trigger, so
+        # 1,000 sets cost a search a few dictionary lookups (rule order is kept: clauses come out in set order)
+        self._by_first: dict[str, list[int]] = {}
+        for i, rule in enumerate(rules):
+            for first in {inp[0] for inp in rule.inputs}:
+                self._by_first.setdefault(first, []).append(i)
 
     def expand(self, query: str) -> SynonymQuery | None:
         """The query with the clauses its words trigger, or None when no set applies (plain BM25 then)."""
@@ -224,7 +230,8 @@ class CompiledSynonyms:
             return None
         seen: set[tuple[str, ...]] = set()
         clauses: list[SynonymClause] = []
-        for rule in self.rules:
+        candidates = sorted({i for t in set(terms) for i in self._by_first.get(t, ())})
+        for rule in (self.rules[i] for i in candidates):
             if not any(contains(terms, inp) for inp in rule.inputs):
                 continue
             for term, stems in rule.outputs:
