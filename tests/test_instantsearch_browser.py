@@ -385,6 +385,18 @@ def test_autocomplete_picks_run_the_instantsearch_query(app_url: str, driver: An
     top = hits(driver)[0]
     assert top["id"] == "d1" and {m.lower() for m in top["marks"]} == {"python", "classes"}, top
     assert not listbox.is_displayed()
+
+    # The refinement list's own search box: searchForFacetValues, matched on the counts Sift returned.
+    listed = facet(driver, "category")
+    assert set(listed) == set(COUNTS), listed
+    facet_box = driver.find_element(By.CSS_SELECTOR, ".facet[data-attribute='category'] .ais-SearchBox-input")
+    facet_box.send_keys("ref")
+    wait_until(driver, lambda d: set(facet(d, "category")) == {"reference"})
+    assert facet(driver, "category") == {"reference": listed["reference"]}
+    marked = driver.find_element(
+        By.CSS_SELECTOR, ".facet[data-attribute='category'] .ais-RefinementList-labelText mark"
+    )
+    assert marked.text == "ref"
     assert not severe_console_errors(driver)
 
 
