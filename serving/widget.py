@@ -1,4 +1,6 @@
-"""The browser side: the autocomplete widget under /widget/ and a demo search page at /.
+"""The browser side: the autocomplete widget under /widget/ and a demo search page at /; beside the widget, the
+InstantSearch search client (sift-instantsearch.js), its page (search.html) and the npm bundles it runs with
+(vendor/, copied there by `make setup`: scripts/vendor-js.sh).
 
 The widget is a plain ES module, so it is served as static files next to the API that answers it;
 other sites load it from here too (with the API's `cors_origins` listing them). Where the API has keys, the
