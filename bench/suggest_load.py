@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suggest_coldstart import QUERIES, prefixes
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.suggest_coldstart import QUERIES, prefixes
 
 
 def busy_jiffies() -> tuple[int, int]:
