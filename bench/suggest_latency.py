@@ -38,7 +38,7 @@ sys.setswitchinterval(0.001)
 
 import httpx  # noqa: E402
 
-from search.logs.querylog import JsonlQueryLog, QueryEvent  # noqa: E402
+from logs.querylog import JsonlQueryLog, QueryEvent  # noqa: E402
 from search.text import normalize_query  # noqa: E402
 
 GOALS_MS = {"warm": 20.0, "cold": 60.0}

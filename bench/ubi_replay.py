@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
-from search.logs.querylog import QueryEvent
+from logs.querylog import QueryEvent
 from search.settings import Settings
 from search.stores.embedded import EmbeddedStore
 from serving.config import AppConfig

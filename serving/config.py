@@ -7,13 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from logs.clicklog import ClickLogConfig
+from logs.querylog import QueryLogConfig
 from models.embedder import EmbedderConfig
 from models.registry import REF_PREFIX, Registry
 from ranking.ltr import LTRConfig
 from ranking.rerank import RerankerConfig
 from search.configfile import load_config
-from search.logs.clicklog import ClickLogConfig
-from search.logs.querylog import QueryLogConfig
 from search.service import SearchConfig
 from search.suggest.schemas import SuggestConfig
 from search.summarize.config import SummarizerConfig

@@ -180,7 +180,7 @@ async def _send(send: Send, status: int, body: bytes, extra: list[tuple[bytes, b
 # -- the process ------------------------------------------------------------------------------------------------
 def build(config_path: Path) -> tuple[KeystrokeApp, Any]:
     """The app for an API config (same store, data dir, query log and keys), and a refresher to run beside it."""
-    from search.logs.querylog import make_query_log
+    from logs.querylog import make_query_log
     from search.settings import Settings
     from search.stores.factory import make_store
     from serving.config import AppConfig

@@ -6,7 +6,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from search.logs.querylog import QueryEvent, QueryLog, make_query_log
+from logs.querylog import QueryEvent, QueryLog, make_query_log
 from search.stores.base import IndexStore
 from search.suggest.artifacts import VersionArtifacts
 from search.suggest.result_check import store_has_results

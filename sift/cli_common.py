@@ -1,5 +1,5 @@
 """What every `sift` command module shares: the one error exit, the `--config` option, the configs read from
-it, and the logs read through the library (search.logs.access) with its errors turned into exit codes."""
+it, and the logs read through the library (logs.access) with its errors turned into exit codes."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ def _app_config(path: Path | None) -> Any:
 
 
 def _logs_config(path: Path | None) -> Any:
-    """Only the logs' keys of the config file (search.logs.config.LogsConfig): commands that read or write
+    """Only the logs' keys of the config file (logs.config.LogsConfig): commands that read or write
     the logs and nothing else need no server config."""
+    from logs.config import LogsConfig
     from search.configfile import ConfigError
-    from search.logs.config import LogsConfig
 
     try:
         return LogsConfig.load(path) if path else LogsConfig()
@@ -44,7 +44,7 @@ def _logs_config(path: Path | None) -> Any:
 
 def read_logs(config: Path | None, index: str | None = None) -> tuple[list[Any], list[Any]]:
     """Search impressions (of `index`, if given) and click records from the logs the config names."""
-    from search.logs import access
+    from logs import access
 
     try:
         return access.read_logs(_logs_config(config), index)

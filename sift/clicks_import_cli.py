@@ -1,5 +1,5 @@
 """`sift clicks import`: a click log from outside (UBI NDJSON, or the plain JSONL shape) appended to the
-configured query log and click log (search.logs.transfer.import_files), so `sift train ranker` and the click
+configured query log and click log (logs.transfer.import_files), so `sift train ranker` and the click
 models learn from it."""
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ def import_cmd(
     click records to the logs. Refused lines (bad fields, unshown objects, events with no impression) are
     counted and written with their line numbers to the dead-letter file; importing a file twice stores nothing
     new. Prints a JSON report; exits 1 when lines were refused (the rest is stored)."""
-    from search.logs.access import NoClickLog
-    from search.logs.transfer import import_files
+    from logs.access import NoClickLog
+    from logs.transfer import import_files
 
     if fmt not in ("ubi", "jsonl"):
         raise _fail(f"--format must be ubi or jsonl, not {fmt!r}")

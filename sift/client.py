@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from search.logs.events import EventIn, EventsAccepted, EventsBatch
+from logs.events import EventIn, EventsAccepted, EventsBatch
 from search.service import SearchRequest, SearchResponse
 from search.suggest.schemas import RelatedResponse, SuggestResponse
 from search.summarize.schemas import StreamEvent, Summary, SummaryEvent

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.logs.events import EventIn, EventsAccepted, EventsBatch
+from logs.events import EventIn, EventsAccepted, EventsBatch
 from search.service import SearchRequest, SearchResponse
 from search.summarize.schemas import StreamEvent, Summary, SummaryEvent, TokenEvent
 from serving.routers.health import Health, Readiness

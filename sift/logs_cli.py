@@ -1,5 +1,5 @@
 """`sift logs export`: the query log and click log written out as User Behavior Insights (UBI 1.3.0) NDJSON
-(search.logs.transfer.export_ubi); and the feature replay of imported impressions before `sift train ranker`."""
+(logs.transfer.export_ubi); and the feature replay of imported impressions before `sift train ranker`."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def export_cmd(
     """Write the search and suggest impressions as UBI `queries` and the click, conversion and view records as
     UBI `events` (one JSON document per line); Sift's extras (index, features, exploration, teams, ids) go in
     the attributes, so `sift clicks import --format ubi` reads them back unchanged."""
-    from search.logs.access import NoClickLog
-    from search.logs.transfer import export_ubi
+    from logs.access import NoClickLog
+    from logs.transfer import export_ubi
 
     if fmt != "ubi":
         raise _fail(f"--format must be ubi, not {fmt!r}")

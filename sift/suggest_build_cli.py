@@ -59,7 +59,7 @@ def precompute_cmd(
     batch: Annotated[int, typer.Option("--batch", min=1, max=64, help="Prefixes per LM generate call.")] = 16,
 ) -> None:
     """Complete the prefixes that matter with the suggestion LM (Ray Data), keep what passes the checks, save."""
-    from search.logs.querylog import make_query_log
+    from logs.querylog import make_query_log
     from search.suggest.artifacts import corpus_for, lm_path
     from search.suggest.precomputed import precompute, prefixes_that_matter, ray_generate
     from search.suggest.result_check import store_has_results

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from search.logs.click_caps import ClickCaps
-from search.logs.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog
-from search.logs.events import Caller, EventRecorder, EventsBatch, EventsRejected
-from search.logs.querylog import QueryEvent
+from logs.click_caps import ClickCaps
+from logs.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog
+from logs.events import Caller, EventRecorder, EventsBatch, EventsRejected
+from logs.querylog import QueryEvent
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
 PAGE = [f"d{i}" for i in range(1, 11)]

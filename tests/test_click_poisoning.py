@@ -16,8 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from search.stores.embedded import EmbeddedStore
 from serving.security import hash_key
 
@@ -166,7 +166,7 @@ def test_clicks_past_the_caps_are_stored_flagged(api: Any) -> None:
 def test_in_process_events_are_not_capped(api: Any) -> None:
     import asyncio
 
-    from search.logs.events import EventsBatch
+    from logs.events import EventsBatch
 
     backend, client = api
     resp = search(client, "web", "10.0.3.9")

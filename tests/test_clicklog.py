@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from search.logs.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog, make_click_log
+from logs.clicklog import ClickLogConfig, ClickRecord, JsonlClickLog, make_click_log
 
 T0 = datetime(2026, 11, 30, 23, 59, 30, tzinfo=UTC)
 
@@ -141,7 +141,7 @@ def test_an_event_id_is_scoped_by_who_sent_it(tmp_path: Path) -> None:
 def test_elasticsearch_scopes_event_ids_by_client_and_keeps_flags(es_url: str, index_name: str) -> None:
     from elasticsearch import Elasticsearch
 
-    from search.logs.clicklog import EsClickLog
+    from logs.clicklog import EsClickLog
 
     client = Elasticsearch(es_url)
     index = f"cl-scope-{index_name}"
@@ -187,7 +187,7 @@ OLD_MAPPING = {
 def test_elasticsearch_reads_and_upgrades_an_index_created_with_the_old_mapping(es_url: str, index_name: str) -> None:
     from elasticsearch import Elasticsearch, helpers
 
-    from search.logs.clicklog import EsClickLog
+    from logs.clicklog import EsClickLog
 
     client = Elasticsearch(es_url)
     index = f"cl-old-{index_name}"

@@ -210,8 +210,8 @@ def test_training_and_indexing_build_the_same_doc2query_prompt() -> None:
     from datetime import UTC, datetime
 
     from indexing.doc2query import DOC2QUERY_HEADER, prompt
-    from search.logs.clicklog import ClickRecord
-    from search.logs.querylog import QueryEvent
+    from logs.clicklog import ClickRecord
+    from logs.querylog import QueryEvent
     from training.lm_data import LMDataConfig, build_lm_data
     from training.lm_run import doc_fetch
 

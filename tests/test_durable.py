@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import search.logs.clicklog
-import search.logs.querylog
-from search.logs.durable import fsync_directory
+import logs.clicklog
+import logs.querylog
+from logs.durable import fsync_directory
 
 
 def test_fsync_directory_syncs_the_directory_and_closes_it_even_when_the_sync_fails(
@@ -45,5 +45,5 @@ def test_fsync_directory_syncs_the_directory_and_closes_it_even_when_the_sync_fa
 
 
 def test_the_logs_share_the_one_helper() -> None:
-    assert search.logs.querylog.fsync_directory is fsync_directory
-    assert search.logs.clicklog.fsync_directory is fsync_directory
+    assert logs.querylog.fsync_directory is fsync_directory
+    assert logs.clicklog.fsync_directory is fsync_directory

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from logs.querylog import QueryEvent
 from ranking.features import FEATURES
-from search.logs.querylog import QueryEvent
 from sift.cli import app
 from tests.ubi_native import INDEX, app_dict, native_logs, same_rows, training_rows
 

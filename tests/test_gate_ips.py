@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from ranking.exploration import ExplorationConfig, explore_page
 from ranking.features import FEATURES
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from search.text import normalize_query
 from training.gate import GateConfig, ips_gate, swap_page_gain
 

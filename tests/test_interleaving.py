@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from ranking.interleaving import TEAM_A, TEAM_B, credit, team_draft
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from training.click_users import SimulatedUser, UserConfig
 from training.interleaving import interleaving_result
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from training.lm_data import LMDataConfig, LMExample, build_lm_data, suggest_examples
 from training.lm_train import collate, encode
@@ -231,8 +231,8 @@ def logged_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic log (dated now: retention never prunes it) in JSONL files, and an app config naming them."""
     import yaml
 
-    from search.logs.clicklog import JsonlClickLog
-    from search.logs.querylog import JsonlQueryLog
+    from logs.clicklog import JsonlClickLog
+    from logs.querylog import JsonlQueryLog
 
     root = tmp_path_factory.mktemp("lm-cli")
     imps, clicks = _log(n_sessions=18)

@@ -14,8 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
-from search.logs.clicklog import ClickLogConfig, ClickRecord, make_click_log
-from search.logs.querylog import QueryEvent, QueryLogConfig, make_query_log, purge_es_log, scrub_pii
+from logs.clicklog import ClickLogConfig, ClickRecord, make_click_log
+from logs.querylog import QueryEvent, QueryLogConfig, make_query_log, purge_es_log, scrub_pii
 from search.pii import contains_pii
 from search.stores.embedded import EmbeddedStore
 from search.suggest.indices import IssuerCounter

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from logs.access import NoClickLog, read_logs
+from logs.clicklog import ClickRecord, JsonlClickLog
+from logs.config import LogsConfig
+from logs.querylog import JsonlQueryLog, QueryEvent
+from logs.transfer import export_ubi, import_files
 from search.configfile import ConfigError
-from search.logs.access import NoClickLog, read_logs
-from search.logs.clicklog import ClickRecord, JsonlClickLog
-from search.logs.config import LogsConfig
-from search.logs.querylog import JsonlQueryLog, QueryEvent
-from search.logs.transfer import export_ubi, import_files
 from tests.conftest import REPO
 from training.jobs import TooFewSessions, training_sessions
 
@@ -41,7 +41,7 @@ def test_logs_config_reads_the_same_keys_as_the_app_config(name: str) -> None:
 
 def test_logs_config_loads_without_serving() -> None:
     code = (
-        "import sys; from search.logs.config import LogsConfig; from search.logs.access import read_logs;"
+        "import sys; from logs.config import LogsConfig; from logs.access import read_logs;"
         "import training.jobs; c = LogsConfig.load('configs/cpu.yaml');"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('serving', 'sift'));"
         "assert not bad, bad; print(c.store)"

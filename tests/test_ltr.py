@@ -15,10 +15,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from logs.querylog import QueryEvent
 from ranking.features import FEATURES, feature_matrix
 from ranking.ltr import LTRConfig, LTRRanker, load_meta, save_ranker
 from search.documents import Document
-from search.logs.querylog import QueryEvent
 from search.retrieval import Retrieved
 from training.click_data import Session
 from training.click_users import SimulatedUser, UserConfig
@@ -154,7 +154,7 @@ def test_served_features_train_a_ranker_that_serves(tmp_path: Path) -> None:
     """Searches log their page's features; `sift train ranker` learns from them and the clicks; the app then
     serves it: an `ltr` stage, the ranker's version on the impression, per-result contributions."""
     from indexing.pipeline import IndexingConfig, IndexingPipeline
-    from search.logs.events import impression_for
+    from logs.events import impression_for
     from search.settings import Settings
     from search.stores.embedded import EmbeddedStore
     from serving.backend import logged_search

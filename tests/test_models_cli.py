@@ -13,10 +13,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from logs.clicklog import ClickRecord, JsonlClickLog
+from logs.querylog import JsonlQueryLog, QueryEvent
 from models.registry import LIVE, Registry
 from ranking.features import FEATURES
-from search.logs.clicklog import ClickRecord, JsonlClickLog
-from search.logs.querylog import JsonlQueryLog, QueryEvent
 from sift.cli import app
 from tests.test_neural_training import synthetic_clicks
 

@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TOP_LEVEL = ["sift", "models", "search", "indexing", "ranking", "serving", "training"]
+TOP_LEVEL = ["sift", "models", "search", "logs", "indexing", "ranking", "serving", "training"]
 
 
 def source_packages() -> set[str]:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
-from search.logs.querylog import scrub_pii as querylog_scrub_pii
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
+from logs.querylog import scrub_pii as querylog_scrub_pii
 from search.pii import canonical, contains_pii, scrub_pii, was_scrubbed
 from search.suggest.safety import SafetyFilter
 from search.suggest.schemas import SuggestConfig

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from search.logs.querylog import (
+from logs.querylog import (
     JsonlQueryLog,
     NullQueryLog,
     QueryEvent,
     QueryLogConfig,
     make_query_log,
 )
-from search.logs.querylog_es import EsQueryLog
+from logs.querylog_es import EsQueryLog
 
 T0 = datetime(2024, 3, 1, 23, 59, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from search.logs.querylog import JsonlQueryLog, QueryEvent
+from logs.querylog import JsonlQueryLog, QueryEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 INTERVAL = 0.5  # seconds; the idle test waits a few of them

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from search.logs.clicklog import ClickRecord, EsClickLog
-from search.logs.querylog import QueryEvent
-from search.logs.querylog_es import EsQueryLog, PeriodicPurge
+from logs.clicklog import ClickRecord, EsClickLog
+from logs.querylog import QueryEvent
+from logs.querylog_es import EsQueryLog, PeriodicPurge
 
 pytestmark = pytest.mark.es
 

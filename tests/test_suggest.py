@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from logs.querylog import QueryEvent
 from models.causal_lm import LMConfig
-from search.logs.querylog import QueryEvent
 from search.suggest.indices import PrefixIndex
 from search.suggest.lm_completer import (
     Completion,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from search.logs.querylog import QueryEvent
+from logs.querylog import QueryEvent
 from search.suggest.corpus import CorpusIndex, CorpusSuggestConfig, build_phrases, title_phrase
 from search.suggest.lm_completer import Completion
 from search.suggest.precomputed import PrecomputedCompletions, precompute, prefixes_that_matter

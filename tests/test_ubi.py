@@ -13,8 +13,8 @@ import pytest
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
-from search.logs.clicklog import ClickRecord, JsonlClickLog
-from search.logs.querylog import JsonlQueryLog, QueryEvent
+from logs.clicklog import ClickRecord, JsonlClickLog
+from logs.querylog import JsonlQueryLog, QueryEvent
 from sift.cli import app
 from tests.ubi_native import SPECS, native_logs, same_rows, training_rows, write_config
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from search.text import normalize_query
 from training.click_data import DEFAULT_DEPTH, Session
 from training.click_models import ClickModel

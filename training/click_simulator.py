@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm import tqdm
 
-from search.logs.events import EventRecorder, EventsBatch, EventsRejected
+from logs.events import EventRecorder, EventsBatch, EventsRejected
 from search.service import SearchRequest
 from training.click_profiles import RealisticProfile, RealisticUser, ZipfQueries, overlap
 from training.click_users import SimulatedUser, UserConfig
@@ -95,7 +95,7 @@ class HttpClient:
 
 class InProcessClient:
     """The service and event recorder of an API process, called directly (large runs): `search` must log
-    the impression as /v1/search does (`search.logs.events.impression_for`)."""
+    the impression as /v1/search does (`logs.events.impression_for`)."""
 
     def __init__(self, search: Callable[[SearchRequest], Awaitable[Page]], recorder: EventRecorder) -> None:
         self._search = search

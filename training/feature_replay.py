@@ -30,9 +30,9 @@ import numpy as np
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
+from logs.querylog import QueryEvent
 from ranking.features import feature_matrix
 from search.documents import Document
-from search.logs.querylog import QueryEvent
 from search.retrieval import RetrievalConfig, Retrieved
 from search.service import SearchService
 from search.text import query_terms

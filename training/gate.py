@@ -41,9 +41,9 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from ranking.features import FEATURES
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from search.text import normalize_query
 from training.click_logs import clicked_positions, one_per_client
 

@@ -14,9 +14,9 @@ from typing import Literal
 from pydantic import BaseModel, Field
 from scipy.stats import binomtest
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from ranking.interleaving import TEAM_A, TEAM_B, credit
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from training.click_logs import clicked_positions, one_per_client
 
 

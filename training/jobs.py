@@ -2,8 +2,8 @@
 ranker trained, gated and written, the neural models' examples. `sift clicks ...` and `sift train ...` are thin
 layers over these, so a notebook gets the same result with the same calls:
 
-    from search.logs.access import read_logs
-    from search.logs.config import LogsConfig
+    from logs.access import read_logs
+    from logs.config import LogsConfig
     from training.jobs import fit_ranker, open_registry, training_sessions, write_ranker
     from training.ltr import RankerTrainConfig
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from models.registry import ModelCard, Registry
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from search.settings import Settings
 from search.stores.base import IndexStore
 from training.click_data import DEFAULT_DEPTH, Session

@@ -30,8 +30,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from indexing.doc2query import DOC2QUERY_HEADER, DocPart, doc2query_prompt, prompt_text
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from search.pii import contains_pii, was_scrubbed
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from search.suggest.safety import DEFAULT_BLOCKLIST, SafetyFilter

@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent
 from search.configfile import ConfigError, load_config
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent
 from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
 from training.lm_train import LMTrainConfig, TrainedLM, train_lm
 

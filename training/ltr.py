@@ -24,9 +24,9 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from logs.querylog import QueryEvent
 from ranking.features import FEATURES
 from ranking.ltr import RankerMeta, base_scores, hash_rows
-from search.logs.querylog import QueryEvent
 from search.text import normalize_query
 from training.click_data import Session
 from training.click_models import ClickModel, DBNModel, PBMModel

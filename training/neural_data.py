@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.logs.querylog import QueryEvent
+from logs.querylog import QueryEvent
 from search.stores.base import IndexStore
 from training.click_data import Session
 from training.click_models import ClickModel, DBNModel, PBMModel

@@ -22,12 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from logs.querylog import QueryEvent
 from models.causal_lm import DEFAULT_LM
 from models.cross_encoder import CrossEncoderConfig
 from models.registry import REF_PREFIX
 from ranking.features import FEATURES
 from ranking.ltr import MODEL_FILE, base_scores, load_meta
-from search.logs.querylog import QueryEvent
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from training.click_data import Session
 from training.ltr import FUSED_RANK, RankerTrainConfig, mean_ndcg, ranker_data

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from search.logs.querylog import QueryEvent
+from logs.querylog import QueryEvent
 from search.stores.base import IndexStore
 from search.suggest.lm_completer import Completion, LMCompleter, LMCompleterConfig, Task
 from search.suggest.result_check import store_has_results

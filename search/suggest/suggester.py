@@ -27,12 +27,12 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
-from search.logs.querylog import QueryEvent
 from search.pii import was_scrubbed
 from search.suggest.cache import TTLCache
 from search.suggest.corpus import CorpusIndex
 from search.suggest.indices import IssuerCounter, PrefixIndex, SessionIndex
 from search.suggest.lm_completer import Task
+from search.suggest.logged import LoggedSearch
 from search.suggest.precomputed import PrecomputedCompletions
 from search.suggest.safety import SafetyFilter
 from search.suggest.schemas import (
@@ -99,7 +99,7 @@ class Suggester:
         _LIVE.add(self)
 
     # -- learning from the log ----------------------------------------------------------------------------
-    def record(self, event: QueryEvent) -> bool:
+    def record(self, event: LoggedSearch) -> bool:
         """Learn one logged search; False when it is not learnt (failed a filter, no results, not a search)."""
         if event.type != "search" or event.result_count < self.config.min_result_count:
             return False
@@ -115,7 +115,7 @@ class Suggester:
             self.sessions.add(event.session_id, q, ts)
         return True
 
-    def load(self, events: Iterable[QueryEvent]) -> int:
+    def load(self, events: Iterable[LoggedSearch]) -> int:
         """Replay a query log (at startup); returns how many searches were learnt."""
         return sum(self.record(ev) for ev in events)
 

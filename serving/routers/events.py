@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from search.logs.events import EventsAccepted, EventsBatch, EventsRejected
+from logs.events import EventsAccepted, EventsBatch, EventsRejected
 from serving.auth import EventsAuth
 from serving.dependencies import BackendDep
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from search.logs.events import suggest_impression
+from logs.events import suggest_impression
 from search.suggest.schemas import MAX_K, MAX_PREFIX_CHARS, RelatedResponse, SuggestResponse
 from serving.auth import SuggestAuth
 from serving.dependencies import BackendDep

@@ -20,8 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from logs.querylog import NullQueryLog
 from search.documents import Document
-from search.logs.querylog import NullQueryLog
 from search.service import MAX_QUERY_CHARS, SearchRequest, SearchResponse, SearchService
 from search.stores.base import IndexNotFound, StoreError
 from serving.admission import Overloaded

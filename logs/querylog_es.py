@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from search.logs.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
+from logs.querylog import DEFAULT_ES_INDEX, ImpressionCache, QueryEvent, purge_es_log, to_utc
 
 log = logging.getLogger("sift.querylog")
 

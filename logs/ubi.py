@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.logs.clicklog import ClickRecord
-from search.logs.querylog import QueryEvent, to_utc
+from logs.clicklog import ClickRecord
+from logs.querylog import QueryEvent, to_utc
 
 APPLICATION = "sift"
 SUGGEST_APPLICATION = "sift-suggest"

@@ -22,9 +22,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 from tqdm import tqdm
 
-from search.logs.clicklog import ClickLog, ClickRecord
-from search.logs.querylog import QueryEvent, QueryLog, to_utc
-from search.logs.ubi import (
+from logs.clicklog import ClickLog, ClickRecord
+from logs.querylog import QueryEvent, QueryLog, to_utc
+from logs.ubi import (
     ACTIONS,
     PlainSearch,
     UbiEventIn,
@@ -247,7 +247,7 @@ class Importer:
         p.client = checked.client or p.client
 
     def add_plain(self, path: Path) -> None:
-        """The plain JSONL shape (`search.logs.ubi.PlainSearch`), one search per line."""
+        """The plain JSONL shape (`logs.ubi.PlainSearch`), one search per line."""
         for at, doc, err in read_lines(path):
             self.report.lines += 1
             if err is not None:

@@ -10,11 +10,11 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from search.logs.querylog import to_utc
-from search.logs.querylog_es import RETENTION_CHECK_S, PeriodicPurge, read_sorted
+from logs.querylog import to_utc
+from logs.querylog_es import RETENTION_CHECK_S, PeriodicPurge, read_sorted
 
 if TYPE_CHECKING:
-    from search.logs.clicklog import ClickRecord
+    from logs.clicklog import ClickRecord
 
 DEFAULT_ES_INDEX = "sift-clicklog"
 
@@ -132,7 +132,7 @@ class EsClickLog:
     def read(self, since: datetime | None = None) -> Iterator[ClickRecord]:
         from elasticsearch import NotFoundError
 
-        from search.logs.clicklog import ClickRecord  # here: search.logs.clicklog imports this module
+        from logs.clicklog import ClickRecord  # here: logs.clicklog imports this module
 
         try:  # a reader (training) wants what was acknowledged, not what the 30 s refresh has shown yet
             self.client.indices.refresh(index=self.index)

@@ -1,4 +1,4 @@
-"""Durable-write helpers shared by the JSONL logs (`search.logs.querylog`, `search.logs.clicklog`).
+"""Durable-write helpers shared by the JSONL logs (`logs.querylog`, `logs.clicklog`).
 
 `models.registry` keeps its own copy: models/ imports no other Sift package.
 """

@@ -24,9 +24,9 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from search.logs.clicklog_es import DEFAULT_ES_INDEX, EsClickLog
-from search.logs.durable import fsync_directory
-from search.logs.querylog import RETENTION_DAYS, prune_day_files, purge_es_log, to_utc
+from logs.clicklog_es import DEFAULT_ES_INDEX, EsClickLog
+from logs.durable import fsync_directory
+from logs.querylog import RETENTION_DAYS, prune_day_files, purge_es_log, to_utc
 
 log = logging.getLogger("sift.clicklog")
 

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from search.logs.durable import fsync_directory
+from logs.durable import fsync_directory
 from search.pii import scrub_pii  # the scrubber lives with the PII detector (search.pii); importable here too
 
 log = logging.getLogger("sift.querylog")
@@ -400,7 +400,7 @@ def make_query_log(
     if backend == "es":
         if es_client is None:
             raise ValueError("the Elasticsearch query log needs an Elasticsearch client")
-        from search.logs.querylog_es import EsQueryLog
+        from logs.querylog_es import EsQueryLog
 
         try:
             purge_es_log(es_client, config.es_index, config.retention_days)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from search.logs.clicklog import ClickRecord, trim_oldest
-from search.logs.querylog import to_utc
+from logs.clicklog import ClickRecord, trim_oldest
+from logs.querylog import to_utc
 from search.text import normalize_query
 
 CAPPED_TYPES = ("click", "conversion")

@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from logs.clicklog import ClickLogConfig
+from logs.querylog import QueryLogConfig
 from search.configfile import load_config
-from search.logs.clicklog import ClickLogConfig
-from search.logs.querylog import QueryLogConfig
 
 
 class LogsConfig(BaseModel):

@@ -9,7 +9,7 @@ bad event rejects the batch with a message per event, so a client fixes and rese
 ids make that resend safe. Events are scoped by their caller (API key and address): an impression of an index
 it may not read (not served here, or not its key's) is unknown to it, its identity is stored on every record
 (idempotency ids are its own, and training counts one caller once), and clicks past the caps of
-`search.logs.click_caps` are stored flagged (far past them, the batch is refused).
+`logs.click_caps` are stored flagged (far past them, the batch is refused).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from search.logs.click_caps import ClickCaps, FloodRefused
-from search.logs.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
-from search.logs.querylog import QueryEvent, QueryLog, to_utc
+from logs.click_caps import ClickCaps, FloodRefused
+from logs.clicklog import ClickLog, ClickLogConfig, ClickRecord, EventType
+from logs.querylog import QueryEvent, QueryLog, to_utc
 from search.service import SearchRequest, SearchResponse
 
 MAX_EVENTS = 1000

@@ -1,8 +1,8 @@
 """Opening the logs a LogsConfig names, for jobs that read or append outside the server: training, exports,
 imports, a notebook. The server opens its own (serving/runtime.py), with its flush threads and caches.
 
-    from search.logs.access import read_logs
-    from search.logs.config import LogsConfig
+    from logs.access import read_logs
+    from logs.config import LogsConfig
 
     impressions, clicks = read_logs(LogsConfig.load("configs/app.yaml"), index="scifact")
 """
@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from search.logs.clicklog import ClickLog, ClickRecord, make_click_log
-from search.logs.config import LogsConfig
-from search.logs.querylog import QueryEvent, QueryLog, make_query_log
+from logs.clicklog import ClickLog, ClickRecord, make_click_log
+from logs.config import LogsConfig
+from logs.querylog import QueryEvent, QueryLog, make_query_log
 from search.settings import Settings
 
 

@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from search.logs.access import logs_data_dir, open_logs
-from search.logs.config import LogsConfig
-from search.logs.ubi import event_documents, query_document
-from search.logs.ubi_import import Importer, ImportReport, run_import
+from logs.access import logs_data_dir, open_logs
+from logs.config import LogsConfig
+from logs.ubi import event_documents, query_document
+from logs.ubi_import import Importer, ImportReport, run_import
 from search.settings import Settings
 
 
