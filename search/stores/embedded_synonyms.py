@@ -6,8 +6,9 @@ half a file. Reads are memoised by the file's stat: a search costs one `stat`, a
 process (another replica, the CLI) is seen by the next search.
 
 Search: FTS5's bm25() over a query is the sum of its phrases' shares (`embedded_feedback`), so the query's own
-terms are one MATCH (scored exactly as `bm25_search` scores them) and each synonym clause adds its words' one-term
-matches, times its weight; a multi-word clause only for rows that hold it as a phrase (its stems adjacent).
+terms and its one-word synonyms are one MATCH (scored exactly as `bm25_search` scores them, with FTS5's own
+ranking), and each multi-word clause adds its words' shares, times its weight, for the rows that hold it as a
+phrase (its stems adjacent).
 """
 
 from __future__ import annotations
@@ -53,23 +54,43 @@ class EmbeddedSynonymSearch:
             return self.bm25_search(target, " ".join(query.terms), k, filters, with_docs=False)
         if k <= 0 or not (query.terms or query.clauses):
             return []
+        # One-word synonyms of weight 1 join the query's own MATCH (bm25() sums its phrases' shares): the same
+        # scores, and FTS5's own ranking when nothing else is left (no temporary table, no GROUP BY).
+        plain = [c.stems[0] for c in query.clauses if len(c.stems) == 1 and c.weight == 1.0]
+        rest = [c for c in query.clauses if not (len(c.stems) == 1 and c.weight == 1.0)]
+        main = [*query.terms, *plain]
+        where, fparams = filter_sql(filters, self.schema(target)) if filters else ("", [])
+        c = v.conn()
+        if not rest:
+            if not where:
+                top = c.execute(
+                    "SELECT rowid, rank FROM fts WHERE fts MATCH ? ORDER BY rank, rowid LIMIT ?", [fts_match(main), k]
+                ).fetchall()
+                marks = ",".join("?" * len(top))
+                ids = dict(
+                    c.execute(f"SELECT rid, id FROM docs WHERE rid IN ({marks})", [r[0] for r in top]).fetchall()
+                )
+                return [Hit(id=ids[rid], score=-float(rank)) for rid, rank in top if rid in ids]
+            sql = (
+                "SELECT d.id, -bm25(fts) AS s FROM fts JOIN docs d ON d.rid = fts.rowid "
+                f"WHERE fts MATCH ? AND {where} ORDER BY s DESC, fts.rowid LIMIT ?"
+            )
+            return [Hit(id=r[0], score=float(r[1])) for r in c.execute(sql, [fts_match(main), *fparams, k]).fetchall()]
         parts: list[str] = []
         params: list[Any] = []
         ctes: list[str] = []
-        if query.terms:
-            parts.append("SELECT rowid AS rid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?")
-            params.append(fts_match(query.terms))
         cte_params: list[Any] = []
-        for i, clause in enumerate(query.clauses):
+        if main:
+            parts.append("SELECT rowid AS rid, -bm25(fts) AS s FROM fts WHERE fts MATCH ?")
+            params.append(fts_match(main))
+        for i, clause in enumerate(rest):
             only = ""
-            if len(clause.stems) > 1:  # a phrase: its rows first, then each word's share within them
+            if len(clause.stems) > 1:  # a phrase: its rows first, then its words' shares within them
                 ctes.append(f"p{i}(rid) AS MATERIALIZED (SELECT rowid FROM fts WHERE fts MATCH ?)")
                 cte_params.append(_phrase(clause.stems))
                 only = f" AND rowid IN (SELECT rid FROM p{i})"
-            for stem in clause.stems:
-                parts.append(f"SELECT rowid AS rid, -bm25(fts) * ? AS s FROM fts WHERE fts MATCH ?{only}")
-                params.extend([float(clause.weight), _phrase([stem])])
-        where, fparams = filter_sql(filters, self.schema(target)) if filters else ("", [])
+            parts.append(f"SELECT rowid AS rid, -bm25(fts) * ? AS s FROM fts WHERE fts MATCH ?{only}")
+            params.extend([float(clause.weight), fts_match(clause.stems)])
         # MATERIALIZED: a flattened subquery would call bm25() outside its MATCH (which SQLite refuses).
         ctes.append(f"s(rid, s) AS MATERIALIZED ({' UNION ALL '.join(parts)})")
         sql = (
@@ -77,7 +98,7 @@ class EmbeddedSynonymSearch:
             f"SELECT d.id, SUM(s.s) AS total FROM s JOIN docs d ON d.rid = s.rid "
             f"{'WHERE ' + where if where else ''} GROUP BY s.rid ORDER BY total DESC, s.rid LIMIT ?"
         )
-        rows = v.conn().execute(sql, [*cte_params, *params, *fparams, k]).fetchall()
+        rows = c.execute(sql, [*cte_params, *params, *fparams, k]).fetchall()
         return [Hit(id=r[0], score=float(r[1])) for r in rows]
 
 
