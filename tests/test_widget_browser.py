@@ -115,8 +115,8 @@ def app_url(
             "search": {"default_index": INDEX},
             "embedder": {"model": str(tiny_embedder_path), "device": "cpu"},
             "reranker": {"model": str(tiny_reranker_path), "device": "cpu"},
-            # Suggestions from the query log only: the widget is under test here, not the LM.
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0, "min_sessions": 1},
+            # Suggestions from the query log only: the widget is under test here, not the LM or the corpus.
+            "suggest": {"lm": {"enabled": False}, "corpus": {"enabled": False}, "prefetch_top": 0, "min_sessions": 1},
             "summarizer": None,
         }
     )
