@@ -63,7 +63,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, TestCl
             "data_dir": str(tmp / "data"),
             "search": {"default_index": INDEX, "retrieval": {"mode": "bm25"}},
             "reranker": {"model": None},
-            "suggest": {"lm": {"enabled": False}, "prefetch_top": 0},
+            # the log's own suggestions are under test: the corpus (public text, suggested to all) is off
+            "suggest": {"lm": {"enabled": False}, "corpus": {"enabled": False}, "prefetch_top": 0},
             "summarizer": None,
             "security": {"trusted_proxies": ["10.9.0.0/16"]},
         }
