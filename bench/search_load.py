@@ -226,7 +226,7 @@ def serve(setup: Setup, port: int, tmp: Path, args: argparse.Namespace) -> tuple
     index = build_index(root, setup.config, args, tmp, env)
     cmd = sift_cmd("serve", "--config", str(root / setup.config))
     cmd += ["--port", str(port)] + (["--no-ray"] if setup.no_ray else [])
-    log = tmp / f"serve-{port}.log"
+    log = args.data_root / f"serve-{port}.log"  # kept: why a server did not start
     proc = subprocess.Popen(
         cmd, cwd=root, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
