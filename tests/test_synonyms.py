@@ -5,6 +5,7 @@ search itself is in the contract suite, search/stores/synonym_contract.py, run f
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,44 @@ def test_cli_sets_lists_and_deletes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert r.exit_code == 2 and "no searchable word" in r.output
     r = runner.invoke(app, ["synonyms", "delete", "--index", "shop"])
     assert r.exit_code == 0 and json.loads(r.stdout)["deleted"] is True
+
+
+@pytest.mark.parametrize("filtered", [False, True])
+def test_embedded_phrase_plan_and_single_statement_agree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filtered: bool
+) -> None:
+    """The embedded store's two plans for phrase synonyms (phrase rows scored apart and merged with FTS5's own
+    top; one UNION ALL statement) return the same ids, order and scores."""
+    import search.stores.embedded_synonyms as es
+    from search.filters import TermFilter
+    from search.schema import IndexSchema
+    from search.stores.contract import rec
+    from search.stores.embedded import EmbeddedStore
+
+    rng = random.Random(7)
+    words = ["new", "york", "city", "hotel", "cheap", "room", "tv", "stand", "garden", "tool", "ny", "winter"]
+    docs = [
+        rec(f"d{i}", " ".join(rng.choices(words, k=3)), " ".join(rng.choices(words, k=12)), lang=rng.choice("ab"))
+        for i in range(300)
+    ]
+    store = EmbeddedStore(tmp_path / "data")
+    version = store.create_version("mix", 4, IndexSchema(fields={"lang": "keyword"}))
+    assert store.upsert(version, docs).failures == []
+    store.switch_alias("mix", version)
+    sets = SynonymSets.model_validate(
+        [
+            {"type": "synonym", "synonyms": ["ny", "new york city"]},
+            {"type": "oneway", "input": "hotel", "synonyms": ["cheap room", "tv"]},
+        ]
+    )
+    filters = [TermFilter(field="lang", value="a")] if filtered else []
+    for query in ["ny", "ny hotel", "hotel garden", "winter ny ny"]:
+        q = expand(query, sets)
+        assert q is not None
+        merged = store.bm25_synonym_search("mix", q, 10, filters)
+        monkeypatch.setattr(es, "MAX_PHRASE_ROWS", -1)  # forces the single statement
+        single = store.bm25_synonym_search("mix", q, 10, filters)
+        monkeypatch.undo()
+        assert [h.id for h in merged] == [h.id for h in single], query
+        assert [h.score for h in merged] == pytest.approx([h.score for h in single], rel=1e-9)
+    store.close()

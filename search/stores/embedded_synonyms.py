@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from search.filters import Filter
 from search.naming import validate_index_name, version_alias
 from search.stores.embedded_locks import guard
 from search.stores.embedded_sql import filter_sql, fts_match
-from search.synonyms import StoredSynonyms, SynonymQuery, SynonymSets
+from search.synonyms import StoredSynonyms, SynonymClause, SynonymQuery, SynonymSets
 
 if TYPE_CHECKING:
     from search.schema import IndexSchema
@@ -76,6 +77,10 @@ class EmbeddedSynonymSearch:
                 f"WHERE fts MATCH ? AND {where} ORDER BY s DESC, fts.rowid LIMIT ?"
             )
             return [Hit(id=r[0], score=float(r[1])) for r in c.execute(sql, [fts_match(main), *fparams, k]).fetchall()]
+        if all(len(cl.stems) > 1 for cl in rest):
+            merged = _phrase_merge(c, main, rest, k, where, fparams)
+            if merged is not None:
+                return merged
         parts: list[str] = []
         params: list[Any] = []
         ctes: list[str] = []
@@ -100,6 +105,64 @@ class EmbeddedSynonymSearch:
         )
         rows = c.execute(sql, [*cte_params, *params, *fparams, k]).fetchall()
         return [Hit(id=r[0], score=float(r[1])) for r in rows]
+
+
+MAX_PHRASE_ROWS = 5000  # past this many rows holding the phrases, one UNION ALL statement is the cheaper plan
+
+
+def _phrase_merge(
+    c: sqlite3.Connection,
+    main: Sequence[str],
+    phrases: Sequence[SynonymClause],
+    k: int,
+    where: str,
+    fparams: Sequence[Any],
+) -> list[Hit] | None:
+    """Top `k` when every clause left is a phrase: the phrases' rows (few, as a rule) are scored in full, every
+    other row scores its main MATCH alone, so the main query's top `k` + |rows| by FTS5's own ranking holds the
+    rest of the answer, and no temporary table of every row the query's words match is built. None: too many
+    phrase rows (the caller's single statement then)."""
+    extra: dict[int, float] = {}
+    for cl in phrases:
+        sql = (
+            "WITH p(rid) AS MATERIALIZED (SELECT rowid FROM fts WHERE fts MATCH ?) "
+            "SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? AND rowid IN (SELECT rid FROM p)"
+        )
+        for rid, score in c.execute(sql, [_phrase(cl.stems), fts_match(cl.stems)]).fetchall():
+            extra[rid] = extra.get(rid, 0.0) + float(cl.weight) * float(score)
+        if len(extra) > MAX_PHRASE_ROWS:
+            return None
+    if extra and where:
+        marks = ",".join("?" * len(extra))
+        allowed = {
+            r
+            for (r,) in c.execute(f"SELECT d.rid FROM docs d WHERE d.rid IN ({marks}) AND {where}", [*extra, *fparams])
+        }
+        extra = {r: s for r, s in extra.items() if r in allowed}
+    scores: dict[int, float] = {}
+    if main:
+        m, n = fts_match(main), k + len(extra)
+        if where:
+            sql = (
+                "SELECT fts.rowid, -bm25(fts) AS s FROM fts JOIN docs d ON d.rid = fts.rowid "
+                f"WHERE fts MATCH ? AND {where} ORDER BY s DESC, fts.rowid LIMIT ?"
+            )
+            scores = {int(r): float(s) for r, s in c.execute(sql, [m, *fparams, n]).fetchall()}
+        else:
+            sql = "SELECT rowid, rank FROM fts WHERE fts MATCH ? ORDER BY rank, rowid LIMIT ?"
+            scores = {int(r): -float(s) for r, s in c.execute(sql, [m, n]).fetchall()}
+        if extra:  # the phrase rows' own MATCH share (zero where the query's words are absent)
+            marks = ",".join("?" * len(extra))
+            sql = f"SELECT rowid, -bm25(fts) FROM fts WHERE fts MATCH ? AND rowid IN ({marks})"
+            scores.update({int(r): float(s) for r, s in c.execute(sql, [m, *extra]).fetchall()})
+    for rid, s in extra.items():
+        scores[rid] = scores.get(rid, 0.0) + s
+    best = sorted(scores.items(), key=lambda x: (-x[1], x[0]))[:k]
+    if not best:
+        return []
+    marks = ",".join("?" * len(best))
+    ids = dict(c.execute(f"SELECT rid, id FROM docs WHERE rid IN ({marks})", [r for r, _ in best]).fetchall())
+    return [Hit(id=ids[r], score=s) for r, s in best if r in ids]
 
 
 class EmbeddedSynonymStore:
