@@ -275,11 +275,25 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s; see {log}")
 
 
+def settle(sid: int, limit_s: float, quiet: float = 0.1, window_s: float = 5.0) -> float:
+    """Wait until the server's processes use under `quiet` CPUs over `window_s` (startup work done: the
+    suggester's LM prefetch of frequent prefixes runs for minutes after start), at most `limit_s`; the wait."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        before = session_cpu(sid)
+        time.sleep(window_s)
+        if session_cpu(sid) - before < quiet * window_s:
+            break
+    return time.monotonic() - t0
+
+
 def run_setup(setup: Setup, args: argparse.Namespace, tmp: Path, port: int) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     proc, log, index = serve(setup, port, tmp, args)
     try:
         wait_ready(url, proc, log)
+        waited = settle(proc.pid, args.settle)
+        print(f"{setup.name}: ready; background work settled after {waited:.0f} s", flush=True)
         targets = targets_file(url, DEMO_QUERIES, index, tmp / f"targets-{port}.jsonl")
         attack(args.vegeta, targets, min(args.rates), args.warmup, proc.pid)  # warm-up, not counted
         rows = []
@@ -332,6 +346,9 @@ def main() -> None:
     )
     ap.add_argument(
         "--es-port", type=int, default=9266, help="local Elasticsearch node for es configs (started if down)"
+    )
+    ap.add_argument(
+        "--settle", type=float, default=600.0, help="at most this many seconds for startup work to finish first"
     )
     ap.add_argument("--vegeta", type=Path, default=VEGETA)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "search_load.json")

@@ -36,3 +36,15 @@ def test_each_config_is_benchmarked_on_an_index_of_its_own_encoder(monkeypatch: 
 
 def test_session_cpu_counts_this_session() -> None:
     assert session_cpu(os.getsid(0)) > 0
+
+
+def test_settle_waits_while_the_server_is_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Busy (a full CPU per window) for three windows, then quiet: settle stops after the fourth window."""
+    import bench.search_load as sl
+
+    readings = iter([0.0, 5.0, 5.0, 10.0, 10.0, 15.0, 15.0, 15.1] + [15.1] * 10)
+    calls: list[float] = []
+    monkeypatch.setattr(sl, "session_cpu", lambda sid: next(readings))
+    monkeypatch.setattr(sl.time, "sleep", calls.append)
+    sl.settle(1, limit_s=1e9, window_s=5.0)
+    assert calls == [5.0] * 4
