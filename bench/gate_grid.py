@@ -228,12 +228,14 @@ def main() -> None:
         if code:
             raise SystemExit(f"indexing failed: {out[-2000:]}")
         (base / ".indexed").touch()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    earlier = json.loads((work / "grid.json").read_text()) if (work / "grid.json").exists() else []
     for name in names:
         t = time.perf_counter()
         rows.append(run_cell(name, grid[name], args.dataset.resolve(), base, work, args.seed))
         print(f"{name}: {time.perf_counter() - t:.0f} s  {json.dumps(rows[-1])}", flush=True)
-        (work / "grid.json").write_text(json.dumps(rows, indent=1))
+        kept = [r for r in earlier if r["cell"] not in {x["cell"] for x in rows}]  # other runs' cells stay
+        (work / "grid.json").write_text(json.dumps(kept + rows, indent=1))
     print("\n" + table(rows))
 
 
