@@ -7,7 +7,7 @@ Cells: the ideal profile (pbm users, eta 0.8, whole-top-10 shuffles on `rate` of
 rate 0.02 / 0.1 / 1.0 x attractiveness (0.05, 0.9) / (0.2, 0.7) x 5k / 20k sessions, plus the realistic profile
 (adjacent swaps on 10% of first pages; docs/notes/click-profiles.md) at 5k sessions with eta 1.0 and with a
 stronger position bias, eta 1.5. `regression` is the issue's case (ideal, rate 0.1, (0.2, 0.7), 5k), `realistic`
-the realistic 5k cell; names like `ideal-r0.1-a0.2,0.7-s5000` pick single cells.
+the realistic 5k cell; names like `ideal-r0.1-a0.2-0.7-s5000` pick single cells.
 
 Each cell, on SciFact train clicks only:
 1. `sift clicks simulate --split train` into the cell's own query and click logs (the corpus is indexed once,
@@ -49,7 +49,7 @@ def cells() -> dict[str, dict[str, Any]]:
     for sessions in (5000, 20000):
         for rate in (0.02, 0.1, 1.0):
             for attr in ("0.05,0.9", "0.2,0.7"):
-                out[f"ideal-r{rate}-a{attr}-s{sessions}"] = {
+                out[f"ideal-r{rate}-a{attr.replace(',', '-')}-s{sessions}"] = {
                     "profile": "ideal", "rate": rate, "attractiveness": attr, "sessions": sessions,
                 }  # fmt: skip
     out["realistic-s5000"] = {"profile": "realistic", "sessions": 5000}
@@ -57,7 +57,7 @@ def cells() -> dict[str, dict[str, Any]]:
     return out
 
 
-ALIASES = {"regression": "ideal-r0.1-a0.2,0.7-s5000", "realistic": "realistic-s5000"}
+ALIASES = {"regression": "ideal-r0.1-a0.2-0.7-s5000", "realistic": "realistic-s5000"}
 
 
 def memoise_query_encoder() -> None:
