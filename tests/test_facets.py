@@ -1,4 +1,4 @@
-"""Facets through retrieval: the counts ride on the BM25 call the retriever makes (one Elasticsearch request),
+"""Facets through retrieval: the counts ride on the BM25 call the retriever makes (one Elasticsearch `_msearch`),
 follow its mode (hybrid and bm25: the BM25 match set; dense: the dense candidates), and the Python reference
 counter agrees with the rules (search/facets.py)."""
 
@@ -90,26 +90,45 @@ def test_reference_counter_rules() -> None:
 
 
 @pytest.mark.es
-def test_elasticsearch_counts_in_the_bm25_request(es_url: str, index_name: str) -> None:
-    """One search request per retrieval, facets or not (the aggregations ride on BM25's request)."""
+def test_elasticsearch_counts_in_one_msearch_beside_the_bm25_search(es_url: str, index_name: str) -> None:
+    """One `_msearch` per retrieval with facets: `bm25_search`'s own scored top-k request, and a `size: 0` count
+    of the unfiltered match set in filter context (no scoring) with the aggregations; no other search."""
+    from search.stores.base import IndexNotFound
     from search.stores.elasticsearch import ElasticsearchStore
 
     store = ElasticsearchStore(es_url)
     store.warm_up()
     try:
         index = _build(store, index_name)
-        calls: list[dict[str, Any]] = []
-        real = store.client.search
+        calls: list[tuple[str, Any]] = []
+        real_search, real_msearch = store.client.search, store.client.msearch
 
-        def counted(**kw: Any) -> Any:
-            calls.append(kw)
-            return real(**kw)
+        def search(**kw: Any) -> Any:
+            calls.append(("search", kw))
+            return real_search(**kw)
 
-        store.client.search = counted  # type: ignore[method-assign]
-        counts = _run(store, index, "bm25", ["lang", "draft"], filters=[TermFilter(field="lang", value="en")]).counts
-        assert len(calls) == 1 and "aggs" in calls[0] and "post_filter" in calls[0]
+        def msearch(**kw: Any) -> Any:
+            calls.append(("msearch", kw["searches"]))
+            return real_msearch(**kw)
+
+        store.client.search = search  # type: ignore[method-assign]
+        store.client.msearch = msearch  # type: ignore[method-assign]
+        en = [TermFilter(field="lang", value="en")]
+        collector = _run(store, index, "bm25", ["lang", "draft"], filters=en)
+        assert [c[0] for c in calls] == ["msearch"]
+        head1, top, head2, count = calls[0][1]
+        assert head1 == head2 == {"index": index}
+        assert top["size"] > 0 and top["track_total_hits"] is False and "aggs" not in top
+        assert top["query"]["bool"]["filter"] and "post_filter" not in top  # filtered and scored, as bm25_search
+        assert count["size"] == 0 and set(count["query"]) == {"bool"} and set(count["query"]["bool"]) == {"filter"}
+        assert "f0" in count["aggs"] and "total" in count["aggs"] and "post_filter" not in count
+        counts = collector.counts
         assert counts is not None and counts.total_hits == 2
         assert counts.facets["lang"] == {"de": 2, "en": 2, "fr": 1, "it": 1}
+        hits, _ = store.bm25_facet_search(index, "alpha", 3, en, collector.query)
+        assert hits == store.bm25_search(index, "alpha", 3, en, with_docs=False)  # the same top k
+        with pytest.raises(IndexNotFound):  # a failed part of the msearch raises as a failed search does
+            store.bm25_facet_search(f"{index_name}-missing", "alpha", 3, en, collector.query)
     finally:
         store.client.indices.delete(index=f"{index_name}-v*", ignore_unavailable=True, allow_no_indices=True)
         store.close()
