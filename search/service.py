@@ -12,10 +12,9 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from ranking.exploration import ExplorationConfig, explore_page
 from ranking.features import feature_matrix
@@ -23,137 +22,38 @@ from ranking.interleaving import team_draft
 from ranking.ltr import LTROutcome, LTRRanker
 from ranking.rerank import RerankStage, apply_rerank
 from search.breaker import StoreBreaker
-from search.facets import FacetCollector, FacetParams, FacetResults, facet_collector, facet_fields
-from search.filters import MAX_FILTER_VALUES, MAX_FILTERS, FilterList
+from search.facets import FacetCollector, facet_collector, facet_fields
 from search.highlight import highlight_page
+from search.messages import (
+    MAX_LIMIT,
+    MAX_QUERY_CHARS,
+    Explanation,
+    RequestError,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+)
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
 from search.stores.base import IndexStore, StoreUnavailable
 from search.text import query_terms
 from search.typo import TypoTolerance
 
+__all__ = [  # the wire models live in search/messages.py; callers import them from here too
+    "MAX_LIMIT",
+    "MAX_QUERY_CHARS",
+    "Explanation",
+    "RequestError",
+    "SearchConfig",
+    "SearchRequest",
+    "SearchResponse",
+    "SearchResult",
+    "SearchService",
+]
+
 log = logging.getLogger("sift.search")
 
 EncodeFn = Callable[[str], Awaitable[Sequence[float]]]
 StageTimer = Callable[[str, float], None]
-
-MAX_QUERY_CHARS = 1000
-MAX_LIMIT = 100
-
-
-class RequestError(ValueError):
-    """Input that is well-formed JSON but cannot be served (e.g. an unknown filter field): a 422."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
-class SearchRequest(FacetParams):  # facets, facet_ranges, max_facet_values, count: search/facets.py
-    model_config = ConfigDict(extra="forbid")
-
-    query: str = Field(description="Free-text query, 1 to 1,000 characters.", max_length=MAX_QUERY_CHARS)
-    index: str | None = Field(default=None, description="Index (alias) to search; the server's default if omitted.")
-    limit: int = Field(default=10, ge=1, le=MAX_LIMIT, description="Results per page (at most 100).")
-    offset: int = Field(default=0, ge=0, le=1000, description="Results to skip, for pagination.")
-    filters: FilterList = Field(
-        default_factory=list,
-        description=f"term / terms / range filters: at most {MAX_FILTERS}, holding at most {MAX_FILTER_VALUES} values.",
-    )
-    mode: Literal["bm25", "dense", "hybrid"] | None = Field(default=None, description="Override retrieval mode.")
-    fusion: Literal["rrf", "linear"] | None = Field(default=None, description="Override hybrid fusion.")
-    rerank: bool = Field(default=True, description="Rerank the top N with the cross-encoder, if one is configured.")
-    highlight: bool = Field(default=True, description="Return highlighted snippets.")
-    session_id: str | None = Field(default=None, max_length=200, description="Opaque session id, for query logs.")
-    user_token: str | None = Field(default=None, max_length=200, description="Opaque user id, for click analytics.")
-    summarize: bool = Field(
-        default=False,
-        description="Also return `summary_url`: a Server-Sent Events stream of a cited summary of the top results.",
-    )
-    typo_tolerance: bool | None = Field(
-        default=None, description="Correct misspelt query words (None: the server's default, on); false: only suggest."
-    )
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be empty")
-        return v
-
-
-class Explanation(BaseModel):
-    """Why a result is where it is: each stage's rank and score."""
-
-    bm25_rank: int | None = None
-    bm25_score: float | None = None
-    dense_rank: int | None = None
-    dense_score: float | None = None
-    fused_score: float
-    rerank_score: float | None = None
-    ltr_score: float | None = None
-    expansion_terms: list[str] | None = Field(
-        default=None, description="The terms pseudo-relevance feedback (RM3) added to the BM25 query, when it ran."
-    )
-    contributions: list[tuple[str, float]] | None = Field(
-        default=None, description="The learnt ranker's largest per-feature contributions to ltr_score (TreeSHAP)."
-    )
-    synonyms: list[str] | None = Field(
-        default=None, description="The synonyms (as the index's sets spell them) this result matched through."
-    )
-    stages: list[str]
-
-
-class SearchResult(BaseModel):
-    id: str
-    title: str
-    url: str | None = None
-    score: float = Field(description="The score the result is ordered by (ltr, else rerank, else fused).")
-    highlights: dict[str, list[str]] = Field(default_factory=dict)
-    fields: dict[str, object] = Field(default_factory=dict)
-    explanation: Explanation
-
-
-class SearchResponse(FacetResults):  # facets, total_hits
-    request_id: str
-    query_id: str = Field(
-        default_factory=lambda: uuid.uuid4().hex,
-        description="Names this result page in the impression log: send it with click / conversion events.",
-    )
-    query: str
-    index: str
-    offset: int
-    limit: int
-    results: list[SearchResult]
-    stages: list[str] = Field(description="Stages that ran, in order.")
-    reranked: bool
-    rerank_note: str | None = Field(default=None, description="Why reranking did not run, when it did not.")
-    retrieval_note: str | None = Field(
-        default=None, description="Why retrieval fell back to BM25 only (the query encoder failed), when it did."
-    )
-    took_ms: float
-    explored: bool = Field(default=False, description="The top results were shuffled (position-bias estimation).")
-    swapped: list[int] | None = Field(
-        default=None, exclude=True, description="Adjacent-swap exploration: the two ranks swapped (logged, never sent)."
-    )
-    features: dict[str, list[float | None]] | None = Field(
-        default=None, exclude=True, description="Ranking features of the shown results (logged, never sent)."
-    )
-    teams: list[str] | None = Field(
-        default=None, exclude=True, description="Interleaving team of each shown result (logged, never sent)."
-    )
-    model_versions: dict[str, str] = Field(
-        default_factory=dict,
-        description="What served this response: `retrieval` (the mode that ran), the embedder, and the reranker "
-        "/ ranker when they ran; during a hot reload two responses may name different versions.",
-    )
-    summary_url: str | None = Field(
-        default=None,
-        description="GET this (e.g. with EventSource) to stream the summary; set when `summarize` was asked and "
-        "the server has a summarizer.",
-    )
-    corrected_query: str | None = Field(default=None, description="The query searched, when typos were corrected.")
-    did_you_mean: str | None = Field(default=None, description="A corrected query offered to the user, not applied.")
 
 
 class SearchConfig(BaseModel):
@@ -299,12 +199,7 @@ class SearchService:
             if explored:
                 stages.append("explore")
         page = ordered[req.offset : req.offset + req.limit]
-        hls: list[dict[str, list[str]]] = [{} for _ in page]
-        if req.highlight and page:  # CPU work: in a worker thread, never on the event loop (search/highlight.py)
-            hls = await asyncio.to_thread(highlight_page, req.query, [r.doc for r in page], self.config.snippet_chars)
-        results = [
-            self._result(req, r, rerank_scores.get(r.id), stages, learnt, hl) for r, hl in zip(page, hls, strict=True)
-        ]
+        results = await self._results(req, page, rerank_scores, stages, learnt)
         features = None
         if self.config.log_features:
             features = self._page_features(ltr, req, fused_rank, page, rerank_scores, learnt)
@@ -329,6 +224,22 @@ class SearchService:
             did_you_mean=fix.did_you_mean,
             **facet_fields(facets, req),
         )
+
+    async def _results(
+        self,
+        req: SearchRequest,
+        page: list[Retrieved],
+        rerank_scores: dict[str, float],
+        stages: list[str],
+        learnt: LTROutcome | None,
+    ) -> list[SearchResult]:
+        """The shown page with its highlights (CPU work: in a worker thread, never on the event loop)."""
+        hls: list[dict[str, list[str]]] = [{} for _ in page]
+        if req.highlight and page:
+            hls = await asyncio.to_thread(highlight_page, req.query, [r.doc for r in page], self.config.snippet_chars)
+        return [
+            self._result(req, r, rerank_scores.get(r.id), stages, learnt, hl) for r, hl in zip(page, hls, strict=True)
+        ]
 
     async def _rerank(
         self, req: SearchRequest, fused: list[Retrieved], stages: list[str], versions: dict[str, str], lighter: bool
