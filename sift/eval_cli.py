@@ -25,6 +25,52 @@ SYSTEM_NAMES = (
 )  # fmt: skip
 
 
+# The twin / no-twin report's options (sift/eval_twins.py).
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--baseline",
+        help="System the twin / no-twin report counts per-query wins, ties and losses against (default: "
+        "hybrid-linear when run, else the first system).",
+    ),
+]
+
+TwinsConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--twins-config",
+        help="App config whose query log is the training log: a test query is a twin when its word-set Jaccard "
+        "with one of the log's searched queries is >= 0.5.",
+    ),
+]
+
+TwinsSplitOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--twins-split",
+        help="Without --twins-config: the dataset split whose queries stand for the training log (default: "
+        "train when qrels/train.tsv exists and --split is not train; else no twin report).",
+    ),
+]
+
+
+# The learnt models an evaluation may run (folders or registry references).
+RerankerOpt = Annotated[
+    str | None,
+    typer.Option("--reranker", help="CrossEncoder HF id, path or registry:reranker[@V], for the +rerank systems."),
+]
+
+RankerOpt = Annotated[
+    str | None,
+    typer.Option("--ranker", help="`sift train ranker` folder or registry:ranker[@V], for the +ltr systems."),
+]
+
+EncoderOpt = Annotated[
+    str | None,
+    typer.Option("--encoder", help="Trained encoder folder or registry:encoder[@V], for +encoder and full."),
+]
+
+
 def eval_cmd(
     dataset: Annotated[Path, typer.Option("--dataset", help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/.")],
     store: Annotated[str, typer.Option("--store", help="es or embedded")] = "es",
@@ -34,18 +80,9 @@ def eval_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default bench/results/eval/<dataset>-<store>).")
     ] = None,
-    reranker: Annotated[
-        str | None,
-        typer.Option("--reranker", help="CrossEncoder HF id, path or registry:reranker[@V], for the +rerank systems."),
-    ] = None,
-    ranker: Annotated[
-        str | None,
-        typer.Option("--ranker", help="`sift train ranker` folder or registry:ranker[@V], for the +ltr systems."),
-    ] = None,
-    encoder: Annotated[
-        str | None,
-        typer.Option("--encoder", help="Trained encoder folder or registry:encoder[@V], for +encoder and full."),
-    ] = None,
+    reranker: RerankerOpt = None,
+    ranker: RankerOpt = None,
+    encoder: EncoderOpt = None,
     limit_queries: Annotated[
         int | None, typer.Option("--limit-queries", min=1, help="Only the first N judged queries (quick runs).")
     ] = None,
@@ -66,30 +103,9 @@ def eval_cmd(
     reuse_index: Annotated[
         bool, typer.Option("--reuse-index", help="Search the existing index instead of building a new version.")
     ] = False,
-    baseline: Annotated[
-        str | None,
-        typer.Option(
-            "--baseline",
-            help="System the twin / no-twin report counts per-query wins, ties and losses against (default: "
-            "hybrid-linear when run, else the first system).",
-        ),
-    ] = None,
-    twins_config: Annotated[
-        Path | None,
-        typer.Option(
-            "--twins-config",
-            help="App config whose query log is the training log: a test query is a twin when its word-set Jaccard "
-            "with one of the log's searched queries is >= 0.5.",
-        ),
-    ] = None,
-    twins_split: Annotated[
-        str | None,
-        typer.Option(
-            "--twins-split",
-            help="Without --twins-config: the dataset split whose queries stand for the training log (default: "
-            "train when qrels/train.tsv exists and --split is not train; else no twin report).",
-        ),
-    ] = None,
+    baseline: BaselineOpt = None,
+    twins_config: TwinsConfigOpt = None,
+    twins_split: TwinsSplitOpt = None,
     verbose: Annotated[bool, typer.Option("--verbose/--quiet", help="Log progress.")] = True,
 ) -> None:
     """Evaluate bm25 / dense / hybrid systems on a BEIR folder; writes results.json, results.md and PNGs."""

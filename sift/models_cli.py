@@ -155,6 +155,17 @@ def _check_split(reg: Any, kind: str, card: Any) -> None:
         )
 
 
+# Rankers: the counterfactual gate's pass, recorded on the card by `sift train ranker`, is required by default.
+IpsGateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--ips-gate/--no-ips-gate",
+        help="Rankers: promote only a version whose card records a pass of the counterfactual gate "
+        "(explored pages, inverse propensity weights; `sift train ranker`).",
+    ),
+]
+
+
 @models_app.command("promote")
 def promote_cmd(
     kind: Annotated[str, typer.Argument(help="encoder, reranker or ranker.")],
@@ -176,14 +187,7 @@ def promote_cmd(
     allow_test: Annotated[
         bool, typer.Option("--allow-test", help="Let --split test decide a promotion (choose nothing on test).")
     ] = False,
-    ips_gate: Annotated[
-        bool,
-        typer.Option(
-            "--ips-gate/--no-ips-gate",
-            help="Rankers: promote only a version whose card records a pass of the counterfactual gate "
-            "(explored pages, inverse propensity weights; `sift train ranker`).",
-        ),
-    ] = True,
+    ips_gate: IpsGateOpt = True,
     depth: Annotated[int, typer.Option("--depth", min=2, max=1000, help="With --dataset: BM25 candidates.")] = 20,
     config: ConfigOpt = None,
     index: IndexOpt = None,
