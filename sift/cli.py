@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 import typer
 
 from search.settings import Settings
+from sift.cli_common import _fail
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Sift: hybrid search backend.")
 es_app = typer.Typer(no_args_is_help=True, help="A local Elasticsearch node for development and tests.")
@@ -25,11 +26,6 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 def _store_kind(store: str) -> Literal["embedded", "es"]:

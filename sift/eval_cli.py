@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from sift.cli_common import _fail
+
 if TYPE_CHECKING:
     from training.evaluation import EvalConfig, EvalResult
 
@@ -241,11 +243,6 @@ def _print_summary(result: EvalResult, paths: dict[str, Path]) -> None:
         f"query encoding {result.query_encoding.seconds:.1f} s; total {result.seconds:.1f} s"
     )
     typer.echo(f"wrote {paths['json']}, {paths['md']}, {paths['metrics_png']}, {paths['deltas_png']}")
-
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 if __name__ == "__main__":  # `python -m sift.eval_cli ...` works before `sift eval` is registered

@@ -16,25 +16,30 @@ from typing import Annotated, Any
 
 import typer
 
+from sift.cli_common import _app_config, _fail
+from sift.exit_codes import FAILED
+
 suggest_app = typer.Typer(help="Suggestion structures per index version: corpus phrases, precomputed LM completions.")
 
 
 def _setup(config: Path | None) -> tuple[Any, Any, Any, Path, str, str]:
     from search.settings import Settings
+    from search.stores.base import StoreError
     from search.stores.factory import make_store
-    from serving.config import AppConfig
 
-    cfg = AppConfig.load(config) if config else AppConfig()
+    cfg = _app_config(config)
     settings = Settings()
     if cfg.elasticsearch_url:
         settings = settings.model_copy(update={"elasticsearch_url": cfg.elasticsearch_url})
     store = make_store(cfg.store, settings, data_dir=cfg.data_dir, request_timeout=cfg.es_request_timeout_s)
-    store.warm_up()
     index = cfg.search.default_index
-    version = store.current_version(index)
+    try:
+        store.warm_up()
+        version = store.current_version(index)
+    except StoreError as exc:
+        raise _fail(f"the store failed: {exc}", FAILED) from exc
     if version is None:
-        typer.echo(f"index {index!r} has no live version: run `sift index` first", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"index {index!r} has no live version: run `sift index` first")
     return cfg, settings, store, cfg.data_dir or settings.data_dir, index, version
 
 

@@ -13,17 +13,13 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from sift.cli_common import _fail
 from sift.exit_codes import FAILED, USAGE
 
 synonyms_app = typer.Typer(no_args_is_help=True, help="Show, replace or remove an index's synonym sets.")
 
 IndexOpt = Annotated[str, typer.Option("--index", help="Index (alias) name.")]
 StoreOpt = Annotated[str, typer.Option("--store", help="es or embedded")]
-
-
-def _fail(msg: str, code: int) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 def _synonyms(store: str) -> Any:

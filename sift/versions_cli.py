@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from sift.cli_common import _fail
 from sift.exit_codes import FAILED, USAGE
 
 versions_app = typer.Typer(
@@ -19,11 +20,6 @@ versions_app = typer.Typer(
 
 IndexOpt = Annotated[str, typer.Option("--index", help="Index (alias) name.")]
 StoreOpt = Annotated[str, typer.Option("--store", help="es or embedded")]
-
-
-def _fail(msg: str, code: int) -> typer.Exit:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
 
 
 def _store(store: str):  # type: ignore[no-untyped-def]
