@@ -112,13 +112,13 @@ in_ctr() { "${BUILDAH[@]}" run --isolation chroot --network host --env HF_HUB_OF
 out=$(in_ctr sift --help 2>&1); rc=$?
 [[ $rc == 0 && "$out" == *serve* && "$out" == *index* ]]; result "sift --help" $? "exit $rc"
 
-# Every module of the seven packages; only a module that needs the dev extra (pytest: search.stores.contract, the
+# Every module of the eight packages; only a module that needs the dev extra (pytest: search.stores.contract, the
 # stores' shared test suite) may fail to import, and is named.
 out=$(in_ctr python -c '
 import importlib, pkgutil
 DEV_ONLY = {"pytest", "schemathesis", "selenium", "hypothesis"}
 names, dev, bad = [], [], []
-for top in ["models", "search", "ranking", "indexing", "serving", "training", "sift"]:
+for top in ["models", "search", "ranking", "logs", "indexing", "serving", "training", "sift"]:
     importlib.import_module(top)
     names.append(top)
     for info in pkgutil.walk_packages(importlib.import_module(top).__path__, top + "."):
