@@ -58,11 +58,14 @@ class EsFacets:
             scoring = {"bool": {"should": [*should, *([scoring] if scoring else [])], "minimum_should_match": 1}}
         by_filter = [(f.field, self._filter_clauses(target, [f])) for f in filters]
         every = [c for _, cs in by_filter for c in cs]
-        aggs: dict[str, Any] = {"total": {"filter": {"bool": {"filter": every}}}}
+        # Unfiltered: no `filter` wrappers (a match_all per document each) and the hit count is the total.
+        aggs: dict[str, Any] = {"total": {"filter": {"bool": {"filter": every}}}} if every else {}
         for i, spec in enumerate(facets.specs):
             rest = [c for field, cs in by_filter if field != spec.field for c in cs]
-            aggs[f"f{i}"] = {"filter": {"bool": {"filter": rest}}, "aggs": {"v": _agg(spec, facets.size)}}
-        count = {"size": 0, "track_total_hits": False, "query": {"bool": {"filter": [scoring]}}, "aggs": aggs}
+            agg = _agg(spec, facets.size)
+            aggs[f"f{i}"] = {"filter": {"bool": {"filter": rest}}, "aggs": {"v": agg}} if rest else agg
+        matched = {"bool": {"filter": [scoring]}}
+        count = {"size": 0, "track_total_hits": not every, "query": matched, "aggs": aggs}
         searches: list[dict[str, Any]] = [{"index": target}, count]
         if k > 0:  # `bm25_search`'s own request (synonyms: their clauses score too, as before)
             top = {"bool": {**scoring["bool"], "filter": self._filter_clauses(target, filters)}}
@@ -70,17 +73,18 @@ class EsFacets:
             searches = [{"index": target}, {"query": top, "size": k, "track_total_hits": False, **ids_only}, *searches]
         parts = _es_guard(lambda: _msearch(self.client, searches))
         resp = parts[-1]
-        found = resp["aggregations"]
+        found = resp.get("aggregations", {})
         out: dict[str, dict[str, int]] = {}
         for i, spec in enumerate(facets.specs):
-            buckets = found[f"f{i}"]["v"]["buckets"]
+            buckets = (found[f"f{i}"]["v"] if "v" in found[f"f{i}"] else found[f"f{i}"])["buckets"]
             if spec.ranges is None:
                 counts = {value_key(b.get("key_as_string", b["key"]), spec.ftype): b["doc_count"] for b in buckets}
                 out[spec.field] = ordered(counts, facets.size)
             else:
                 out[spec.field] = ordered({b["key"]: int(b["doc_count"]) for b in buckets})
         hits = self._hits(parts[0], False) if k > 0 else []
-        return hits, FacetCounts(facets=out, total_hits=int(found["total"]["doc_count"]))
+        total = found["total"]["doc_count"] if every else resp["hits"]["total"]["value"]
+        return hits, FacetCounts(facets=out, total_hits=int(total))
 
 
 def _msearch(client: Elasticsearch, searches: list[dict[str, Any]]) -> list[Any]:
