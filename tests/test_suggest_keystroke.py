@@ -18,8 +18,9 @@ from search.suggest.artifacts import VersionArtifacts, corpus_path, lm_path
 from search.suggest.precomputed import PrecomputedCompletions
 from search.suggest.schemas import SuggestConfig
 from search.suggest.suggester import Suggester
+from serving.auth import Guard
 from serving.keystroke import KeystrokeApp
-from serving.security import KeyRing, SecurityConfig, new_key
+from serving.security import SecurityConfig, new_key
 
 INDEX = "docs"
 TOPICS = [
@@ -107,11 +108,11 @@ def test_api_answers_carry_caching_headers_and_revalidate_with_304(app: Any) -> 
     assert client.get("/v1/suggest", params={"q": "re", "k": 0}).status_code == 422
 
 
-def _keystroke(backend: Any, keys: KeyRing | None = None) -> TestClient:
-    return TestClient(KeystrokeApp(backend.suggest.suggester, INDEX, keys, generation="g1"))
+def _keystroke(backend: Any, guard: Guard | None = None, record: Any = None) -> TestClient:
+    return TestClient(KeystrokeApp(backend.suggest.suggester, INDEX, guard, generation="g1", record=record))
 
 
-def test_keystroke_server_gives_the_apis_suggestions_with_public_caching(app: Any) -> None:
+def test_keystroke_server_gives_the_apis_suggestions_and_caching(app: Any) -> None:
     backend, client, _ = app
     fast = _keystroke(backend)
     for q in ("pars", "regular expr", "csv"):
@@ -119,8 +120,8 @@ def test_keystroke_server_gives_the_apis_suggestions_with_public_caching(app: An
         assert mine.status_code == 200
         api = client.get("/v1/suggest", params={"q": q, "k": 5}).json()
         assert [s["text"] for s in mine.json()["suggestions"]] == [s["text"] for s in api["suggestions"]]
-        assert mine.json()["query_id"] is None and mine.json()["partial"] is False
-        assert mine.headers["cache-control"] == "public, max-age=30"
+        assert len(mine.json()["query_id"]) == 32 and mine.json()["partial"] is False
+        assert mine.headers["cache-control"] == "private, max-age=30"  # the body names its impression
         tag = mine.headers["etag"]
         assert fast.get("/v1/suggest", params={"q": q, "k": 5}, headers={"If-None-Match": tag}).status_code == 304
     assert fast.get("/v1/suggest", params={"q": ""}).json()["suggestions"] == []
@@ -145,14 +146,40 @@ def test_keystroke_server_routes_methods_and_keys(app: Any) -> None:
     suggest_key, suggest_entry = new_key(["suggest"], "widget")
     search_key, search_entry = new_key(["search"], "backend")
     other_key, other_entry = new_key(["suggest"], "other", indices=["elsewhere"])
-    ring = KeyRing(SecurityConfig(keys=[suggest_entry, search_entry, other_entry]))
-    guarded = _keystroke(backend, ring)
+    guard = Guard(SecurityConfig(keys=[suggest_entry, search_entry, other_entry]))
+    guarded = _keystroke(backend, guard)
     assert guarded.get("/v1/suggest?q=csv").status_code == 401
     assert guarded.get("/v1/suggest?q=csv", headers={"X-API-Key": "sift_wrong"}).status_code == 401
     assert guarded.get("/v1/suggest?q=csv", headers={"X-API-Key": search_key}).status_code == 403
     assert guarded.get("/v1/suggest?q=csv", headers={"X-API-Key": other_key}).status_code == 403
     ok = guarded.get("/v1/suggest?q=csv", headers={"Authorization": f"Bearer {suggest_key}"})
     assert ok.status_code == 200 and ok.json()["suggestions"]
+
+
+def test_a_click_on_a_keystroke_suggestion_is_accepted_by_the_apis_events(app: Any) -> None:
+    """The keystroke server appends the API's suggest impression to the API's query log: the widget's click on a
+    suggestion it served carries a query_id that /v1/events knows, exactly as for the API's own /v1/suggest."""
+    backend, client, _ = app
+    fast = _keystroke(backend, record=backend.suggest.query_log.append)
+    sug = fast.get("/v1/suggest", params={"q": "regular expr", "session_id": "s-ks"}).json()
+    assert sug["suggestions"], sug
+    api = client.get("/v1/suggest", params={"q": "regular expr", "session_id": "s-ks"}).json()
+    mine = backend.suggest.query_log.impressions([sug["query_id"]])[sug["query_id"]]
+    ref = backend.suggest.query_log.impressions([api["query_id"]])[api["query_id"]]
+    same = ("type", "query", "result_count", "shown", "session_id", "index")
+    assert {f: getattr(mine, f) for f in same} == {f: getattr(ref, f) for f in same}
+    assert mine.request_id == mine.query_id == sug["query_id"] and mine.client and mine.client.startswith("c-")
+    ev = {
+        "type": "click",
+        "event_name": "Suggestion clicked",
+        "query_id": sug["query_id"],
+        "object_ids": [sug["suggestions"][0]["text"]],
+        "positions": [1],
+    }
+    r = client.post("/v1/events", json={"events": [ev]})
+    assert r.status_code == 202, r.text
+    unknown = client.post("/v1/events", json={"events": [{**ev, "query_id": "f" * 32}]})
+    assert unknown.status_code == 422  # what a null or made-up query_id got before
 
 
 def test_a_swap_drops_cached_answers(app: Any) -> None:
