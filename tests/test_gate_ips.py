@@ -125,3 +125,70 @@ def test_swap_page_weights() -> None:
     assert gain == pytest.approx(-3.0)
     gain, disagreed = swap_page_gain(["a", "c", "b", "d"], [2, 3], {1, 3}, "q", scores, top_k=10)
     assert disagreed and gain == 0.0
+
+
+def test_swap_drawn_from_a_list_longer_than_the_page() -> None:
+    """With a learnt ranker live the swap is drawn among top_k ranks of a list longer than a short page: the
+    propensity is 1/(top_k-1), and a swap below the page leaves the shown pairs intact (the live order's clicks
+    count against the candidate instead of the page being dropped, which favoured it)."""
+    scores = {("q", "a"): 0.0, ("q", "b"): 1.0, ("q", "c"): -1.0, ("q", "d"): -2.0}  # prefers b over a only
+    gain, _ = swap_page_gain(["b", "a", "c", "d"], [1, 2], {1}, "q", scores, top_k=10, listed=10)
+    assert gain == pytest.approx(9.0)  # p_swap = 1/9, not 1/3
+    gain, disagreed = swap_page_gain(["a", "b", "c", "d"], [6, 7], {2}, "q", scores, top_k=10, listed=10)
+    assert disagreed and gain == pytest.approx(-9.0 / 7.0)  # pair (1, 2) intact; 7 of 9 swaps leave it so
+    gain, _ = swap_page_gain(["a", "b", "c", "x"], [4, 5], {1}, "q", scores, top_k=10, listed=10)
+    assert gain == pytest.approx(-9.0 / 7.0)  # the swap moved rank 4 off the page; pair (1, 2) still intact
+
+
+def _shuffled(stages: str, live_first: bool, n: int = 600, seed: int = 1) -> tuple[list[QueryEvent], list[ClickRecord]]:
+    """Shuffled pages of a list whose fused order is the reverse of relevance; with `live_first` a second stage
+    (a learnt ranker, or a cross-encoder whose scores are logged) had put it in relevance order first."""
+    rng = np.random.default_rng(seed)
+    cfg = ExplorationConfig(rate=1.0, top_k=PAGE, mode="shuffle")
+    now = datetime.now(UTC)
+    imps, clicks = [], []
+    for i in range(n):
+        q = f"query {i % N_QUERIES}"
+        docs = [f"q{i % N_QUERIES}-live{r}" for r in range(PAGE)]  # relevance order
+        fused = docs[::-1]
+        live = docs if live_first else fused
+        shown, explored, _ = explore_page(live, cfg, f"s{i}\x1f{q}")
+        feats: dict[str, list[float | None]] = {}
+        for r, d in enumerate(fused):
+            row: list[float | None] = [None] * len(FEATURES)
+            row[FEATURES.index("fused_rank")] = float(r + 1)
+            if "rerank" in stages:
+                row[FEATURES.index("rerank_score")] = -float(docs.index(d))
+            feats[d] = row
+        qid = f"imp-{i}"
+        imps.append(QueryEvent(query=q, query_id=qid, shown=shown, offset=0, explored=explored, features=feats,
+                               versions={"stages": stages}, ts=now))  # fmt: skip
+        for r, d in enumerate(shown):
+            if rng.random() < (1.0 / (r + 1)) * (0.9 if docs.index(d) == 0 else 0.05):
+                clicks.append(
+                    ClickRecord(event_id=f"{qid}-{r}", type="click", event_name="c", query_id=qid, object_ids=[d],
+                                positions=[r + 1], ts=now, received_at=now, query=q)
+                )  # fmt: skip
+    return imps, clicks
+
+
+def test_shuffle_with_a_learnt_ranker_live_is_not_judged_against_the_fused_order() -> None:
+    """A candidate that only repeats the live learnt ranker gains nothing over it; judged against the fused order
+    (the logged features' rank) it looked like a large gain and passed. Those pages are left out, and counted."""
+    imps, clicks = _shuffled("encode,hybrid,ltr,explore", live_first=True)
+    same_as_live = _scores(imps, {r: -float(r) for r in range(PAGE)})
+    res = ips_gate(imps, clicks, same_as_live, GateConfig(top_k=PAGE))
+    assert not res.passed and res.unknown_live_pages == len(imps) and res.judged_pages == 0
+    assert "live order unknown" in res.reason
+    # without a learnt ranker the same pages are judged against the fused order, where that candidate does gain
+    imps, clicks = _shuffled("encode,hybrid,explore", live_first=False)
+    res = ips_gate(imps, clicks, _scores(imps, {r: -float(r) for r in range(PAGE)}), GateConfig(top_k=PAGE))
+    assert res.passed and res.unknown_live_pages == 0, res.reason
+
+
+def test_shuffle_after_a_cross_encoder_uses_its_logged_scores() -> None:
+    """The cross-encoder's order (its logged `rerank_score`), not the fused rank, is the live order: a candidate
+    equal to it changes nothing."""
+    imps, clicks = _shuffled("encode,hybrid,rerank,explore", live_first=True)
+    res = ips_gate(imps, clicks, _scores(imps, {r: -float(r) for r in range(PAGE)}), GateConfig(top_k=PAGE))
+    assert res.judged_pages == 0 and res.shuffle_pages == len(imps) and not res.passed

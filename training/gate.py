@@ -9,16 +9,20 @@ randomized the order, so position bias cancels by construction instead of by a m
 - an **adjacent-swap** page (`explored`, `swapped` = [k, k+1]) puts one pair of the live order the other way
   round. For every adjacent pair j of the live order (the page with its swap undone) on which the candidate
   disagrees with the live ranker, the page is a draw of that pair in the candidate's order (swapped at j,
-  propensity 1/(m-1) among explored pages, m = min(page length, top_k)) or in the live order (the swap was at a
-  pair that does not touch j, propensity (#such pairs)/(m-1)); the page adds
-  clicks(ranks j, j+1) * (1[swapped at j] / p_swap - 1[intact] / p_intact) (Joachims, Swaminathan & Schnabel
-  2017, swap interventions; Radlinski & Joachims 2006, FairPairs). Under any examination model that leaves ranks
-  outside the pair alone, its expectation is the clicks the pair gets in the candidate's order minus in the
-  live one: > 0 when the candidate puts the more attractive document first.
+  propensity 1/(m-1) among explored pages, m = min(top_k, length of the list the swap was drawn from: the page,
+  or top_k when a learnt ranker or cross-encoder ranked a longer list than the page)) or in the live order (the
+  swap was at a pair that does not touch j, possibly below the page: propensity (#such pairs)/(m-1)); the page
+  adds clicks(ranks j, j+1) * (1[swapped at j] / p_swap - 1[intact] / p_intact) (Joachims, Swaminathan &
+  Schnabel 2017, swap interventions; Radlinski & Joachims 2006, FairPairs). Under any examination model that
+  leaves ranks outside the pair alone, its expectation is the clicks the pair gets in the candidate's order
+  minus in the live one: > 0 when the candidate puts the more attractive document first.
 - a **shuffled** page (`explored`, no `swapped`: the top `top_k` uniformly permuted) shows every pair either
-  way with propensity 1/2; the live order is the logged fused rank (the order before the shuffle when no learnt
-  ranker was live), and each disagreeing pair adds 2 * (clicks on the two) * (+1 in the candidate's
-  orientation, -1 in the live one).
+  way with propensity 1/2, and each disagreeing pair adds 2 * (clicks on the two) * (+1 in the candidate's
+  orientation, -1 in the live one). The live order is the logged fused rank, re-sorted by the logged
+  `rerank_score` when a cross-encoder ran (`ranking.rerank.apply_rerank`); a page that a learnt ranker had
+  reordered before the shuffle is left out (`unknown_live_pages`): its scores are not logged, and the fused
+  order in their place would judge the candidate against hybrid retrieval, not the live ranker. With a learnt
+  ranker live, explore with `adjacent_swap`: the logged swap is undone exactly.
 Unexplored pages are never read: there the order is the live ranker's, and clicks on it say nothing a ranker
 trained on them could not reproduce.
 
@@ -48,6 +52,7 @@ from search.text import normalize_query
 from training.click_logs import clicked_positions, one_per_client
 
 FUSED_RANK = FEATURES.index("fused_rank")
+RERANK = FEATURES.index("rerank_score")
 Scores = Mapping[tuple[str, str], float]  # (normalized query, doc id) -> candidate score
 
 
@@ -95,6 +100,11 @@ class GateResult(BaseModel):
     explored_pages: int = Field(description="Explored first pages in the log (after one-per-client).")
     swap_pages: int = Field(description="Of which adjacent-swap pages.")
     shuffle_pages: int = Field(description="Of which shuffled pages whose live order the features give.")
+    unknown_live_pages: int = Field(
+        default=0,
+        description="Shuffled pages left out: no features, or a learnt ranker had reordered the list before the "
+        "shuffle (its order is not logged; `adjacent_swap` exploration keeps it).",
+    )
     judged_pages: int = Field(description="Explored pages where the candidate changes the live order.")
     queries: int = Field(description="Distinct queries of the judged pages (the bootstrap's unit).")
     gain: float = Field(description="Mean IPS click gain of the candidate over the live order per explored page.")
@@ -119,16 +129,22 @@ def _prefers(scores: Scores, q: str, upper: str, lower: str) -> bool:
 
 
 def swap_page_gain(shown: Sequence[str], swapped: Sequence[int], clicks: set[int], q: str, scores: Scores,
-                   top_k: int) -> tuple[float, bool]:  # fmt: skip
-    """IPS gain of one adjacent-swap page and whether the candidate disagreed with the live order on it."""
-    m = min(len(shown), top_k)
+                   top_k: int, listed: int | None = None) -> tuple[float, bool]:  # fmt: skip
+    """IPS gain of one adjacent-swap page and whether the candidate disagreed with the live order on it.
+
+    `listed`: how many results the swap was drawn among (`explore_page` draws k from min(top_k, list length)
+    - 1 pairs of the whole ranked list, which can be longer than the page); default the page's length. A swap
+    below the page leaves every shown pair intact: those pages count, with the live order's clicks."""
     k = swapped[0]
+    m = min(top_k, max(listed or len(shown), k + 1))
+    seen = min(m, len(shown))  # pairs (j, j+1) with both ranks on the page
     if m < 2 or not 1 <= k < m:
         return 0.0, False
     live = list(shown)
-    live[k - 1], live[k] = live[k], live[k - 1]
+    if k < len(shown):
+        live[k - 1], live[k] = live[k], live[k - 1]
     total, disagreed = 0.0, False
-    for j in range(1, m):  # pair (j, j+1) of the live order, 1-based
+    for j in range(1, seen):  # pair (j, j+1) of the live order, 1-based
         if not _prefers(scores, q, live[j - 1], live[j]):
             continue
         disagreed = True
@@ -143,6 +159,17 @@ def swap_page_gain(shown: Sequence[str], swapped: Sequence[int], clicks: set[int
     return total, disagreed
 
 
+def _stages(imp: QueryEvent) -> set[str]:
+    return set(((imp.versions or {}).get("stages") or "").split(","))
+
+
+def live_order_known(imp: QueryEvent) -> bool:
+    """Whether a shuffled page's live order is its fused rank: not when a learnt ranker (or interleaving)
+    reordered the list before the shuffle, since its scores are not logged; a cross-encoder's are, as
+    `rerank_score`, and `shuffle_page_gain` redoes its order."""
+    return not _stages(imp) & {"ltr", "interleave"}
+
+
 def shuffle_page_gain(imp: QueryEvent, clicks: set[int], q: str, scores: Scores, top_k: int) -> tuple[float, bool]:
     """IPS gain of one shuffled page (live order: the logged fused rank) and whether the candidate disagreed."""
     shown = list(imp.shown or [])[:top_k]
@@ -154,6 +181,9 @@ def shuffle_page_gain(imp: QueryEvent, clicks: set[int], q: str, scores: Scores,
             return 0.0, False
         ranks[d] = float(row[FUSED_RANK])  # type: ignore[arg-type]
     live = sorted(shown, key=lambda d: ranks[d])
+    if "rerank" in _stages(imp):  # ranking.rerank.apply_rerank: reranked head by score, then the fused order
+        rr = {d: feats[d][RERANK] for d in shown}
+        live = sorted(shown, key=lambda d: (rr[d] is None, -float(rr[d] or 0.0), ranks[d]))
     pos = {d: i + 1 for i, d in enumerate(shown)}
     total, disagreed = 0.0, False
     for a_i, a in enumerate(live):
@@ -195,17 +225,19 @@ def ips_gate(
         and (index is None or imp.index == index)
     ]  # fmt: skip
     per_query: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    swaps = shuffles = judged = 0
+    swaps = shuffles = judged = unknown_live = 0
     for imp in one_per_client(pages, clicked):
         q = normalize_query(imp.query)
         got = clicked.get(imp.query_id or "", set())
         if imp.swapped:
             swaps += 1
-            g, disagreed = swap_page_gain(imp.shown or [], imp.swapped, got, q, scores, cfg.top_k)
+            listed = cfg.top_k if _stages(imp) & {"ltr", "rerank"} else None  # ranked more than the page
+            g, disagreed = swap_page_gain(imp.shown or [], imp.swapped, got, q, scores, cfg.top_k, listed)
         else:
-            g, disagreed = shuffle_page_gain(imp, got, q, scores, cfg.top_k)
-            if not imp.features:
+            if not imp.features or not live_order_known(imp):
+                unknown_live += 1
                 continue
+            g, disagreed = shuffle_page_gain(imp, got, q, scores, cfg.top_k)
             shuffles += 1
         per_query[q][0] += g
         per_query[q][1] += 1
@@ -220,6 +252,7 @@ def ips_gate(
         reason = (
             f"the candidate changes the live order on {judged} explored page(s) of {explored}: the gate needs "
             f"{cfg.min_pages} (more exploration or more traffic)"
+            + (f"; {unknown_live} shuffled page(s) left out, their live order unknown" if unknown_live else "")
         )
     elif not (gain > cfg.min_gain and (cfg.confidence == 0 or lcb > 0)):
         passed = False
@@ -232,5 +265,5 @@ def ips_gate(
         reason = f"+{gain:.4f} clicks per explored page over the live order ({cfg.confidence:.0%} bound {lcb:+.4f})"
     return GateResult(
         passed=passed, reason=reason, explored_pages=explored, swap_pages=swaps, shuffle_pages=shuffles,
-        judged_pages=judged, queries=queries, gain=gain, lcb=lcb,
+        judged_pages=judged, queries=queries, gain=gain, lcb=lcb, unknown_live_pages=unknown_live,
     )  # fmt: skip
