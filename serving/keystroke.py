@@ -38,6 +38,7 @@ from urllib.parse import parse_qs
 
 from fastapi import HTTPException
 from starlette.datastructures import Headers
+from starlette.types import Receive, Scope, Send
 
 from logs.events import suggest_impression
 from logs.querylog import QueryEvent
@@ -49,8 +50,6 @@ from serving.gate import _body_pending, request_key
 from serving.security import SecurityConfig, check_bind, identity_secret
 
 log = logging.getLogger("sift.keystroke")
-Send = Any
-Receive = Any
 
 
 class KeystrokeConfig:
@@ -111,7 +110,7 @@ class KeystrokeApp:
             self.suggester, self.generation = suggester, generation
             self._cache.clear()
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             while True:
                 msg = await receive()
@@ -170,7 +169,7 @@ class KeystrokeApp:
         body = head + query_id.encode() + tail
         await _send(send, 200, body, extra + close, head_only=method == "HEAD")
 
-    def _admit(self, scope: dict[str, Any], headers: Headers) -> Principal:
+    def _admit(self, scope: Scope, headers: Headers) -> Principal:
         """The API key gate's check and charge (`Guard.admit`: per client, then per key; the unauthenticated
         limit), then the index rule of the API's route: 404 where it is not served, 403 outside the key's
         indices. No LM runs here, so the `suggest_lm` budgets are not charged (as on an API without an LM)."""

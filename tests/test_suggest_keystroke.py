@@ -81,7 +81,7 @@ def test_cold_start_suggests_from_the_corpus_and_every_suggestion_finds_somethin
     backend, client, tmp = app
     assert backend.suggest.artifacts.version is not None  # loaded before the API answered
     assert corpus_path(tmp / "data", backend.suggest.artifacts.version).exists()  # saved for the next start
-    covered, texts = 0, set()
+    covered, texts = 0, set[str]()
     prefixes = _prefixes(QUERIES)
     for p in prefixes:
         got = client.get("/v1/suggest", params={"q": p}).json()["suggestions"]
