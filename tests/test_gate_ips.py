@@ -15,7 +15,7 @@ from logs.querylog import QueryEvent
 from ranking.exploration import ExplorationConfig, explore_page
 from ranking.features import FEATURES
 from search.text import normalize_query
-from training.gate import GateConfig, ips_gate, swap_page_gain
+from training.gate import GateConfig, first_per_client, ips_gate, swap_page_gain
 
 N_QUERIES, PAGE = 40, 10
 # The live order puts a fairly attractive document first and the relevant one second: relevance per live rank.
@@ -192,3 +192,21 @@ def test_shuffle_after_a_cross_encoder_uses_its_logged_scores() -> None:
     imps, clicks = _shuffled("encode,hybrid,rerank,explore", live_first=True)
     res = ips_gate(imps, clicks, _scores(imps, {r: -float(r) for r in range(PAGE)}), GateConfig(top_k=PAGE))
     assert res.judged_pages == 0 and res.shuffle_pages == len(imps) and not res.passed
+
+
+def test_repeats_keep_the_first_page_not_the_clicked_one() -> None:
+    """A client's repeated explored searches of one query count once, by the first page, whatever its clicks:
+    keeping the first clicked one (what training's one_per_client does) picks draws by their outcome, and the
+    pairs the candidate flips then look better than the log says."""
+    now = datetime.now(UTC)
+    scores = {("q", "a"): 0.0, ("q", "b"): 1.0, ("q", "c"): -1.0, ("q", "d"): -2.0}  # prefers b over a only
+    first = QueryEvent(query="q", query_id="i1", client="u", shown=["a", "b", "d", "c"], offset=0, explored=True,
+                       swapped=[3, 4], ts=now)  # fmt: skip
+    again = QueryEvent(query="Q", query_id="i2", client="u", shown=["b", "a", "c", "d"], offset=0, explored=True,
+                       swapped=[1, 2], ts=now)  # fmt: skip
+    other = first.model_copy(update={"client": "v", "query_id": "i3"})
+    assert first_per_client([first, again, other]) == [first, other]
+    click = ClickRecord(event_id="c1", type="click", event_name="c", query_id="i2", object_ids=["b"], positions=[1],
+                        ts=now, received_at=now, query="Q")  # fmt: skip
+    res = ips_gate([first, again], [click], scores, GateConfig(top_k=4, min_pages=1))
+    assert res.explored_pages == 1 and res.gain == 0.0  # the unclicked first page, not +3 from the clicked repeat

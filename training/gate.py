@@ -49,7 +49,7 @@ from logs.clicklog import ClickRecord
 from logs.querylog import QueryEvent
 from ranking.features import FEATURES
 from search.text import normalize_query
-from training.click_logs import clicked_positions, one_per_client
+from training.click_logs import clicked_positions
 
 FUSED_RANK = FEATURES.index("fused_rank")
 RERANK = FEATURES.index("rerank_score")
@@ -97,7 +97,7 @@ class GateResult(BaseModel):
 
     passed: bool
     reason: str
-    explored_pages: int = Field(description="Explored first pages in the log (after one-per-client).")
+    explored_pages: int = Field(description="Explored first pages in the log (a client's repeats: the first).")
     swap_pages: int = Field(description="Of which adjacent-swap pages.")
     shuffle_pages: int = Field(description="Of which shuffled pages whose live order the features give.")
     unknown_live_pages: int = Field(
@@ -207,6 +207,22 @@ def bootstrap_lcb(per_query: Sequence[tuple[float, int]], level: float, draws: i
     return float(np.quantile(ratios, 1.0 - level))
 
 
+def first_per_client(pages: Iterable[QueryEvent]) -> list[QueryEvent]:
+    """Each caller's repeated explored searches of one query (same `client`, index, normalised text) reduced to
+    the first; pages without a `client` all kept. Not `one_per_client`'s first *clicked* one: choosing a page by
+    its clicks tilts the draws toward the orders that got clicked, and the propensities no longer hold."""
+    out: list[QueryEvent] = []
+    seen: set[tuple[str, str | None, str]] = set()
+    for imp in pages:
+        if imp.client is not None:
+            key = (imp.client, imp.index, normalize_query(imp.query))
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(imp)
+    return out
+
+
 def ips_gate(
     impressions: Iterable[QueryEvent],
     clicks: Iterable[ClickRecord],
@@ -226,7 +242,7 @@ def ips_gate(
     ]  # fmt: skip
     per_query: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     swaps = shuffles = judged = unknown_live = 0
-    for imp in one_per_client(pages, clicked):
+    for imp in first_per_client(pages):
         q = normalize_query(imp.query)
         got = clicked.get(imp.query_id or "", set())
         if imp.swapped:
