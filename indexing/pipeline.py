@@ -30,11 +30,12 @@ from indexing.gate import GateConfig, GateRefused, GateResult, JudgmentEvaluator
 from indexing.readers import FieldMap, ReadItem, count_records, read_source
 from indexing.writes import DeadLetter, delete_with_retries, upsert_with_retries
 from models.embedder import Embedder, EmbedderConfig
-from search.documents import Document, StoredRecord
+from search.documents import Document, StoredRecord, bm25_text
 from search.schema import IndexSchema
 from search.stores.base import IndexNotFound, IndexStore, StoreError
 from search.stores.synonym_stores import apply_config_synonyms
 from search.synonyms import SynonymSets
+from search.vocabulary import VocabularyCounter, save_vocabulary
 
 log = logging.getLogger("sift.indexing")
 
@@ -115,6 +116,7 @@ class IndexingPipeline:
         self.config = config or IndexingConfig()
         if self.config.embed and embedder is None:
             raise ValueError("config.embed is true but no embedder was given")
+        self._vocab: VocabularyCounter | None = None  # a full build's vocabulary, counted as it writes
 
     # -- public entry points ----------------------------------------------------------------------------
     def build(self, source: Path, index: str) -> IndexReport:
@@ -134,9 +136,12 @@ class IndexingPipeline:
             report = IndexReport(index=index, version=version, mode="full")
             dead = DeadLetter(self._dead_letter_path(index, version))
             try:
+                self._vocab = VocabularyCounter()
                 self._run(self._items(source), version, report, dead, incremental=False)
                 if not report.balanced:
                     raise IndexingError(f"accounting mismatch: {report.model_dump()}")
+                self.store.refresh(version)  # typo tolerance's vocabulary, stored at the stamp searches will see
+                save_vocabulary(self.store, version, self._vocab)
                 held.check()
                 done = finalize_build(
                     self.store,
@@ -157,6 +162,7 @@ class IndexingPipeline:
                 raise
             finally:
                 dead.close()
+                self._vocab = None
             self._prune(index, expected)
             apply_config_synonyms(self.store, index, self.config.synonyms)  # search/synonyms.py
         return self._finish(report, dead, started)
@@ -344,6 +350,9 @@ class IndexingPipeline:
                 record=rec.doc.model_dump(mode="json") if rec else None,
             )
         report.indexed += result.written
+        if self._vocab is not None:
+            failed = {f.id for f in result.failures}
+            self._vocab.add(bm25_text(r.doc) for r in records if r.doc.id not in failed)
         log.info(
             "batch written: %d docs (%d failed), %d indexed so far",
             result.written,

@@ -14,7 +14,9 @@ The correction is applied before retrieval, so BM25 and the dense encoder both s
 that also occurs in a document or two. With tolerance off for a request, nothing is applied and the correction is
 offered as `did_you_mean`.
 
-Cost: the vocabulary is read once per index version and held in memory (`CachedVocabulary`); each word's
+Cost: the vocabulary is stored with the index version at build time and read once (one request), then held in
+memory (`CachedVocabulary`); a version without one is read from its documents in the background, the searches
+meanwhile going uncorrected; each word's
 correction is computed once per version (rapidfuzz's OSA over the vocabulary words of nearby length, about a
 millisecond for 40,000 words) and remembered, so a repeated query costs a few dict lookups.
 """
@@ -71,6 +73,14 @@ class TypoConfig(BaseModel):
         default=30.0,
         ge=0.0,
         description="How often a search checks whether the index version changed (its vocabulary is then read again).",
+    )
+
+    scan_wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=60.0,
+        description="How long a search may wait for a vocabulary read from the documents (a version built without "
+        "a stored vocabulary, or updated since) before it goes uncorrected; the read goes on in the background.",
     )
 
     @model_validator(mode="after")
@@ -270,17 +280,24 @@ class TypoTolerance:
         self.config = config or TypoConfig()
         self.popularity = popularity
         source = vocabulary_source(store)
-        self.vocabularies = CachedVocabulary(source, self.config.recheck_s) if source is not None else None
+        self.vocabularies = (
+            CachedVocabulary(source, self.config.recheck_s, wait_s=self.config.scan_wait_s)
+            if source is not None
+            else None
+        )
         self._indexes: dict[str, VocabIndex] = {}  # alias → structures of the vocabulary it held
         self._correctors: dict[tuple[str, str], Corrector] = {}  # (version, config) → corrector
         self._lock = threading.Lock()
 
     def corrector(self, index: str, config: TypoConfig | None = None) -> Corrector | None:
-        """The corrector for the index's current vocabulary (None: the store has no vocabulary)."""
+        """The corrector for the index's current vocabulary (None: the store has no vocabulary, or it is still
+        being read in the background)."""
         if self.vocabularies is None:
             return None
         cfg = config or self.config
         vocab = self.vocabularies.get(index)
+        if vocab is None:
+            return None
         with self._lock:
             vi = self._indexes.get(index)
             if vi is None or vi.vocab is not vocab:

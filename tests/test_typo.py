@@ -4,6 +4,9 @@ suggestions, and the response fields through the HTTP API (in-process app over a
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from search.typo import Corrector, TypoConfig, VocabIndex
+from search.typo import Corrector, TypoConfig, TypoTolerance, VocabIndex
 from search.vocabulary import CachedVocabulary, Vocabulary, vocabulary_words
 
 DF = {
@@ -134,17 +137,47 @@ class _Source:
 def test_cached_vocabulary_is_read_again_only_when_the_stamp_moves() -> None:
     now = [0.0]
     src = _Source()
-    cache = CachedVocabulary(src, recheck_s=10, clock=lambda: now[0])
-    assert cache.get("idx").df == {"word": 1}
+    cache = CachedVocabulary(src, recheck_s=10, clock=lambda: now[0], wait_s=5)
+    assert cache.get("idx").df == {"word": 1}  # type: ignore[union-attr]
     now[0] = 5
-    assert cache.get("idx").df == {"word": 1}
+    assert cache.get("idx").df == {"word": 1}  # type: ignore[union-attr]
     now[0] = 20  # rechecked: same stamp, not read again
-    assert cache.get("idx").df == {"word": 1} and src.reads == 1
+    assert cache.get("idx").df == {"word": 1} and src.reads == 1  # type: ignore[union-attr]
     src.version = "idx-v2"
     now[0] = 25  # within recheck_s of the last check: not noticed yet
-    assert cache.get("idx").version == "idx-v1"
+    assert cache.get("idx").version == "idx-v1"  # type: ignore[union-attr]
     now[0] = 31
-    assert cache.get("idx").version == "idx-v2" and src.reads == 2
+    assert cache.get("idx").version == "idx-v2" and src.reads == 2  # type: ignore[union-attr]
+
+
+class _SlowSource(_Source):
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+
+    def vocabulary(self, target: str) -> Vocabulary:
+        assert self.go.wait(10)
+        return super().vocabulary(target)
+
+
+def test_a_search_never_waits_for_a_vocabulary_scan(caplog: pytest.LogCaptureFixture) -> None:
+    src = _SlowSource()
+    cache = CachedVocabulary(src, recheck_s=0)
+    started = time.perf_counter()
+    with caplog.at_level(logging.INFO, logger="sift.typo"):
+        assert cache.get("idx") is None and cache.get("idx") is None  # one scan running, nobody waits for it
+    assert time.perf_counter() - started < 2 and "until its vocabulary is read" in caplog.text
+    src.go.set()
+    cache._scans["idx"].join(10)
+    assert cache.get("idx").df == {"word": 1} and src.reads == 1  # type: ignore[union-attr]
+    src.go.clear()  # the same version updated: its old vocabulary serves while it is read again
+    src.stamp = lambda target: ("idx-v1", "moved")  # type: ignore[method-assign]
+    assert cache.get("idx").df == {"word": 1}  # type: ignore[union-attr]
+    src.go.set()
+    cache._scans["idx"].join(10)
+    assert cache.get("idx").df == {"word": 2}  # type: ignore[union-attr]
+    typos = TypoTolerance(object())
+    assert typos.vocabularies is None and typos.correct("idx", "protien").searched == "protien"
 
 
 # -- through the HTTP API ------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-"""Elasticsearch's vocabulary (`search.vocabulary`): read from the version's `_source`.
+"""Elasticsearch's vocabulary (`search.vocabulary`): stored in `sift-vocabulary`, or read from `_source`.
 
+A build stores the vocabulary it counted (`save`) as a few documents of the `sift-vocabulary` index (one per
+20,000 words, `enabled: false`: nothing indexed but the version), read back by one search. A version built
+before that, or changed since (its stamp moved), is read from its documents:
 The words are not read from Lucene's terms: `content_stems` holds stems, and a text field's terms cannot be
 listed without fielddata. Each document's title, body and doc2query queries are scrolled instead (`_source`
 filtering: no vectors) and go through `bm25_text` and `vocabulary_words`, exactly as the embedded store's side
@@ -10,8 +13,9 @@ new documents visible moves `docs.count`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from elasticsearch import helpers
 
@@ -20,6 +24,19 @@ from search.vocabulary import Vocabulary, count_words
 
 if TYPE_CHECKING:
     from search.stores.elasticsearch import ElasticsearchStore
+
+
+VOCAB_INDEX = "sift-vocabulary"
+_CHUNK = 20_000  # words per stored document (about 300 KB of JSON)
+_MAX_CHUNKS = 500
+_MAPPINGS: dict[str, Any] = {
+    "dynamic": False,
+    "properties": {
+        "of_version": {"type": "keyword"},
+        "part": {"type": "integer"},
+        "words": {"type": "object", "enabled": False},
+    },
+}
 
 
 class EsVocabulary:
@@ -63,3 +80,59 @@ class EsVocabulary:
         for h in hits:
             src = h.get("_source", {})
             yield bm25_text(Document.model_construct(**{k: v for k, v in src.items() if k in Document.model_fields}))
+
+    def stored(self, target: str) -> Vocabulary | None:
+        from search.stores.elasticsearch import _es_guard
+
+        version = self.store._resolve(target)
+        client = self.store.client
+        if not _es_guard(lambda: client.indices.exists(index=VOCAB_INDEX)):
+            return None
+        resp = _es_guard(
+            lambda: client.search(
+                index=VOCAB_INDEX, query={"term": {"of_version": version}}, size=_MAX_CHUNKS + 1, track_total_hits=False
+            )
+        )
+        parts = [h["_source"] for h in resp["hits"]["hits"]]
+        meta = next((p for p in parts if p.get("part") == -1), None)
+        if meta is None or len(parts) != int(meta["parts"]) + 1:
+            return None  # never saved, or a save that did not finish
+        df: dict[str, int] = {}
+        for p in parts:
+            if p.get("part", -1) >= 0:
+                df.update(p["words"])
+        return Vocabulary(version=version, df=df, n_docs=int(meta["n_docs"]), stamp=tuple(json.loads(meta["stamp"])))
+
+    def save(self, vocab: Vocabulary) -> None:
+        from elasticsearch import BadRequestError
+
+        from search.stores.elasticsearch import _es_guard
+
+        client = self.store.client
+        if not _es_guard(lambda: client.indices.exists(index=VOCAB_INDEX)):
+            try:
+                _es_guard(
+                    lambda: client.indices.create(
+                        index=VOCAB_INDEX,
+                        mappings=_MAPPINGS,
+                        settings={"number_of_shards": 1, "auto_expand_replicas": "0-1"},
+                    )
+                )
+            except BadRequestError:  # created meanwhile by another writer
+                pass
+        words = sorted(vocab.df.items())
+        chunks = [dict(words[i : i + _CHUNK]) for i in range(0, len(words), _CHUNK)]
+        if len(chunks) > _MAX_CHUNKS:
+            return  # an implausible vocabulary: left to the scan
+        v = vocab.version
+        old = _es_guard(lambda: client.options(ignore_status=404).get(index=VOCAB_INDEX, id=f"{v}:meta"))
+        old_parts = int(old.get("_source", {}).get("parts", 0)) if old.get("found") else 0
+        actions: list[dict[str, Any]] = [
+            {"_index": VOCAB_INDEX, "_id": f"{v}:{i}", "of_version": v, "part": i, "words": c}
+            for i, c in enumerate(chunks)
+        ]
+        gone = range(len(chunks), old_parts)  # parts of a larger vocabulary saved before
+        actions += [{"_op_type": "delete", "_index": VOCAB_INDEX, "_id": f"{v}:{i}"} for i in gone]
+        meta = {"parts": len(chunks), "n_docs": vocab.n_docs, "stamp": json.dumps(list(vocab.stamp))}
+        actions.append({"_index": VOCAB_INDEX, "_id": f"{v}:meta", "of_version": v, "part": -1, **meta})
+        _es_guard(lambda: helpers.bulk(client, actions, refresh="wait_for"))

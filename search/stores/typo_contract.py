@@ -11,7 +11,7 @@ from search.documents import bm25_text
 from search.schema import IndexSchema
 from search.stores.base import IndexStore
 from search.typo import TypoConfig, TypoTolerance
-from search.vocabulary import count_words, vocabulary_source
+from search.vocabulary import StoredVocabularySource, VocabularyCounter, count_words, save_vocabulary, vocabulary_source
 
 TYPO_DOCS = [
     ("t1", "Receiving packages", "How to receive a package when you are away."),
@@ -57,7 +57,7 @@ class TypoContract:
         assert "the" not in vocab.df and vocab.version == store.current_version(typo_built)
 
     def test_corrections_are_the_same_in_every_store(self, store: IndexStore, typo_built: str) -> None:
-        typos = TypoTolerance(store, TypoConfig(recheck_s=0))
+        typos = TypoTolerance(store, TypoConfig(recheck_s=0, scan_wait_s=30))
         got = {q: typos.correct(typo_built, q).searched for q in CORRECTIONS}
         assert got == CORRECTIONS
         fix = typos.correct(typo_built, "Pyhton argprase")
@@ -72,10 +72,39 @@ class TypoContract:
     def test_vocabulary_follows_updates(self, store: IndexStore, typo_built: str) -> None:
         from search.stores.contract import rec
 
-        typos = TypoTolerance(store, TypoConfig(recheck_s=0))
+        typos = TypoTolerance(store, TypoConfig(recheck_s=0, scan_wait_s=30))
         assert typos.correct(typo_built, "protien").searched == "protein"
         store.delete(typo_built, ["t3"])
         store.upsert(typo_built, [rec("t6", "Proton beams", "Proton therapy with beams.")])
         store.refresh(typo_built)
         assert typos.correct(typo_built, "protien").searched == "protien"  # no protein left
         assert typos.correct(typo_built, "protn beams").searched == "proton beams"
+
+    def test_stored_vocabulary_is_read_without_a_scan(self, store: IndexStore, typo_built: str) -> None:
+        """What a build counted and stored is what a scan reads, and a search uses it without scanning; an update
+        makes it stale (read again from the documents, in the background, and stored again)."""
+        from search.stores.contract import rec
+
+        source = vocabulary_source(store)
+        assert isinstance(source, StoredVocabularySource)
+        version = store.current_version(typo_built)
+        assert version is not None and source.stored(typo_built) is None
+        counter = VocabularyCounter()
+        counter.add(bm25_text(store.get(typo_built, i)) for i, _, _ in TYPO_DOCS)  # type: ignore[arg-type]
+        assert save_vocabulary(store, version, counter)
+        stored = source.stored(typo_built)
+        assert stored is not None and stored.stamp == source.stamp(typo_built)
+        assert dict(stored.df) == dict(source.vocabulary(typo_built).df) and stored.n_docs == 5
+        scans: list[str] = []
+        scan = source.vocabulary
+        source.vocabulary = lambda t: scans.append(t) or scan(t)  # type: ignore[method-assign, assignment, func-returns-value]
+        typos = TypoTolerance(source, TypoConfig(recheck_s=0))  # scan_wait_s 0: a scan would mean no correction
+        assert typos.correct(typo_built, "protien").searched == "protein" and scans == []
+        store.upsert(typo_built, [rec("t6", "Proton beams", "Proton therapy with beams.")])
+        store.refresh(typo_built)
+        assert typos.correct(typo_built, "protn").searched == "protn"  # the old vocabulary while the scan runs
+        thread = typos.vocabularies._scans[typo_built]  # type: ignore[union-attr]
+        thread.join(30)
+        assert scans == [typo_built] and typos.correct(typo_built, "protn").searched == "proton"
+        again = source.stored(typo_built)
+        assert again is not None and again.stamp == source.stamp(typo_built) and again.df["proton"] == 1
