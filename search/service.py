@@ -34,7 +34,7 @@ from search.messages import (
     SearchResult,
 )
 from search.retrieval import HybridRetriever, RetrievalConfig, Retrieved
-from search.stores.base import IndexStore, StoreUnavailable
+from search.stores.base import IndexStore
 from search.text import query_terms
 from search.typo import TypoTolerance
 
@@ -136,17 +136,11 @@ class SearchService:
         self, index: str, req: SearchRequest, window: int, cfg: RetrievalConfig, vector: np.ndarray | None,
         facets: FacetCollector | None = None,
     ) -> list[Retrieved]:  # fmt: skip
-        """The fused window, in a worker thread; the breaker (when on) learns whether the store answered."""
-        try:
-            run = self.retriever.run
-            fused = await asyncio.to_thread(run, index, req.query, window, req.filters, 0, cfg, vector, True, facets)
-        except StoreUnavailable:
-            if self.breaker is not None:
-                self.breaker.failure()
-            raise
-        if self.breaker is not None:
-            self.breaker.success()
-        return fused
+        """The fused window, in a worker thread; the breaker (when on) learns there whether the store answered,
+        even when the search was cancelled at its deadline first."""
+        args = (index, req.query, window, req.filters, 0, cfg, vector, True, facets)
+        b, run = self.breaker, self.retriever.run
+        return await asyncio.to_thread(lambda: b.guard(lambda: run(*args)) if b else run(*args))
 
     async def search(self, req: SearchRequest, lighter: bool = False) -> SearchResponse:
         """`lighter`: the server is under load (serving/admission.py), so a hybrid search runs as BM25 alone and
