@@ -93,3 +93,23 @@ def test_searches_fail_fast_without_encoding_while_the_store_is_down(tmp_path: P
     off = SearchService(store, encode, None, SearchConfig(fail_fast_s=0))  # type: ignore[arg-type]
     assert off.breaker is None
     inner.close()
+
+
+def test_one_probe_in_flight_and_outcomes_reported_by_guard() -> None:
+    clock = Clock()
+    b = StoreBreaker(cooldown_s=0.25, clock=clock, probe_timeout_s=5.0)
+
+    def down() -> None:
+        raise StoreUnavailable("read timed out")
+
+    with pytest.raises(StoreUnavailable, match="read timed out"):
+        b.guard(down)  # opens the breaker, whoever awaited the call
+    clock.now += 0.3
+    b.check()  # the probe goes through and hangs on the slow node ...
+    clock.now += 1.0
+    with pytest.raises(StoreUnavailable, match="failing fast"):
+        b.check()  # ... past the cooldown: no second probe while it is in flight
+    clock.now += 4.1
+    b.check()  # its caller never reported: another probe after probe_timeout_s
+    assert b.guard(lambda: 7) == 7  # it answered: closed
+    b.check()
