@@ -116,6 +116,7 @@ class AppBackend:
             ltr=ltr,
             encoder_version=config.embedder.model if config.search.retrieval.mode != "bm25" else None,
         )
+        self.service.typos.popularity = self.suggest.typo_popularity  # searched words win near-ties
         if self.ranker is not None:
             self.ranker.add_listener(self._ranker_swapped)
         self._ready_checks = models.ready_checks

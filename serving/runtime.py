@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from search.suggest.artifacts import VersionArtifacts
 from search.suggest.result_check import store_has_results
 from search.suggest.schemas import CompleteFn
 from search.suggest.suggester import Suggester
+from search.typo_popularity import QueryWordPopularity
 from serving.config import AppConfig
 
 log = logging.getLogger("sift.serving")
@@ -25,6 +27,8 @@ class SuggestRuntime:
     def __init__(self, config: AppConfig, store: IndexStore, complete: CompleteFn | None, data_dir: Path) -> None:
         es_client = getattr(store, "client", None) if config.store == "es" else None
         self.query_log: QueryLog = make_query_log(config.query_log, config.store, data_dir, es_client)
+        # typo tolerance's query-log weights (search.typo_popularity), under the suggester's k-anonymity rule
+        self.typo_popularity = QueryWordPopularity(config.suggest.min_sessions, config.search.default_index)
         self.suggester: Suggester | None = None
         self.artifacts: VersionArtifacts | None = None
         if not config.suggest.enabled:
@@ -43,7 +47,7 @@ class SuggestRuntime:
         )
         since = datetime.now(UTC) - timedelta(days=config.query_log.replay_days)
         try:
-            n = self.suggester.load(self.query_log.read(since))
+            n = self.suggester.load(self._tap(self.query_log.read(since)))
             log.info("suggester learnt %d searches from the query log", n)
         except Exception as exc:  # a log that cannot be read now must not keep the API down
             log.warning("query log replay failed, suggestions start empty: %s", exc)
@@ -58,8 +62,15 @@ class SuggestRuntime:
             self.query_log.append(event)
         except Exception as exc:  # the search already succeeded; a lost log line must not fail it
             log.warning("query log append failed (%s)", type(exc).__name__)  # its text may quote the query
+        self.typo_popularity.record(event)
         if self.suggester is not None:
             self.suggester.record(event)
+
+    def _tap(self, events: Iterable[QueryEvent]) -> Iterator[QueryEvent]:
+        """The replayed log, counted by typo tolerance's popularity on its way to the suggester."""
+        for ev in events:
+            self.typo_popularity.record(ev)
+            yield ev
 
     def close(self, wait_s: float = 30.0) -> None:
         if self.artifacts is not None:

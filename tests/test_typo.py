@@ -8,6 +8,8 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from search.typo import Corrector, TypoConfig, TypoTolerance, VocabIndex
+from search.typo_popularity import QueryWordPopularity
 from search.vocabulary import CachedVocabulary, Vocabulary, vocabulary_words
 
 DF = {
@@ -249,3 +252,35 @@ def test_api_untouched_query_has_no_fields(client: TestClient) -> None:
     out = _search(client, "argparse 2024")
     assert out["corrected_query"] is None and out["did_you_mean"] is None
     assert [r["id"] for r in out["results"]] == ["d2"]
+
+
+@dataclass
+class _Logged:
+    query: str
+    issuer: str | None
+    type: str = "search"
+    result_count: int = 3
+    index: str | None = "idx"
+    session_id: str | None = None
+    ts: datetime = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_query_log_popularity_wins_near_ties_only_past_k_anonymity() -> None:
+    vi = VocabIndex(Vocabulary("v1", {"cells": 12, "cell": 10, "protein": 5}, 30))  # a near-tie
+    pop = QueryWordPopularity(min_sessions=3, index="idx")
+    c = Corrector(vi, TypoConfig(), popularity=pop)
+    assert c.correct("celll").searched == "cells"  # by document frequency
+    pop.load([_Logged("cell biology", "a"), _Logged("Cell", "b"), _Logged("cell", "b")])
+    assert pop("cell") == 0.0  # two issuers: not counted yet
+    pop.record(_Logged("cell", "c", result_count=0))  # no results: does not count
+    pop.record(_Logged("cell", "d", index="other"))  # another index
+    pop.record(_Logged("my cell is <phone>", "e"))  # scrubbed (PII): does not count
+    assert pop("cell") == 0.0
+    pop.record(_Logged("cell", "f"))
+    assert 0 < pop("cell") <= pop.max_bonus
+    assert Corrector(vi, TypoConfig(), popularity=pop).correct("celll").searched == "cell"
+    far = VocabIndex(Vocabulary("v1", DF, 100))  # cells 100, cell 60: the capped bonus does not overturn it
+    assert Corrector(far, TypoConfig(), popularity=pop).correct("celll").searched == "cells"
+    small = QueryWordPopularity(min_sessions=1, max_words=1)
+    small.load([_Logged("alpha", "a"), _Logged("beta", "a")])
+    assert small("alpha") == 1.0 and small("beta") == 0.0  # bounded
