@@ -89,7 +89,7 @@ def run_dataset(name: str, split: str, seed: int, typo_cfg: TypoConfig) -> dict[
         typo[q], _, edit = inject_typo(clean[q], random.Random(f"{seed}:{q}"))
         edits[edit or "untouched"] = edits.get(edit or "untouched", 0) + 1
     store = make_store("embedded", settings)
-    tolerance = TypoTolerance(store, typo_cfg)
+    tolerance = TypoTolerance(store, typo_cfg.model_copy(update={"scan_wait_s": 60}))  # wait for a scan
     tolerance.correct(index, "warm")  # reads the vocabulary once (timed apart)
     t = time.perf_counter()
     fixed_typo = {q: tolerance.correct(index, typo[q]).searched for q in qids}  # cold: every word computed
