@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ranking.familiar import FamiliarIndex
 from ranking.features import FEATURES, Candidate, CandidateDoc, feature_matrix
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.txt"
 META_FILE = "meta.json"
@@ -53,6 +57,15 @@ class LTRConfig(BaseModel):
         description="Team-draft interleave the order without the ranker (team a) and with it (team b) on first "
         "pages, logging each result's team; `sift clicks interleaving` says who won.",
     )
+    familiar_only: bool = Field(
+        default=True,
+        description="Re-order only queries the ranker has click evidence for (word-set Jaccard >= familiar_jaccard "
+        "with a query it was trained on); others keep the fused order (stage `ltr-skipped:unfamiliar`). Its "
+        "learnt gain transfers only to near-twins of logged queries. Rankers saved without their queries: all.",
+    )
+    familiar_jaccard: float = Field(
+        default=0.5, gt=0.0, le=1.0, description="Word-set Jaccard a query needs with a training query to be familiar."
+    )
 
 
 class RankerMeta(BaseModel):
@@ -67,6 +80,11 @@ class RankerMeta(BaseModel):
     data_hash: str = Field(description="sha256 of the training rows (features, labels, groups).")
     params: dict[str, Any] = Field(default_factory=dict, description="LightGBM parameters used.")
     base_weight: float = Field(default=0.0, ge=0.0, description="Trees add to -base_weight * log2(fused rank).")
+    familiar: list[list[str]] | None = Field(
+        default=None,
+        description="Word sets (ranking.familiar) of the training queries it learnt from, at most 100k; None: an "
+        "older ranker saved without them (applied to every query).",
+    )
 
 
 def save_ranker(booster: Any, meta: RankerMeta, out: Path) -> Path:
@@ -95,6 +113,7 @@ class LTRRanker:
         self.path = Path(config.model)
         self._booster: Any = None
         self.meta: RankerMeta | None = None
+        self._familiar: FamiliarIndex | None = None
         self._lock = threading.Lock()
 
     def warm_up(self) -> None:
@@ -109,7 +128,21 @@ class LTRRanker:
             if tuple(meta.features) != FEATURES:
                 raise ValueError(f"ranker {self.path} was trained on features {meta.features}, not {list(FEATURES)}")
             self._booster = lgb.Booster(model_file=str(self.path / MODEL_FILE))
+            self._familiar = FamiliarIndex(meta.familiar) if meta.familiar is not None else None
+            if meta.familiar is None and self.config.familiar_only:
+                log.info("ranker %s was saved without its training queries: it re-orders every query", self.path)
             self.meta = meta
+
+    def applies(self, query: str, stages: list[str]) -> bool:
+        """Whether the ranker re-orders `query`: always, unless `familiar_only` and the ranker knows its training
+        queries and none is a near-twin of this one (then `ltr-skipped:unfamiliar` is added to `stages`)."""
+        self.warm_up()
+        if not self.config.familiar_only or self._familiar is None:
+            return True
+        if self._familiar.familiar(query, self.config.familiar_jaccard):
+            return True
+        stages.append("ltr-skipped:unfamiliar")
+        return False
 
     @property
     def version(self) -> str:

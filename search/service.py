@@ -271,7 +271,7 @@ class SearchService:
         """The learnt ranker's order of the head (or, interleaving, the head team-drafted from the order without
         it, team a, and with it, team b); the ranker's outcome; the page's teams when interleaved. A lighter
         search is not interleaved: its arm a is not the one the comparison is about."""
-        if ltr is None or not ordered:
+        if ltr is None or not ordered or not ltr.applies(req.query, stages):  # unfamiliar: fused order kept
             return ordered, None, None
         t = time.perf_counter()
         head = ordered[: ltr.config.top_n]

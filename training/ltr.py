@@ -25,6 +25,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from logs.querylog import QueryEvent
+from ranking.familiar import familiar_sets
 from ranking.features import FEATURES
 from ranking.ltr import RankerMeta, base_scores, hash_rows
 from search.text import normalize_query
@@ -280,7 +281,7 @@ def train_ranker(data: RankerData, cfg: RankerTrainConfig) -> tuple[Any, RankerM
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     meta = RankerMeta(
         version=f"ltr-{digest[:12]}-{stamp}", features=list(FEATURES), priors=data.priors, metrics=metrics,
-        data_hash=digest, base_weight=cfg.base_weight,
+        data_hash=digest, base_weight=cfg.base_weight, familiar=familiar_sets(data.queries),
         params={**params, "click_model": cfg.click_model, "grades": cfg.grades, "folds": cfg.folds},
     )  # fmt: skip
     return booster, meta
