@@ -25,6 +25,7 @@ from search.stores.es_bulk import bulk_delete, bulk_failures
 from search.stores.es_facets import EsFacets
 from search.stores.es_feedback import EsFeedback
 from search.stores.es_locks import acquire_es_lock, es_swap_alias
+from search.stores.es_mapping import version_mappings
 from search.stores.es_synonyms import EsSynonymSearch
 from search.text import bm25_terms
 
@@ -143,47 +144,6 @@ class ElasticsearchStore(EsFeedback, EsSynonymSearch, EsFacets):
             return False
 
     # -- versions and aliases -------------------------------------------------------------------------
-    def _mappings(self, dims: int, schema: IndexSchema) -> dict[str, Any]:
-        text = {"type": "text", "analyzer": "sift_text", "fields": {"std": {"type": "text", "analyzer": "standard"}}}
-        extra = {name: {"type": t} for name, t in schema.fields.items()}
-        # BM25's one field: Python's terms split on whitespace, or title and body copied for Elasticsearch to analyse.
-        stems, copy = self.config.analyzer == "snowball", {}
-        bm25 = {"content_stems": {"type": "text", "analyzer": "whitespace"}}
-        if not stems:
-            bm25, copy = {"content": {"type": "text", "analyzer": "sift_text"}}, {"copy_to": "content"}
-        return {
-            "dynamic": "false",
-            # Vectors live in the HNSW graph; keeping them in _source too made every fetch parse 384 floats per
-            # chunk (most of an mget's time) for values no reader uses: rebuilds re-embed from the cache.
-            "_source": {"excludes": ["chunks.vector", "content_stems"]},
-            "_meta": {"sift": {"schema": schema.model_dump(), "dims": dims, "complete": False, "stems": stems}},
-            "properties": {
-                "id": {"type": "keyword"},
-                "title": {**text, **copy},
-                "body": {**text, **copy},
-                **bm25,
-                "url": {"type": "keyword"},
-                "published_at": {"type": "date"},
-                "updated_at": {"type": "date"},
-                "content_hash": {"type": "keyword"},
-                "fields": {"type": "object", "dynamic": "false", "properties": extra},
-                "chunks": {
-                    "type": "nested",
-                    "properties": {
-                        "vector": {
-                            "type": "dense_vector",
-                            "dims": dims,
-                            "index": True,
-                            "similarity": "cosine",
-                            "index_options": {"type": self.config.vector_index},
-                        },
-                        "start": {"type": "integer", "index": False},
-                        "end": {"type": "integer", "index": False},
-                    },
-                },
-            },
-        }
-
     def create_version(self, name: str, dims: int, schema: IndexSchema) -> str:
         validate_index_name(name)
         version = new_version_name(name)
@@ -194,9 +154,8 @@ class ElasticsearchStore(EsFeedback, EsSynonymSearch, EsFacets):
             # A version under construction is not searched: skip periodic refreshes until it is complete.
             "refresh_interval": "-1",
         }
-        _es_guard(
-            lambda: self.client.indices.create(index=version, settings=settings, mappings=self._mappings(dims, schema))
-        )
+        mappings = version_mappings(dims, schema, self.config.analyzer, self.config.vector_index)
+        _es_guard(lambda: self.client.indices.create(index=version, settings=settings, mappings=mappings))
         self._schemas[version] = schema
         self._stems[version] = self.config.analyzer == "snowball"
         return version
