@@ -3,18 +3,30 @@
 Why: a ranker learnt from clicks gains on queries with a near-twin in its training log and loses on the others
 (docs/notes/gate-grid.md: +.046 on twins, -.062 on the rest at exploration 0.1), because its per-document click
 evidence only transfers to near-twins. So, as Algolia's Dynamic Re-Ranking does, a query without click history
-keeps the engine's own order. "Familiar" is the issue's own twin rule (training/gate_report.py): word-set
+keeps the engine's own order. "Familiar" is the issue's own twin rule (training/gate_report.py's, defined
+here): word-set
 Jaccard >= 0.5 with one training query, the same tokenizer reused, chosen before looking at any test figure.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from training.gate_report import TWIN_JACCARD, words
-
+TWIN_JACCARD = 0.5
 MAX_SETS = 100_000
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> frozenset[str]:
+    """The word set the twin rule compares: lower-cased `\\w+` tokens, stop words kept. Defined here, below
+    training/, so serving and `training.gate_report` (which re-exports it) use the one tokenizer."""
+    return frozenset(_WORD.findall(text.lower()))
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def familiar_sets(queries: Iterable[str], limit: int = MAX_SETS) -> list[list[str]]:

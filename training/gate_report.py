@@ -14,26 +14,16 @@ The twin rule: a test query is a **twin** when the word-set Jaccard similarity o
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-TWIN_JACCARD = 0.5
+from ranking.familiar import TWIN_JACCARD, jaccard, words  # the twin rule's tokenizer: the served rule's too
+
 TIE = 1e-9
-_WORD = re.compile(r"\w+", re.UNICODE)
 VALIDATION_SPLITS = ("validation", "dev")
-
-
-def words(text: str) -> frozenset[str]:
-    """The word set the twin rule compares: lower-cased `\\w+` tokens."""
-    return frozenset(_WORD.findall(text.lower()))
-
-
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 0.0
 
 
 def twin_queries(
