@@ -94,7 +94,7 @@ def test_local_backend_swaps_a_promoted_ranker(tmp_path: Path) -> None:
             "data_dir": str(tmp_path),
             "search": {"default_index": "reload-docs", "retrieval": {"mode": "bm25"}},
             "reranker": {"model": None},
-            "ranker": {"model": "registry:ranker", "watch_s": 0},
+            "ranker": {"model": "registry:ranker", "watch_s": 0, "familiar_only": False},  # learnt "query N" only
             "suggest": {"enabled": False},
             "summarizer": None,
         }
