@@ -263,6 +263,7 @@ def test_ltr_system_runs_the_learnt_stage(
     y = (x[:, FEATURES.index("fused_rank")] >= 6).astype(float) * 4
     data = RankerData(x, y, [f"q{i // 10:03d}" for i in range(3000)], [], {})
     booster, meta = train_ranker(data, RankerTrainConfig(base_weight=0.0))
+    meta = meta.model_copy(update={"familiar": None})  # learnt "q000".., not the test queries: apply to all
     ranker = save_ranker(booster, meta, tmp_path / "ranker")
     settings = Settings(data_dir=tmp_path / "data", cache_dir=tmp_path / "cache")
     systems = ["hybrid-linear", "hybrid-linear+ltr"]
@@ -275,6 +276,10 @@ def test_ltr_system_runs_the_learnt_stage(
     base, ltr = res.system("hybrid-linear"), res.system("hybrid-linear+ltr")
     assert base.status == ltr.status == "ok" and ltr.fusion == "linear"
     assert ltr.metrics["ndcg@10"] < base.metrics["ndcg@10"], (ltr.metrics, base.metrics)
+    # as the server does: saved with the queries it learnt from, none familiar here, the fused order is scored
+    familiar = save_ranker(booster, meta.model_copy(update={"familiar": [["q000"]]}), tmp_path / "familiar")
+    res = Evaluator(cfg.model_copy(update={"ranker": familiar}), settings=settings, embedder=tiny_embedder).run()
+    assert res.system("hybrid-linear+ltr").metrics == res.system("hybrid-linear").metrics
 
 
 def test_pipeline_systems_need_their_models_and_use_them(
