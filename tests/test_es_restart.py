@@ -85,7 +85,11 @@ class Relay:
 def node() -> Iterator[Any]:
     from sift.es_node import LocalElasticsearch
 
-    n = LocalElasticsearch(port=int(os.environ.get("SIFT_TEST_ES_PORT", "9250")), heap="512m")
+    # A node of this module's own, never the session's (tests/conftest.py): these tests stop and restart it, and
+    # the rest of the run must keep its node. Its own port means its own state folder too.
+    default = int(os.environ.get("SIFT_TEST_ES_PORT", "9250")) + 1
+    n = LocalElasticsearch(port=int(os.environ.get("SIFT_TEST_ES_RESTART_PORT", default)), heap="512m")
+    n.wipe()
     n.start(timeout=300)
     yield n
     n.stop()
