@@ -95,7 +95,8 @@ def test_search_suggest_related(url: str) -> None:
 
         suggested = sift.suggest("decor", k=3)
         assert suggested.query == "decor" and suggested.query_id
-        assert suggested.suggestions[0].text == "decorators wrap" and suggested.suggestions[0].source == "log"
+        top = suggested.suggestions[0]  # the logged query, which the corpus may also hold ("log+corpus")
+        assert top.text == "decorators wrap" and "log" in top.source.split("+")
         related = sift.related("decorators wrap", k=3)
         assert related.query == "decorators wrap" and "exceptions stop" in [r.text for r in related.related]
 
