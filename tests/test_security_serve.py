@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
@@ -86,6 +87,9 @@ def url(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
     finally:
         serve.shutdown()
+        # Free lingering ObjectRefs while Ray is still up: one collected by another thread after shutdown made
+        # Ray end the whole pytest process ("the core worker has already been shutdown") in one full run.
+        gc.collect()
         ray.shutdown()
 
 
