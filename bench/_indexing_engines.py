@@ -24,6 +24,7 @@ import numpy as np
 
 from indexing.chunking import chunk_document
 from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
+from models.ray_session import shutdown_ray
 
 ENCODERS = {"torch-fp32": ("torch", "none"), "onnx-fp32": ("onnx", "none"), "onnx-int8": ("onnx", "int8")}
 
@@ -152,7 +153,7 @@ def ray_rows(src: Path, docs: list[Any], model: str, enc: str, actors: int, tmp:
         pipe_s = time.perf_counter() - t
         assert report.indexed == len(docs), report
     finally:
-        ray.shutdown()
+        shutdown_ray()
     ratio = enc_s / pipe_s
     print(f"ray engine ({enc}, {actors} actors x {rc.encoder_num_cpus} CPU, {len(docs)} docs):")
     print(f"  encode-only (actor pool alone): {len(docs) / enc_s:7.1f} docs/s  (includes its actors' start)")

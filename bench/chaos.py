@@ -41,6 +41,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from models.ray_session import shutdown_ray
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -551,7 +553,7 @@ def main() -> None:
 
             with contextlib.suppress(Exception):
                 serve.shutdown()
-            ray.shutdown()
+            shutdown_ray()
         node.wipe()
         shutil.rmtree(tmp, ignore_errors=True)
     write(args.out, results)

@@ -39,6 +39,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from models.ray_session import shutdown_ray
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -793,7 +795,7 @@ def main() -> None:
                         serve.delete(name)
         finally:
             serve.shutdown()
-            ray.shutdown()
+            shutdown_ray()
     finally:
         if node is not None:
             node.stop()

@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from models.ray_session import shutdown_ray
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 # The load generator shares this process with the Ray driver's threads: at Python's default 5 ms GIL switch
@@ -305,7 +307,7 @@ def main() -> None:
             ).result()
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
         shutil.rmtree(tmp, ignore_errors=True)
 
     report: dict[str, Any] = {

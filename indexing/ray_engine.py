@@ -30,6 +30,7 @@ from indexing.pipeline import IndexingConfig, IndexingPipeline, IndexReport, _Ba
 from indexing.readers import FieldMap, ReadItem, _plan, _read_file, count_records
 from indexing.writes import DeadLetter
 from models.embedder import Embedder
+from models.ray_session import shutdown_ray
 from search.documents import Document, StoredRecord
 from search.stores.base import IndexStore
 
@@ -95,9 +96,7 @@ class RayIndexingPipeline(IndexingPipeline):
             self._stream(self._source, target, report, dead)
         finally:
             if started_here:
-                import ray
-
-                ray.shutdown()
+                shutdown_ray()
 
     # -- the stream -------------------------------------------------------------------------------------
     def _dataset(self, source: Path) -> Any:

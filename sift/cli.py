@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from models.ray_session import shutdown_ray
 from search.settings import Settings
 from sift.cli_common import _fail
 
@@ -294,7 +295,6 @@ def serve_cmd(
         api = create_api(backend, backend.metrics, cfg.cors_origins)
         uvicorn.run(api, **uvicorn_options(cfg))  # access log as in Serve mode; no proxy headers
         return
-    import ray
     from ray import serve
 
     from serving.ray_env import run_local
@@ -305,7 +305,7 @@ def serve_cmd(
         serve_forever()
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 def serve_forever() -> None:

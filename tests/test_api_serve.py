@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
+from models.ray_session import shutdown_ray
 from ranking.fusion import ranked, rrf
 from search.schema import IndexSchema
 from search.stores.elasticsearch import ElasticsearchStore
@@ -166,7 +167,7 @@ def serve_url(
         yield url
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from models.live import LiveModel
+from models.ray_session import shutdown_ray
 from models.registry import ModelCard, Registry
 
 
@@ -171,7 +172,7 @@ def reload_app(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_path: Pat
         yield url, reg
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 async def _load(url: str, rate: float, seconds: float, at: float, action: Any) -> list[tuple[float, int, Any]]:

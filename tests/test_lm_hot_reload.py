@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.ray_session import shutdown_ray
 from models.registry import ModelCard, Registry
 from search.suggest.live_lm import LiveCompleter, make_completer
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
@@ -148,7 +149,7 @@ def suggest_app(lm_registry: Registry, tmp_path_factory: pytest.TempPathFactory)
         yield url
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 async def _suggest_load(url: str, rate: float, seconds: float, at: float, action: Any) -> list[tuple[int, Any]]:

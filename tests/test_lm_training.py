@@ -12,6 +12,7 @@ import pytest
 
 from logs.clicklog import ClickRecord
 from logs.querylog import QueryEvent
+from models.ray_session import shutdown_ray
 from search.suggest.lm_completer import LMCompleter, LMCompleterConfig
 from training.lm_data import LMDataConfig, LMExample, build_lm_data, suggest_examples
 from training.lm_train import collate, encode
@@ -165,7 +166,7 @@ def local_ray() -> Iterator[None]:
     try:
         yield
     finally:
-        ray.shutdown()
+        shutdown_ray()
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 from indexing.pipeline import IndexingConfig, IndexingPipeline
 from indexing.ray_engine import RayEngineConfig, RayIndexingPipeline
 from models.embedder import CachedEmbedder, EmbedderConfig, EmbeddingCache, SentenceTransformerEmbedder
+from models.ray_session import shutdown_ray
 from search.stores.embedded import EmbeddedStore
 from tests.test_doc2query import tiny_d2q
 
@@ -43,7 +44,7 @@ def ray_local() -> Iterator[None]:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 2**20)
     yield
-    ray.shutdown()
+    shutdown_ray()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from indexing.pipeline import IndexingPipeline
 from indexing.ray_engine import RayEngineConfig, RayIndexingPipeline
 from models.embedder import Embedder
+from models.ray_session import shutdown_ray
 from search.settings import Settings
 from search.stores.factory import make_store
 from tests.test_build_safety import Refusing
@@ -150,7 +151,7 @@ def test_ray_engine_under_429s(
             assert not (tmp_path / "dead").exists() or not any((tmp_path / "dead").iterdir())
     finally:
         if ray.is_initialized():
-            ray.shutdown()
+            shutdown_ray()
         store.close()
 
 

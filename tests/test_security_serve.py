@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import socket
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
+from models.ray_session import shutdown_ray
 from search.schema import IndexSchema
 from search.stores.elasticsearch import ElasticsearchStore
 from serving.security import hash_key
@@ -87,10 +87,7 @@ def url(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield base
     finally:
         serve.shutdown()
-        # Free lingering ObjectRefs while Ray is still up: one collected by another thread after shutdown made
-        # Ray end the whole pytest process ("the core worker has already been shutdown") in one full run.
-        gc.collect()
-        ray.shutdown()
+        shutdown_ray()
 
 
 def test_keys_scopes_and_bounds_over_serve(url: str, tmp_path: Path) -> None:

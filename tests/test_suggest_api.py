@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexing.pipeline import IndexingConfig, IndexingPipeline
+from models.ray_session import shutdown_ray
 from search.stores.embedded import EmbeddedStore
 from tests.tiny_lm import TINY_EXAMPLES, build_tiny_query_lm
 from tests.widget_server import wait_ready
@@ -241,7 +242,7 @@ def serve_url(es_url: str, tiny_lm: Path, tmp_path_factory: pytest.TempPathFacto
         yield url, log_index
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()
 
 
 @pytest.mark.es

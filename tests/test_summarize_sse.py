@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from models.ray_session import shutdown_ray
 from search.documents import Document
 from search.summarize.config import SummarizerConfig
 from search.summarize.schemas import Summary
@@ -362,4 +363,4 @@ def test_serve_app_streams_and_cancels_across_deployments(
         asyncio.run(via_handle())
     finally:
         serve.shutdown()
-        ray.shutdown()
+        shutdown_ray()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from logs.clicklog import ClickRecord
 from logs.querylog import QueryEvent
+from models.ray_session import shutdown_ray
 from search.configfile import ConfigError, load_config
 from training.lm_data import LMData, LMDataConfig, TextFetch, build_lm_data
 from training.lm_train import LMTrainConfig, TrainedLM, train_lm
@@ -69,7 +70,7 @@ def ray_session(cpus: float | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        ray.shutdown()
+        shutdown_ray()
 
 
 def lm_examples(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.ray_session import shutdown_ray
 from search.suggest.corpus import CorpusIndex
 from search.suggest.indices import PrefixIndex
 from search.suggest.lm_completer import Completion, LMCompleterConfig, Task
@@ -133,7 +134,7 @@ def ray_generate(
         return out
     finally:
         if started:
-            ray.shutdown()
+            shutdown_ray()
 
 
 def precompute(
