@@ -247,3 +247,21 @@ def test_cpu_accounting_of_a_child_process() -> None:
         child.communicate(b"\n", timeout=30)
     assert cpu_seconds(child.pid) is None  # reaped
     assert cpu_ms_per_request(before, after, 0) == {}
+
+
+def test_served_facet_cost_compares_median_p50s_of_the_alternated_arms() -> None:
+    from bench.search_latency import served_facet_cost
+
+    runs = [
+        {"store": "es", "config": "hybrid-plain", "p50_ms": 20.0},
+        {"store": "es", "config": "hybrid+facets", "p50_ms": 23.0},
+        {"store": "es", "config": "hybrid-plain", "p50_ms": 30.0},
+        {"store": "es", "config": "hybrid+facets", "p50_ms": 33.0},
+        {"store": "es", "config": "hybrid-plain", "p50_ms": 22.0},
+        {"store": "es", "config": "hybrid+facets", "p50_ms": 27.0},
+        {"store": "embedded", "config": "hybrid-plain", "p50_ms": 1.0},  # another store: not counted
+        {"store": "es", "config": "hybrid", "p50_ms": 1.0},  # another configuration: not counted
+    ]
+    out = served_facet_cost(runs, "es")
+    assert out["plain_p50_ms"] == 22.0 and out["facets_p50_ms"] == 27.0
+    assert out["added_p50_pct"] == 22.7
