@@ -77,6 +77,13 @@ def test_refuses_incomplete_gate_refused_and_missing_versions(
     with pytest.raises(RollbackRefused, match="incomplete"):
         rollback(store, index_name, to=crashed)
     store.drop_version(v1)
+    if hasattr(store, "client"):  # Elasticsearch: the dropped version's stored vocabulary goes with it
+        from search.stores.es_vocab import VOCAB_INDEX
+
+        def vocab_docs(version: str) -> int:
+            return int(store.client.count(index=VOCAB_INDEX, query={"term": {"of_version": version}})["count"])
+
+        assert vocab_docs(v1) == 0 and vocab_docs(v2) > 0
     with pytest.raises(RollbackRefused, match=f"version {v1} no longer exists"):
         rollback(store, index_name, to=v1)
     with pytest.raises(RollbackRefused, match="not a version of"):

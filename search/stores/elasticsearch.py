@@ -216,6 +216,9 @@ class ElasticsearchStore(EsFeedback, EsSynonymSearch, EsFacets):
         if self.current_version(name) == version:
             raise StoreError(f"refusing to drop {version!r}: the alias {name!r} points at it")
         _es_guard(lambda: self.client.indices.delete(index=version, ignore_unavailable=True))
+        from search.stores.es_vocab import EsVocabulary
+
+        EsVocabulary(self).forget(version)
         self._schemas.pop(version, None)
         self._stems.pop(version, None)
 

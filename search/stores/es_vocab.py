@@ -103,6 +103,27 @@ class EsVocabulary:
                 df.update(p["words"])
         return Vocabulary(version=version, df=df, n_docs=int(meta["n_docs"]), stamp=tuple(json.loads(meta["stamp"])))
 
+    def forget(self, version: str) -> None:
+        """Delete a dropped version's stored vocabulary (`ElasticsearchStore.drop_version`): nothing else would."""
+        from search.stores.elasticsearch import _es_guard
+
+        client = self.store.client
+        if not _es_guard(lambda: client.indices.exists(index=VOCAB_INDEX)):
+            return
+        # Ids, then a bulk delete (a node may run without the reindex module that `_delete_by_query` needs).
+        resp = _es_guard(
+            lambda: client.search(
+                index=VOCAB_INDEX,
+                query={"term": {"of_version": version}},
+                size=_MAX_CHUNKS + 1,
+                source=False,
+                track_total_hits=False,
+            )
+        )
+        actions = [{"_op_type": "delete", "_index": VOCAB_INDEX, "_id": h["_id"]} for h in resp["hits"]["hits"]]
+        if actions:
+            _es_guard(lambda: helpers.bulk(client, actions, refresh="wait_for", raise_on_error=False))
+
     def save(self, vocab: Vocabulary) -> None:
         from elasticsearch import BadRequestError
 
