@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.suggest_coldstart import QUERIES, prefixes
 
@@ -64,11 +66,12 @@ def tree_cpu_s(root: int | None) -> float:
     return total
 
 
-def never_seen(data_dir: Path, exclude: set[str], n: int, seed: int = 7) -> list[str]:
+def never_seen(data_dir: Path, exclude: set[str], n: int, index: str, seed: int = 7) -> list[str]:
     """`n` distinct prefixes (3+ characters) of the served version's corpus phrases, none in `exclude`."""
-    phrases: list[str] = []
-    for path in sorted((data_dir / "suggest").glob("*.corpus.json")):
-        phrases = list(json.loads(path.read_text())["phrases"])
+    files = sorted((data_dir / "suggest").glob(f"{index}-v*.corpus.json"))  # version names sort by time
+    if not files:
+        raise SystemExit(f"no corpus suggestions of {index!r} under {data_dir / 'suggest'}: run `sift suggest build`")
+    phrases = list(json.loads(files[-1].read_text())["phrases"])
     pool = sorted({p[:i] for p in phrases for i in range(3, len(p) + 1) if not p[i - 1].isspace()} - exclude)
     random.Random(seed).shuffle(pool)
     if len(pool) < n:  # a small corpus: the same prefixes with another k are other cache keys
@@ -93,7 +96,10 @@ def attack(
         b0, t0 = busy_jiffies()
         s0 = tree_cpu_s(server)
         w0 = time.perf_counter()
-        raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+        done = subprocess.run(cmd, capture_output=True)
+        if done.returncode != 0:
+            raise SystemExit(f"vegeta failed ({done.returncode}): {done.stderr.decode(errors='replace')[-2000:]}")
+        raw = done.stdout
         wall = time.perf_counter() - w0
         b1, t1 = busy_jiffies()
         s1 = tree_cpu_s(server)
@@ -158,6 +164,7 @@ def main() -> None:
     ap.add_argument("--keystroke-url", help="The keystroke server; default: start one with --start.")
     ap.add_argument("--start", type=Path, help="AppConfig YAML: start both servers on it (ports 8000, 8001).")
     ap.add_argument("--data-dir", type=Path, default=Path(".data"), help="Where the corpus suggestions are.")
+    ap.add_argument("--index", default=None, help="The served index (default: --start's default_index, else pydocs).")
     ap.add_argument("--rates", default="50,200,500")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--paths", default="serve,keystroke")
@@ -170,6 +177,9 @@ def main() -> None:
     args = ap.parse_args()
     if not Path(args.vegeta).exists():
         raise SystemExit(f"no vegeta at {args.vegeta}: run `make vegeta`")
+    if args.index is None:
+        cfg = yaml.safe_load(args.start.read_text()) if args.start is not None else {}
+        args.index = ((cfg or {}).get("search") or {}).get("default_index") or "pydocs"
     procs: list[subprocess.Popen[bytes]] = []
     if args.start is not None:
         procs = start_servers(args.start, 8000, 8001)
@@ -185,7 +195,7 @@ def main() -> None:
         rates = [int(r) for r in args.rates.split(",")]
         warm = prefixes(QUERIES)
         need = sum(int(r * args.seconds) + 1 for r in rates) * len(paths)
-        fresh = never_seen(args.data_dir, set(warm), need)
+        fresh = never_seen(args.data_dir, set(warm), need, args.index)
         headers = [f"X-API-Key: {args.api_key}"] if args.api_key else []
         rows = []
         for p in paths:

@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+
 from bench.suggest_coldstart import QUERIES, prefixes
 from bench.suggest_load import never_seen, table, tree_cpu_s, url_for
 
@@ -21,11 +23,16 @@ def test_prefixes_are_typed_forms_of_three_characters_or_more() -> None:
 def test_never_seen_prefixes_avoid_the_warm_ones_and_repeat_nothing(tmp_path: Path) -> None:
     (tmp_path / "suggest").mkdir()
     phrases = {"regular expression": 0.5, "read a file": 0.4, "json": 0.3}
-    (tmp_path / "suggest" / "v1.corpus.json").write_text(json.dumps({"format": 1, "phrases": phrases}))
+    (tmp_path / "suggest" / "docs-v1.corpus.json").write_text(json.dumps({"format": 1, "phrases": phrases}))
+    other = {"zzz another index": 1.0}  # another index's phrases (sorted after it) are never used
+    (tmp_path / "suggest" / "tests-v9.corpus.json").write_text(json.dumps({"format": 1, "phrases": other}))
     warm = {"reg", "regu"}
-    few = never_seen(tmp_path, warm, 10)
+    few = never_seen(tmp_path, warm, 10, "docs")
+    assert not any(p.startswith("zzz") for p in never_seen(tmp_path, warm, 500, "docs"))
+    with pytest.raises(SystemExit, match="no corpus suggestions of 'nope'"):
+        never_seen(tmp_path, warm, 10, "nope")
     assert len(few) == len(set(few)) == 10 and not warm & set(few)
-    many = never_seen(tmp_path, warm, 200)  # more than the corpus has: other k values make other keys
+    many = never_seen(tmp_path, warm, 200, "docs")  # more than the corpus has: other k values make other keys
     assert len(many) == len(set(many)) == 200
     q = parse_qs(urlsplit(url_for("http://h", many[-1])).query)
     assert q["q"][0] and 2 <= int(q["k"][0]) < 20 and "\x00" not in q["q"][0]
