@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.suggest_coldstart import QUERIES, prefixes
 
@@ -178,8 +176,9 @@ def main() -> None:
     if not Path(args.vegeta).exists():
         raise SystemExit(f"no vegeta at {args.vegeta}: run `make vegeta`")
     if args.index is None:
-        cfg = yaml.safe_load(args.start.read_text()) if args.start is not None else {}
-        args.index = ((cfg or {}).get("search") or {}).get("default_index") or "pydocs"
+        from serving.config import AppConfig
+
+        args.index = AppConfig.load(args.start).search.default_index if args.start is not None else "pydocs"
     procs: list[subprocess.Popen[bytes]] = []
     if args.start is not None:
         procs = start_servers(args.start, 8000, 8001)

@@ -124,7 +124,6 @@ def test_ray_engine_under_429s(
 ) -> None:
     """30% of records refused with 429 (`times` attempts each, None: always): retried with backoff to a swap,
     or the build fails, nothing dead-lettered, and the alias stays."""
-    import ray
 
     store = make_store("embedded", Settings(_env_file=None, data_dir=tmp_path / "data"))  # type: ignore[call-arg]
     first = IndexingPipeline(store, None, make_config(tmp_path, embed=False)).build(
@@ -150,8 +149,7 @@ def test_ray_engine_under_429s(
             assert store.current_version(index_name) == first.version and store.count(index_name) == 10
             assert not (tmp_path / "dead").exists() or not any((tmp_path / "dead").iterdir())
     finally:
-        if ray.is_initialized():
-            shutdown_ray()
+        shutdown_ray()
         store.close()
 
 

@@ -82,18 +82,12 @@ class EsVocabulary:
             yield bm25_text(Document.model_construct(**{k: v for k, v in src.items() if k in Document.model_fields}))
 
     def stored(self, target: str) -> Vocabulary | None:
-        from search.stores.elasticsearch import _es_guard
 
         version = self.store._resolve(target)
-        client = self.store.client
-        if not _es_guard(lambda: client.indices.exists(index=VOCAB_INDEX)):
+        hits = self._parts(version, with_source=True)
+        if hits is None:
             return None
-        resp = _es_guard(
-            lambda: client.search(
-                index=VOCAB_INDEX, query={"term": {"of_version": version}}, size=_MAX_CHUNKS + 1, track_total_hits=False
-            )
-        )
-        parts = [h["_source"] for h in resp["hits"]["hits"]]
+        parts = [h["_source"] for h in hits]
         meta = next((p for p in parts if p.get("part") == -1), None)
         if meta is None or len(parts) != int(meta["parts"]) + 1:
             return None  # never saved, or a save that did not finish
@@ -107,22 +101,31 @@ class EsVocabulary:
         """Delete a dropped version's stored vocabulary (`ElasticsearchStore.drop_version`): nothing else would."""
         from search.stores.elasticsearch import _es_guard
 
+        # Ids, then a bulk delete (a node may run without the reindex module that `_delete_by_query` needs).
+        actions = [
+            {"_op_type": "delete", "_index": VOCAB_INDEX, "_id": h["_id"]}
+            for h in self._parts(version, with_source=False) or []
+        ]
+        if actions:
+            _es_guard(lambda: helpers.bulk(self.store.client, actions, refresh="wait_for", raise_on_error=False))
+
+    def _parts(self, version: str, *, with_source: bool) -> list[dict[str, Any]] | None:
+        """The stored documents of `version`'s vocabulary (None: no vocabulary was ever stored on this cluster)."""
+        from search.stores.elasticsearch import _es_guard
+
         client = self.store.client
         if not _es_guard(lambda: client.indices.exists(index=VOCAB_INDEX)):
-            return
-        # Ids, then a bulk delete (a node may run without the reindex module that `_delete_by_query` needs).
+            return None
         resp = _es_guard(
             lambda: client.search(
                 index=VOCAB_INDEX,
                 query={"term": {"of_version": version}},
                 size=_MAX_CHUNKS + 1,
-                source=False,
+                source=with_source,
                 track_total_hits=False,
             )
         )
-        actions = [{"_op_type": "delete", "_index": VOCAB_INDEX, "_id": h["_id"]} for h in resp["hits"]["hits"]]
-        if actions:
-            _es_guard(lambda: helpers.bulk(client, actions, refresh="wait_for", raise_on_error=False))
+        return list(resp["hits"]["hits"])
 
     def save(self, vocab: Vocabulary) -> None:
         from elasticsearch import BadRequestError
